@@ -1,0 +1,428 @@
+/* lootlog: one binary, several verbs (design.md "CLI"). main parses options (flags, then
+ * LOOTLOG_<NAME> from the environment, then defaults), wires the modules of state/ and
+ * server/ together, and owns the event loop and the shutdown order. */
+#include "server/http.h"
+#include "server/producer.h"
+#include "server/routes.h"
+#include "state/catalog.h"
+#include "state/consumer.h"
+#include "state/log.h"
+#include "state/migrate.h"
+#include "state/store.h"
+#include "state/waiters.h"
+
+#include <ctype.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef LOOTLOG_VERSION
+#define LOOTLOG_VERSION "0.0.0"
+#endif
+
+#define MAX_KAFKA_PROPS 64
+
+typedef struct {
+    const char *http;
+    const char *brokers;
+    const char *topic;
+    const char *db;
+    const char *catalog_path;
+    const char *snapshot_url;
+    const char *admin_token_file;
+    int snapshot_interval_s;
+    int partition_first, partition_last;
+    int no_fold, no_http;
+    int delivery_timeout_ms;
+    int wait_ms;
+    int64_t guild_capacity;
+    int64_t ready_max_lag;
+    int batch_events, batch_ms;
+    const char *kafka_props[MAX_KAFKA_PROPS];
+    size_t kafka_prop_count;
+} options;
+
+static const char usage_text[] =
+    "lootlog " LOOTLOG_VERSION " — event-sourced player state on Kafka and SQLite\n"
+    "\n"
+    "usage:\n"
+    "  lootlog serve   [--http ADDR] [--brokers LIST] [--topic events] [--db FILE]\n"
+    "                  [--catalog FILE] [--partitions A-B] [--no-fold] [--no-http]\n"
+    "                  [--guild-capacity N] [--request-timeout-ms MS] [--wait-ms MS]\n"
+    "                  [--ready-max-lag N] [--batch-events N] [--batch-ms MS]\n"
+    "                  [--snapshot-url URL] [--snapshot-interval SEC] [--admin-token-file F]\n"
+    "                  [-X librdkafka.key=value ...]\n"
+    "  lootlog migrate --db FILE\n"
+    "  lootlog --help | --version\n"
+    "\n"
+    "Every option also reads LOOTLOG_<NAME> from the environment (--db: LOOTLOG_DB,\n"
+    "--request-timeout-ms: LOOTLOG_REQUEST_TIMEOUT_MS); a flag wins over the environment.\n";
+
+/* The environment's value for a long option name, e.g. "db" -> $LOOTLOG_DB. */
+static const char *env_option(const char *name) {
+    char key[64] = "LOOTLOG_";
+    size_t n = strlen(key);
+    for (const char *p = name; *p && n + 1 < sizeof key; p++)
+        key[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    key[n] = '\0';
+    return getenv(key);
+}
+
+static int parse_partitions(const char *text, options *opt) {
+    int first, last;
+    char extra;
+    if (sscanf(text, "%d-%d%c", &first, &last, &extra) == 2 && first >= 0 && last >= first &&
+        last < STORE_MAX_PARTITIONS) {
+        opt->partition_first = first;
+        opt->partition_last = last;
+        return 0;
+    }
+    if (sscanf(text, "%d%c", &first, &extra) == 1 && first >= 0 && first < STORE_MAX_PARTITIONS) {
+        opt->partition_first = opt->partition_last = first;
+        return 0;
+    }
+    fprintf(stderr, "lootlog: --partitions '%s' is not A-B\n", text);
+    return -1;
+}
+
+static int parse_int(const char *name, const char *text, long long min, long long max,
+                     long long *out) {
+    char *end;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end || v < min || v > max) {
+        fprintf(stderr, "lootlog: --%s '%s' is not a number in %lld..%lld\n", name, text, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+enum {
+    OPT_HTTP = 256, OPT_BROKERS, OPT_TOPIC, OPT_DB, OPT_CATALOG, OPT_SNAPSHOT_URL,
+    OPT_SNAPSHOT_INTERVAL, OPT_PARTITIONS, OPT_NO_FOLD, OPT_NO_HTTP, OPT_ADMIN_TOKEN_FILE,
+    OPT_GUILD_CAPACITY, OPT_REQUEST_TIMEOUT_MS, OPT_WAIT_MS, OPT_READY_MAX_LAG,
+    OPT_BATCH_EVENTS, OPT_BATCH_MS,
+};
+
+static const struct option long_options[] = {
+    {"http", required_argument, NULL, OPT_HTTP},
+    {"brokers", required_argument, NULL, OPT_BROKERS},
+    {"topic", required_argument, NULL, OPT_TOPIC},
+    {"db", required_argument, NULL, OPT_DB},
+    {"catalog", required_argument, NULL, OPT_CATALOG},
+    {"snapshot-url", required_argument, NULL, OPT_SNAPSHOT_URL},
+    {"snapshot-interval", required_argument, NULL, OPT_SNAPSHOT_INTERVAL},
+    {"partitions", required_argument, NULL, OPT_PARTITIONS},
+    {"no-fold", no_argument, NULL, OPT_NO_FOLD},
+    {"no-http", no_argument, NULL, OPT_NO_HTTP},
+    {"admin-token-file", required_argument, NULL, OPT_ADMIN_TOKEN_FILE},
+    {"guild-capacity", required_argument, NULL, OPT_GUILD_CAPACITY},
+    {"request-timeout-ms", required_argument, NULL, OPT_REQUEST_TIMEOUT_MS},
+    {"wait-ms", required_argument, NULL, OPT_WAIT_MS},
+    {"ready-max-lag", required_argument, NULL, OPT_READY_MAX_LAG},
+    {"batch-events", required_argument, NULL, OPT_BATCH_EVENTS},
+    {"batch-ms", required_argument, NULL, OPT_BATCH_MS},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Applies one option (from a flag or the environment). Returns 0 or -1. */
+static int apply_option(options *opt, int code, const char *value) {
+    long long n;
+    switch (code) {
+    case OPT_HTTP: opt->http = value; return 0;
+    case OPT_BROKERS: opt->brokers = value; return 0;
+    case OPT_TOPIC: opt->topic = value; return 0;
+    case OPT_DB: opt->db = value; return 0;
+    case OPT_CATALOG: opt->catalog_path = value; return 0;
+    case OPT_SNAPSHOT_URL: opt->snapshot_url = value; return 0;
+    case OPT_ADMIN_TOKEN_FILE: opt->admin_token_file = value; return 0;
+    case OPT_PARTITIONS: return parse_partitions(value, opt);
+    case OPT_NO_FOLD: opt->no_fold = 1; return 0;
+    case OPT_NO_HTTP: opt->no_http = 1; return 0;
+    case OPT_SNAPSHOT_INTERVAL:
+        if (parse_int("snapshot-interval", value, 0, 86400 * 365, &n)) return -1;
+        opt->snapshot_interval_s = (int)n;
+        return 0;
+    case OPT_GUILD_CAPACITY:
+        if (parse_int("guild-capacity", value, 1, 1000000000, &n)) return -1;
+        opt->guild_capacity = n;
+        return 0;
+    case OPT_REQUEST_TIMEOUT_MS:
+        if (parse_int("request-timeout-ms", value, 100, 600000, &n)) return -1;
+        opt->delivery_timeout_ms = (int)n;
+        return 0;
+    case OPT_WAIT_MS:
+        if (parse_int("wait-ms", value, 1, 30000, &n)) return -1;
+        opt->wait_ms = (int)n;
+        return 0;
+    case OPT_READY_MAX_LAG:
+        if (parse_int("ready-max-lag", value, 0, 1LL << 40, &n)) return -1;
+        opt->ready_max_lag = n;
+        return 0;
+    case OPT_BATCH_EVENTS:
+        if (parse_int("batch-events", value, 1, 1000000, &n)) return -1;
+        opt->batch_events = (int)n;
+        return 0;
+    case OPT_BATCH_MS:
+        if (parse_int("batch-ms", value, 1, 60000, &n)) return -1;
+        opt->batch_ms = (int)n;
+        return 0;
+    }
+    return -1;
+}
+
+/* Defaults, then the environment, then flags. Returns 0, 1 after --help, -1 on error. */
+static int parse_options(int argc, char **argv, options *opt) {
+    memset(opt, 0, sizeof *opt);
+    opt->http = "127.0.0.1:8080";
+    opt->brokers = "127.0.0.1:9092";
+    opt->topic = "events";
+    opt->db = "lootlog.db";
+    opt->partition_first = opt->partition_last = -1;
+    opt->delivery_timeout_ms = 5000;
+    opt->wait_ms = 2000;
+    opt->guild_capacity = FOLD_DEFAULT_GUILD_CAPACITY;
+    opt->ready_max_lag = 10000;
+    opt->batch_events = 5000;
+    opt->batch_ms = 20;
+
+    for (const struct option *o = long_options; o->name; o++) {
+        const char *value = o->val >= OPT_HTTP ? env_option(o->name) : NULL;
+        if (!value || !*value) continue;
+        if (o->has_arg == no_argument) {
+            if (strcmp(value, "0") == 0 || strcmp(value, "false") == 0) continue;
+            value = NULL;
+        }
+        if (apply_option(opt, o->val, value)) {
+            fprintf(stderr, "lootlog: (from the environment, LOOTLOG_ for --%s)\n", o->name);
+            return -1;
+        }
+    }
+    optind = 1;
+    int code;
+    while ((code = getopt_long(argc, argv, "hX:", long_options, NULL)) != -1) {
+        if (code == 'h') {
+            fputs(usage_text, stdout);
+            return 1;
+        }
+        if (code == 'X') {
+            if (opt->kafka_prop_count == MAX_KAFKA_PROPS) {
+                fprintf(stderr, "lootlog: too many -X settings\n");
+                return -1;
+            }
+            opt->kafka_props[opt->kafka_prop_count++] = optarg;
+            continue;
+        }
+        if (code == '?' || apply_option(opt, code, optarg)) {
+            fputs(usage_text, stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "lootlog: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmd_migrate(options *opt) {
+    char errstr[512];
+    sqlite3 *db = NULL;
+    int from, to;
+    if (sqlite3_open(opt->db, &db) != SQLITE_OK) {
+        fprintf(stderr, "lootlog: opening %s: %s\n", opt->db, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return 1;
+    }
+    int rc = migrate_apply(db, &from, &to, errstr, sizeof errstr);
+    sqlite3_close(db);
+    if (rc) {
+        fprintf(stderr, "lootlog: %s\n", errstr);
+        return 1;
+    }
+    printf("%s: schema version %d -> %d\n", opt->db, from, to);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- serve */
+
+typedef struct {
+    struct event_base *base;
+    producer *prod;
+    routes *rts;
+    waiters *fold_waiters;
+    int draining;
+    int64_t drain_deadline_ms;
+} serve_state;
+
+static int64_t monotonic_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg) {
+    (void)what;
+    serve_state *s = arg;
+    log_info("serve", "signal %d: shutting down", (int)sig);
+    event_base_loopexit(s->base, NULL);
+}
+
+static void on_fold_commit_fd(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    serve_state *s = arg;
+    waiters_drain(s->fold_waiters);
+    if (s->rts) routes_on_fold_commit(s->rts);
+}
+
+static void notify_fold_commit(void *opaque) { waiters_notify(opaque); }
+
+/* During shutdown: keep the loop running until every produced event has its delivery
+ * report (so each waiting client gets its answer) or the deadline passes. */
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    serve_state *s = arg;
+    if (producer_outstanding(s->prod) == 0 || monotonic_ms() >= s->drain_deadline_ms)
+        event_base_loopexit(s->base, NULL);
+}
+
+static int cmd_serve(options *opt) {
+    char errstr[512];
+    int rc = 1;
+    serve_state s = {0};
+    catalog *cat = NULL;
+    consumer *fold = NULL;
+    store *reader = NULL;
+    http_server *http = NULL;
+    struct event *sigint_ev = NULL, *sigterm_ev = NULL, *wake_ev = NULL, *drain_ev = NULL;
+
+    signal(SIGPIPE, SIG_IGN);
+    s.base = event_base_new();
+    if (!s.base) {
+        fprintf(stderr, "lootlog: event_base_new failed\n");
+        return 1;
+    }
+    cat = catalog_load(opt->catalog_path, errstr, sizeof errstr);
+    if (!cat) goto fail;
+    s.fold_waiters = waiters_new(errstr, sizeof errstr);
+    if (!s.fold_waiters) goto fail;
+
+    producer_config pc = {
+        .brokers = opt->brokers,
+        .topic = opt->topic,
+        .delivery_timeout_ms = opt->delivery_timeout_ms,
+        .kafka_props = opt->kafka_props,
+        .kafka_prop_count = opt->kafka_prop_count,
+    };
+    s.prod = producer_new(s.base, &pc, errstr, sizeof errstr);
+    if (!s.prod) goto fail;
+
+    if (!opt->no_fold) {
+        consumer_config cc = {
+            .brokers = opt->brokers,
+            .topic = opt->topic,
+            .db_path = opt->db,
+            .fold = {.guild_capacity = opt->guild_capacity},
+            .partition_first = opt->partition_first,
+            .partition_last = opt->partition_last,
+            .batch_max_events = (size_t)opt->batch_events,
+            .batch_max_ms = opt->batch_ms,
+            .kafka_props = opt->kafka_props,
+            .kafka_prop_count = opt->kafka_prop_count,
+            .on_commit = notify_fold_commit,
+            .on_commit_opaque = s.fold_waiters,
+        };
+        fold = consumer_start(&cc, errstr, sizeof errstr);
+        if (!fold) goto fail;
+        reader = store_open(opt->db, STORE_READER, errstr, sizeof errstr);
+        if (!reader) goto fail;
+    }
+
+    routes_config rc_config = {
+        .base = s.base,
+        .cat = cat,
+        .prod = s.prod,
+        .reader = reader,
+        .fold = fold,
+        .default_wait_ms = opt->wait_ms,
+        .ready_max_lag = opt->ready_max_lag,
+    };
+    s.rts = routes_new(&rc_config, errstr, sizeof errstr);
+    if (!s.rts) goto fail;
+    if (!opt->no_http) {
+        http_config hc = {.address = opt->http, .request_timeout_s = 30};
+        http = http_server_new(s.base, &hc, routes_handle, s.rts, errstr, sizeof errstr);
+        if (!http) goto fail;
+    }
+
+    wake_ev = event_new(s.base, waiters_fd(s.fold_waiters), EV_READ | EV_PERSIST,
+                        on_fold_commit_fd, &s);
+    sigint_ev = evsignal_new(s.base, SIGINT, on_signal, &s);
+    sigterm_ev = evsignal_new(s.base, SIGTERM, on_signal, &s);
+    if (!wake_ev || !sigint_ev || !sigterm_ev || event_add(wake_ev, NULL) ||
+        event_add(sigint_ev, NULL) || event_add(sigterm_ev, NULL)) {
+        snprintf(errstr, sizeof errstr, "registering loop events failed");
+        goto fail;
+    }
+    log_info("serve", "lootlog %s: http %s, brokers %s, topic %s, db %s%s", LOOTLOG_VERSION,
+             opt->no_http ? "off" : opt->http, opt->brokers, opt->topic, opt->db,
+             opt->no_fold ? " (no fold)" : "");
+
+    event_base_dispatch(s.base);
+
+    /* Shutdown: stop taking requests, let in-flight produces finish and be answered,
+     * then stop the fold after its batch, then free in reverse order. */
+    http_server_free(http);
+    http = NULL;
+    s.drain_deadline_ms = monotonic_ms() + 5000;
+    drain_ev = event_new(s.base, -1, EV_PERSIST, on_drain_tick, &s);
+    struct timeval tick = {0, 20 * 1000};
+    if (drain_ev && event_add(drain_ev, &tick) == 0 && producer_outstanding(s.prod) > 0)
+        event_base_dispatch(s.base);
+    rc = 0;
+    goto cleanup;
+fail:
+    fprintf(stderr, "lootlog: %s\n", errstr);
+cleanup:
+    http_server_free(http);
+    routes_free(s.rts);
+    producer_free(s.prod, 2000);
+    consumer_stop(fold);
+    store_close(reader);
+    if (drain_ev) event_free(drain_ev);
+    if (wake_ev) event_free(wake_ev);
+    if (sigint_ev) event_free(sigint_ev);
+    if (sigterm_ev) event_free(sigterm_ev);
+    waiters_free(s.fold_waiters);
+    catalog_free(cat);
+    event_base_free(s.base);
+    if (rc == 0) log_info("serve", "stopped cleanly");
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    options opt;
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(usage_text, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("lootlog %s\n", LOOTLOG_VERSION);
+        return 0;
+    }
+    const char *verb = argv[1];
+    int rc = parse_options(argc - 1, argv + 1, &opt);
+    if (rc) return rc > 0 ? 0 : 2;
+    if (strcmp(verb, "serve") == 0) return cmd_serve(&opt);
+    if (strcmp(verb, "migrate") == 0) return cmd_migrate(&opt);
+    fprintf(stderr, "lootlog: unknown command '%s'\n%s", verb, usage_text);
+    return 2;
+}

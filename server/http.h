@@ -1,0 +1,46 @@
+/* http: the evhttp server and the reply helpers every route uses. */
+#ifndef LOOTLOG_HTTP_H
+#define LOOTLOG_HTTP_H
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <jansson.h>
+#include <stddef.h>
+
+typedef struct http_server http_server;
+
+typedef struct {
+    const char *address; /* "127.0.0.1:8080" */
+    int request_timeout_s; /* per-connection read/write timeout against slow clients */
+} http_config;
+
+/* Binds and starts serving; each request goes to handler(req, arg). NULL with errstr. */
+http_server *http_server_new(struct event_base *base, const http_config *config,
+                             void (*handler)(struct evhttp_request *, void *), void *arg,
+                             char *errstr, size_t errstr_size);
+
+/* Stops accepting; open connections are closed. */
+void http_server_free(http_server *srv);
+
+/* Sends body (decref'ed here) as JSON with status. */
+void http_reply_json(struct evhttp_request *req, int status, json_t *body);
+
+/* Sends {"error": code, "message": message} with status. */
+void http_reply_error(struct evhttp_request *req, int status, const char *code,
+                      const char *message);
+
+/* Sends a text/plain body. */
+void http_reply_text(struct evhttp_request *req, int status, const char *content_type,
+                     const char *text, size_t len);
+
+/* The request body as a NUL-terminated string (pulled up in the input buffer), its length
+ * in *len. Never NULL: an empty body gives "". */
+const char *http_body(struct evhttp_request *req, size_t *len);
+
+/* The value of header name, or NULL. */
+const char *http_header(struct evhttp_request *req, const char *name);
+
+/* The value of query parameter name (decoded; freed by the caller), or NULL. */
+char *http_query_param(struct evhttp_request *req, const char *name);
+
+#endif

@@ -1,0 +1,773 @@
+/* routes: request -> handler dispatch, the write path (validate, encode, produce, answer
+ * from the delivery report) and the read path (one read transaction per answer). */
+#include "routes.h"
+
+#include "../state/codec.h"
+#include "../state/log.h"
+#include "http.h"
+#include "validate.h"
+
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_WAIT_MS 30000
+
+/* A request waiting for the fold to pass (partition, offset). */
+typedef struct parked {
+    struct parked *prev, *next;
+    routes *owner;
+    struct evhttp_request *req;
+    struct event *timer;
+    int32_t partition;
+    int64_t offset;
+    int is_write;   /* a write with ?wait=applied, else GET /inventory?after= */
+    json_t *ack;    /* write: the 202 body, extended with the outcome */
+    char user_id[CODEC_ID_MAX + 1];
+    char event_id[CODEC_ID_MAX + 1];
+    char *item_types; /* inventory filters, owned */
+    char *category;
+} parked;
+
+struct routes {
+    routes_config config;
+    parked *parked_head;
+    size_t parked_count;
+};
+
+/* ---------------------------------------------------------------- path matching */
+
+#define MAX_SEGMENTS 8
+
+typedef struct {
+    char *segment[MAX_SEGMENTS];
+    int count;
+    char buf[1024];
+} path_parts;
+
+/* Splits "/v1/users/alice/purchases" into segments. Returns -1 for an overlong path. */
+static int split_path(const char *path, path_parts *parts) {
+    parts->count = 0;
+    if (!path || strlen(path) >= sizeof parts->buf) return -1;
+    strcpy(parts->buf, path);
+    char *save = NULL;
+    for (char *seg = strtok_r(parts->buf, "/", &save); seg; seg = strtok_r(NULL, "/", &save)) {
+        if (parts->count == MAX_SEGMENTS) return -1;
+        parts->segment[parts->count++] = seg;
+    }
+    return 0;
+}
+
+/* Matches parts against a pattern such as "v1/users/ * /purchases" written without
+ * spaces; '*' takes one segment, whose value goes to captures in order. */
+static int match(const path_parts *parts, const char *pattern, const char **captures) {
+    char buf[128];
+    int i = 0, n = 0;
+    snprintf(buf, sizeof buf, "%s", pattern);
+    char *save = NULL;
+    for (char *p = strtok_r(buf, "/", &save); p; p = strtok_r(NULL, "/", &save), i++) {
+        if (i >= parts->count) return 0;
+        if (strcmp(p, "*") == 0)
+            captures[n++] = parts->segment[i];
+        else if (strcmp(p, parts->segment[i]) != 0)
+            return 0;
+    }
+    return i == parts->count;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static void reply_validation(struct evhttp_request *req, const validate_error *err) {
+    http_reply_error(req, err->status, err->code, err->message);
+}
+
+static const char *header_or_empty(struct evhttp_request *req, const char *name) {
+    const char *v = http_header(req, name);
+    return v ? v : "";
+}
+
+/* Builds the event fields every write shares: id, type, user, time, metadata. */
+static int start_event(struct evhttp_request *req, event_type type, const char *user_id,
+                       event *ev, validate_error *err) {
+    memset(ev, 0, sizeof *ev);
+    ev->version = CODEC_EVENT_VERSION;
+    ev->type = type;
+    if (validate_identifier("user_id", user_id, err)) return -1;
+    snprintf(ev->user_id, sizeof ev->user_id, "%s", user_id);
+    const char *key = http_header(req, "Idempotency-Key");
+    if (key) {
+        if (!codec_identifier_ok(key))
+            return validate_fail(err, 400, "invalid_idempotency_key",
+                                 "Idempotency-Key must match ^[A-Za-z0-9_.-]{1,64}$");
+        snprintf(ev->event_id, sizeof ev->event_id, "%s", key);
+    } else if (codec_uuid4(ev->event_id, sizeof ev->event_id)) {
+        return validate_fail(err, 500, "internal", "no randomness for an event id");
+    }
+    const char *if_match = http_header(req, "If-Match");
+    if (if_match) {
+        long long version;
+        if (validate_if_match(if_match, &version, err)) return -1;
+        ev->has_expected_version = 1;
+        ev->expected_version = version;
+    }
+    codec_now_iso8601(ev->ts, sizeof ev->ts);
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon) evhttp_connection_get_peer(evcon, &peer, &port);
+    snprintf(ev->metadata.remote_addr, sizeof ev->metadata.remote_addr, "%s", peer ? peer : "");
+    snprintf(ev->metadata.host, sizeof ev->metadata.host, "%s", header_or_empty(req, "Host"));
+    snprintf(ev->metadata.user_agent, sizeof ev->metadata.user_agent, "%s",
+             header_or_empty(req, "User-Agent"));
+    snprintf(ev->metadata.accept_language, sizeof ev->metadata.accept_language, "%s",
+             header_or_empty(req, "Accept-Language"));
+    return 0;
+}
+
+/* Checks Content-Type and size, returning the body, or NULL after answering. */
+static const char *json_body(struct evhttp_request *req, size_t *len) {
+    validate_error err;
+    const char *body = http_body(req, len);
+    if (*len > VALIDATE_BODY_MAX) {
+        http_reply_error(req, 413, "body_too_large", "the body exceeds 65536 bytes");
+        return NULL;
+    }
+    if (validate_content_type(http_header(req, "Content-Type"), &err)) {
+        reply_validation(req, &err);
+        return NULL;
+    }
+    return body;
+}
+
+/* Parses a timeout_ms query value, defaulting and clamping. */
+static int wait_ms_param(routes *r, struct evhttp_request *req) {
+    char *value = http_query_param(req, "timeout_ms");
+    int ms = r->config.default_wait_ms;
+    if (value) {
+        ms = atoi(value);
+        if (ms < 0) ms = 0;
+        if (ms > MAX_WAIT_MS) ms = MAX_WAIT_MS;
+        free(value);
+    }
+    return ms;
+}
+
+/* 1 when the fold has committed past offset on partition. */
+static int fold_passed(routes *r, int32_t partition, int64_t offset) {
+    return r->config.fold && consumer_next_offset(r->config.fold, partition) > offset;
+}
+
+/* ---------------------------------------------------------------- inventory */
+
+/* 1 when item_type is in the comma-separated list. */
+static int in_list(const char *list, const char *item_type) {
+    size_t n = strlen(item_type);
+    for (const char *p = list; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == n && strncmp(p, item_type, n) == 0) return 1;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
+/* Builds the GET /inventory body from a read; writes the ETag version to *version.
+ * Returns NULL when the player does not exist (or on a read error, with *failed set). */
+static json_t *inventory_body(routes *r, const char *user_id, const char *item_types,
+                              const char *category, int64_t *version, int *failed) {
+    store_inventory inv;
+    *failed = 0;
+    if (store_read_inventory(r->config.reader, user_id, &inv)) {
+        log_error("http", "inventory read: %s", store_errmsg(r->config.reader));
+        *failed = 1;
+        return NULL;
+    }
+    if (!inv.found) {
+        store_inventory_clear(&inv);
+        return NULL;
+    }
+    json_t *body = json_object();
+    json_t *items = json_array();
+    json_t *as_of = json_object();
+    json_object_set_new(body, "user_id", json_string(user_id));
+    json_object_set_new(body, "guild_id", inv.player.guild_id[0]
+                                              ? json_string(inv.player.guild_id)
+                                              : json_null());
+    for (size_t i = 0; i < inv.line_count; i++) {
+        const store_line *line = &inv.lines[i];
+        const catalog_item *entry = catalog_find(r->config.cat, line->item_type);
+        const char *line_category = entry ? entry->category : "unknown";
+        if (item_types && !in_list(item_types, line->item_type)) continue;
+        if (category && strcmp(category, line_category) != 0) continue;
+        json_t *obj = json_object();
+        json_object_set_new(obj, "item_type", json_string(line->item_type));
+        json_object_set_new(obj, "category", json_string(line_category));
+        json_object_set_new(obj, "quantity", json_integer(line->quantity));
+        json_array_append_new(items, obj);
+    }
+    json_object_set_new(body, "items", items);
+    for (size_t i = 0; i < inv.offset_count; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", (int)inv.offsets[i].partition);
+        json_object_set_new(as_of, key, json_integer(inv.offsets[i].next_offset));
+    }
+    json_object_set_new(body, "as_of", as_of);
+    json_object_set_new(body, "version", json_integer(inv.player.version));
+    *version = inv.player.version;
+    store_inventory_clear(&inv);
+    return body;
+}
+
+static void set_etag(struct evhttp_request *req, int64_t version) {
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", (long long)version);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "ETag", etag);
+}
+
+static void reply_inventory(routes *r, struct evhttp_request *req, const char *user_id,
+                            const char *item_types, const char *category) {
+    int64_t version = 0;
+    int failed;
+    json_t *body = inventory_body(r, user_id, item_types, category, &version, &failed);
+    if (failed) {
+        http_reply_error(req, 500, "internal", "reading the inventory failed");
+    } else if (!body) {
+        http_reply_error(req, 404, "not_found", "no such player");
+    } else {
+        set_etag(req, version);
+        http_reply_json(req, 200, body);
+    }
+}
+
+/* Parses "<partition>:<offset>". Returns 0 or -1. */
+static int parse_token(const char *token, int32_t *partition, int64_t *offset) {
+    char *end;
+    long p = strtol(token, &end, 10);
+    if (end == token || *end != ':' || p < 0 || p >= STORE_MAX_PARTITIONS) return -1;
+    const char *o = end + 1;
+    long long off = strtoll(o, &end, 10);
+    if (end == o || *end != '\0' || off < 0) return -1;
+    *partition = (int32_t)p;
+    *offset = off;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- parking */
+
+static void unpark(parked *pk) {
+    routes *r = pk->owner;
+    if (pk->prev) pk->prev->next = pk->next;
+    else r->parked_head = pk->next;
+    if (pk->next) pk->next->prev = pk->prev;
+    r->parked_count--;
+    if (pk->timer) event_free(pk->timer);
+    json_decref(pk->ack);
+    free(pk->item_types);
+    free(pk->category);
+    free(pk);
+}
+
+/* Answers a parked write once its event is folded: 200 applied / 409 rejected. */
+static void answer_applied_write(routes *r, parked *pk) {
+    store_event_outcome outcome;
+    int found = store_read_event(r->config.reader, pk->event_id, &outcome);
+    json_t *ack = pk->ack;
+    pk->ack = NULL;
+    if (found <= 0) {
+        /* Folded past it but no record: it was dead-lettered. */
+        json_object_set_new(ack, "outcome", json_string("dead_lettered"));
+        http_reply_json(pk->req, 500, ack);
+        return;
+    }
+    json_object_set_new(ack, "outcome", json_string(outcome.outcome));
+    if (strcmp(outcome.outcome, "applied") == 0) {
+        int64_t version = 0;
+        int failed;
+        json_t *inv = inventory_body(r, pk->user_id, NULL, NULL, &version, &failed);
+        json_object_set_new(ack, "inventory", inv ? inv : json_null());
+        if (inv) set_etag(pk->req, version);
+        http_reply_json(pk->req, 200, ack);
+    } else {
+        json_object_set_new(ack, "reason", json_string(outcome.reason));
+        http_reply_json(pk->req, 409, ack);
+    }
+}
+
+static void answer_parked(routes *r, parked *pk) {
+    if (pk->is_write)
+        answer_applied_write(r, pk);
+    else
+        reply_inventory(r, pk->req, pk->user_id, pk->item_types, pk->category);
+    unpark(pk);
+}
+
+static void on_park_timeout(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    parked *pk = arg;
+    if (pk->is_write) {
+        json_t *ack = pk->ack;
+        pk->ack = NULL;
+        json_object_set_new(ack, "outcome", json_string("pending"));
+        json_object_set_new(ack, "error", json_string("fold_timeout"));
+        json_object_set_new(ack, "message",
+                            json_string("the event is in the log but was not folded in time"));
+        http_reply_json(pk->req, 504, ack);
+    } else {
+        int64_t version = 0;
+        int failed;
+        json_t *body = inventory_body(pk->owner, pk->user_id, pk->item_types, pk->category,
+                                      &version, &failed);
+        json_t *err = json_object();
+        json_object_set_new(err, "error", json_string("fold_timeout"));
+        json_object_set_new(err, "message",
+                            json_string("the fold did not reach the token in time"));
+        json_object_set_new(err, "as_of", body ? json_incref(json_object_get(body, "as_of"))
+                                               : json_object());
+        json_decref(body);
+        http_reply_json(pk->req, 504, err);
+    }
+    unpark(pk);
+}
+
+/* Parks req until the fold passes (partition, offset) or wait_ms runs out. */
+static int park(routes *r, parked *pk, int wait_ms) {
+    pk->owner = r;
+    pk->timer = evtimer_new(r->config.base, on_park_timeout, pk);
+    struct timeval tv = {wait_ms / 1000, (wait_ms % 1000) * 1000};
+    if (!pk->timer || evtimer_add(pk->timer, &tv)) return -1;
+    pk->next = r->parked_head;
+    if (pk->next) pk->next->prev = pk;
+    r->parked_head = pk;
+    r->parked_count++;
+    return 0;
+}
+
+void routes_on_fold_commit(routes *r) {
+    parked *pk = r->parked_head;
+    while (pk) {
+        parked *next = pk->next;
+        if (fold_passed(r, pk->partition, pk->offset)) answer_parked(r, pk);
+        pk = next;
+    }
+}
+
+/* ---------------------------------------------------------------- writes */
+
+typedef struct {
+    routes *owner;
+    struct evhttp_request *req;
+    event_type type;
+    char event_id[CODEC_ID_MAX + 1];
+    char user_id[CODEC_ID_MAX + 1];
+    const char *seed_reply; /* plain-text reply of a seed endpoint, else NULL */
+    int wait_applied;
+    int wait_ms;
+} pending_write;
+
+static void on_delivered(void *opaque, const char *err, int32_t partition, int64_t offset) {
+    pending_write *pw = opaque;
+    routes *r = pw->owner;
+    if (err) {
+        evhttp_add_header(evhttp_request_get_output_headers(pw->req), "Retry-After", "1");
+        char message[256];
+        snprintf(message, sizeof message, "Kafka did not take the event: %s", err);
+        http_reply_error(pw->req, 503, "kafka_unavailable", message);
+        free(pw);
+        return;
+    }
+    if (pw->seed_reply) {
+        http_reply_text(pw->req, 200, "text/html; charset=utf-8", pw->seed_reply,
+                        strlen(pw->seed_reply));
+        free(pw);
+        return;
+    }
+    char token[48];
+    snprintf(token, sizeof token, "%d:%lld", (int)partition, (long long)offset);
+    json_t *ack = json_object();
+    json_object_set_new(ack, "event_id", json_string(pw->event_id));
+    json_object_set_new(ack, "event_type", json_string(codec_type_name(pw->type)));
+    json_object_set_new(ack, "partition", json_integer(partition));
+    json_object_set_new(ack, "offset", json_integer(offset));
+    json_object_set_new(ack, "token", json_string(token));
+    if (!pw->wait_applied) {
+        http_reply_json(pw->req, 202, ack);
+        free(pw);
+        return;
+    }
+    parked *pk = calloc(1, sizeof *pk);
+    if (!pk) {
+        http_reply_json(pw->req, 202, ack);
+        free(pw);
+        return;
+    }
+    pk->req = pw->req;
+    pk->partition = partition;
+    pk->offset = offset;
+    pk->is_write = 1;
+    pk->ack = ack;
+    snprintf(pk->user_id, sizeof pk->user_id, "%s", pw->user_id);
+    snprintf(pk->event_id, sizeof pk->event_id, "%s", pw->event_id);
+    int wait_ms = pw->wait_ms;
+    free(pw);
+    if (fold_passed(r, partition, offset)) { /* already folded: answer now */
+        answer_applied_write(r, pk);
+        free(pk);
+        return;
+    }
+    if (park(r, pk, wait_ms)) {
+        http_reply_json(pk->req, 202, json_incref(pk->ack));
+        if (pk->timer) event_free(pk->timer);
+        json_decref(pk->ack);
+        free(pk);
+    }
+}
+
+/* Encodes ev and hands it to the producer; the answer comes from on_delivered. */
+static void produce_event(routes *r, struct evhttp_request *req, const event *ev,
+                          const char *seed_reply) {
+    char errstr[256];
+    size_t len;
+    char *value = codec_encode(ev, &len, errstr, sizeof errstr);
+    if (!value) {
+        http_reply_error(req, 500, "internal", errstr);
+        return;
+    }
+    pending_write *pw = calloc(1, sizeof *pw);
+    if (!pw) {
+        free(value);
+        http_reply_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    pw->owner = r;
+    pw->req = req;
+    pw->type = ev->type;
+    pw->seed_reply = seed_reply;
+    snprintf(pw->event_id, sizeof pw->event_id, "%s", ev->event_id);
+    snprintf(pw->user_id, sizeof pw->user_id, "%s", ev->user_id);
+    char *wait = http_query_param(req, "wait");
+    pw->wait_applied = wait && strcmp(wait, "applied") == 0 && r->config.fold;
+    free(wait);
+    pw->wait_ms = wait_ms_param(r, req);
+
+    int queue_full;
+    if (producer_send(r->config.prod, ev->user_id, value, len, on_delivered, pw, &queue_full,
+                      errstr, sizeof errstr)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        http_reply_error(req, 503, queue_full ? "overloaded" : "kafka_unavailable", errstr);
+        free(pw);
+    }
+    free(value);
+}
+
+typedef int (*body_parser)(routes *r, const char *body, size_t len, event *ev,
+                           validate_error *err);
+
+static int parse_purchase(routes *r, const char *body, size_t len, event *ev,
+                          validate_error *err) {
+    return validate_purchase(body, len, r->config.cat, ev, err);
+}
+
+static int parse_consumption(routes *r, const char *body, size_t len, event *ev,
+                             validate_error *err) {
+    return validate_consumption(body, len, r->config.cat, ev, err);
+}
+
+static int parse_guild(routes *r, const char *body, size_t len, event *ev, validate_error *err) {
+    (void)r;
+    return validate_guild_join(body, len, ev, err);
+}
+
+/* A JSON write: type, user from the path, fields from the body (parser may be NULL). */
+static void handle_write(routes *r, struct evhttp_request *req, event_type type,
+                         const char *user_id, body_parser parser) {
+    event ev;
+    validate_error err;
+    if (start_event(req, type, user_id, &ev, &err)) {
+        reply_validation(req, &err);
+        return;
+    }
+    if (parser) {
+        size_t len;
+        const char *body = json_body(req, &len);
+        if (!body) return;
+        if (parser(r, body, len, &ev, &err)) {
+            reply_validation(req, &err);
+            return;
+        }
+    }
+    produce_event(r, req, &ev, NULL);
+}
+
+/* The seed endpoints: GET, ?user_id= (default anonymous), plain-text replies. */
+static void handle_seed(routes *r, struct evhttp_request *req, event_type type,
+                        const char *reply) {
+    event ev;
+    validate_error err;
+    char *user_id = http_query_param(req, "user_id");
+    int rc = start_event(req, type, user_id ? user_id : "anonymous", &ev, &err);
+    free(user_id);
+    if (rc == 0 && type == EVENT_PURCHASE_SWORD) {
+        snprintf(ev.items[0].item_type, sizeof ev.items[0].item_type, "sword");
+        ev.items[0].quantity = 1;
+        ev.item_count = 1;
+    }
+    if (rc == 0 && type == EVENT_JOIN_GUILD) {
+        char *guild = http_query_param(req, "guild_id");
+        if (!guild) rc = validate_fail(&err, 400, "missing_guild_id", "?guild_id= is required");
+        else rc = validate_identifier("guild_id", guild, &err);
+        if (rc == 0) snprintf(ev.guild_id, sizeof ev.guild_id, "%s", guild);
+        free(guild);
+    }
+    if (rc) {
+        reply_validation(req, &err);
+        return;
+    }
+    produce_event(r, req, &ev, reply);
+}
+
+/* ---------------------------------------------------------------- reads */
+
+static int require_fold(routes *r, struct evhttp_request *req) {
+    if (r->config.reader) return 0;
+    http_reply_error(req, 421, "no_state_here",
+                     "this lootlog runs with --no-fold and answers writes only");
+    return -1;
+}
+
+static void handle_inventory(routes *r, struct evhttp_request *req, const char *user_id) {
+    validate_error err;
+    if (require_fold(r, req)) return;
+    if (validate_identifier("user_id", user_id, &err)) {
+        reply_validation(req, &err);
+        return;
+    }
+    char *after = http_query_param(req, "after");
+    char *item_types = http_query_param(req, "item_type");
+    char *category = http_query_param(req, "category");
+    int32_t partition;
+    int64_t offset;
+    if (after && parse_token(after, &partition, &offset)) {
+        http_reply_error(req, 400, "invalid_token", "after must be a write's token \"<p>:<o>\"");
+    } else if (after && !fold_passed(r, partition, offset)) {
+        parked *pk = calloc(1, sizeof *pk);
+        if (pk) {
+            pk->req = req;
+            pk->partition = partition;
+            pk->offset = offset;
+            snprintf(pk->user_id, sizeof pk->user_id, "%s", user_id);
+            pk->item_types = item_types;
+            pk->category = category;
+            item_types = category = NULL;
+        }
+        if (!pk || park(r, pk, wait_ms_param(r, req))) {
+            if (pk) {
+                if (pk->timer) event_free(pk->timer);
+                free(pk->item_types);
+                free(pk->category);
+                free(pk);
+            }
+            http_reply_error(req, 500, "internal", "cannot park the request");
+        }
+    } else {
+        reply_inventory(r, req, user_id, item_types, category);
+    }
+    free(after);
+    free(item_types);
+    free(category);
+}
+
+static void handle_event(routes *r, struct evhttp_request *req, const char *event_id) {
+    validate_error err;
+    store_event_outcome outcome;
+    if (require_fold(r, req)) return;
+    if (validate_identifier("event_id", event_id, &err)) {
+        reply_validation(req, &err);
+        return;
+    }
+    int found = store_read_event(r->config.reader, event_id, &outcome);
+    if (found < 0) {
+        http_reply_error(req, 500, "internal", store_errmsg(r->config.reader));
+        return;
+    }
+    if (!found) {
+        http_reply_error(req, 404, "not_found", "no such event folded (yet)");
+        return;
+    }
+    json_t *body = json_object();
+    json_object_set_new(body, "event_id", json_string(outcome.event_id));
+    json_object_set_new(body, "event_type", json_string(outcome.event_type));
+    json_object_set_new(body, "outcome", json_string(outcome.outcome));
+    json_object_set_new(body, "reason", outcome.reason[0] ? json_string(outcome.reason)
+                                                          : json_null());
+    json_object_set_new(body, "partition", json_integer(outcome.partition));
+    json_object_set_new(body, "offset", json_integer(outcome.offset));
+    http_reply_json(req, 200, body);
+}
+
+static void handle_items(routes *r, struct evhttp_request *req) {
+    const char *text = catalog_json(r->config.cat);
+    http_reply_text(req, 200, "application/json", text, strlen(text));
+}
+
+static void handle_readyz(routes *r, struct evhttp_request *req) {
+    json_t *body = json_object();
+    int broker = producer_broker_ready(r->config.prod);
+    int fold_ok = 1;
+    json_object_set_new(body, "broker", json_boolean(broker));
+    if (r->config.fold) {
+        consumer_stats stats;
+        consumer_get_stats(r->config.fold, &stats);
+        fold_ok = stats.assigned && stats.lag >= 0 && stats.lag <= r->config.ready_max_lag;
+        json_object_set_new(body, "fold_assigned", json_boolean(stats.assigned));
+        json_object_set_new(body, "fold_lag", json_integer(stats.lag));
+    }
+    int ready = broker && fold_ok;
+    json_object_set_new(body, "ready", json_boolean(ready));
+    http_reply_json(req, ready ? 200 : 503, body);
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+enum {
+    R_PURCHASES,
+    R_CONSUMPTIONS,
+    R_GUILD,
+    R_INVENTORY,
+    R_USER_INVENTORY,
+    R_EVENT,
+    R_ITEMS,
+    R_ROOT,
+    R_PURCHASE_SWORD,
+    R_JOIN_GUILD_SEED,
+    R_HEALTHZ,
+    R_READYZ,
+};
+
+static const struct {
+    int id;
+    const char *pattern;
+    const char *allow; /* the Allow header for a 405 */
+} route_table[] = {
+    {R_PURCHASES, "v1/users/*/purchases", "POST"},
+    {R_CONSUMPTIONS, "v1/users/*/consumptions", "POST"},
+    {R_GUILD, "v1/users/*/guild", "PUT, DELETE"},
+    {R_INVENTORY, "inventory/*", "GET, HEAD"},
+    {R_USER_INVENTORY, "v1/users/*/inventory", "GET, HEAD"},
+    {R_EVENT, "v1/events/*", "GET, HEAD"},
+    {R_ITEMS, "v1/items", "GET, HEAD"},
+    {R_ROOT, "", "GET, HEAD"},
+    {R_PURCHASE_SWORD, "purchase_a_sword", "GET, HEAD"},
+    {R_JOIN_GUILD_SEED, "join_guild", "GET, HEAD"},
+    {R_HEALTHZ, "healthz", "GET, HEAD"},
+    {R_READYZ, "readyz", "GET, HEAD"},
+};
+
+static void method_not_allowed(struct evhttp_request *req, const char *allow) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+    http_reply_error(req, 405, "method_not_allowed", "this path does not take that method");
+}
+
+void routes_handle(struct evhttp_request *req, void *arg) {
+    routes *r = arg;
+    path_parts parts;
+    const char *cap[4] = {0};
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+    int is_get = method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD;
+    int id = -1;
+    const char *allow = NULL;
+
+    if (split_path(path, &parts)) {
+        http_reply_error(req, 404, "not_found", "no such route");
+        return;
+    }
+    for (size_t i = 0; i < sizeof route_table / sizeof route_table[0]; i++) {
+        if (match(&parts, route_table[i].pattern, cap)) {
+            id = route_table[i].id;
+            allow = route_table[i].allow;
+            break;
+        }
+    }
+    switch (id) {
+    case R_PURCHASES:
+        if (method != EVHTTP_REQ_POST) break;
+        handle_write(r, req, EVENT_PURCHASE_ITEM, cap[0], parse_purchase);
+        return;
+    case R_CONSUMPTIONS:
+        if (method != EVHTTP_REQ_POST) break;
+        handle_write(r, req, EVENT_CONSUME_ITEM, cap[0], parse_consumption);
+        return;
+    case R_GUILD:
+        if (method == EVHTTP_REQ_PUT) {
+            handle_write(r, req, EVENT_JOIN_GUILD, cap[0], parse_guild);
+            return;
+        }
+        if (method == EVHTTP_REQ_DELETE) {
+            handle_write(r, req, EVENT_LEAVE_GUILD, cap[0], NULL);
+            return;
+        }
+        break;
+    case R_INVENTORY:
+    case R_USER_INVENTORY:
+        if (!is_get) break;
+        handle_inventory(r, req, cap[0]);
+        return;
+    case R_EVENT:
+        if (!is_get) break;
+        handle_event(r, req, cap[0]);
+        return;
+    case R_ITEMS:
+        if (!is_get) break;
+        handle_items(r, req);
+        return;
+    case R_ROOT:
+        if (!is_get) break;
+        handle_seed(r, req, EVENT_DEFAULT, "This is the default response!\n");
+        return;
+    case R_PURCHASE_SWORD:
+        if (!is_get) break;
+        handle_seed(r, req, EVENT_PURCHASE_SWORD, "Sword Purchased!\n");
+        return;
+    case R_JOIN_GUILD_SEED:
+        if (!is_get) break;
+        handle_seed(r, req, EVENT_JOIN_GUILD, "Joined guild!\n");
+        return;
+    case R_HEALTHZ:
+        if (!is_get) break;
+        http_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+        return;
+    case R_READYZ:
+        if (!is_get) break;
+        handle_readyz(r, req);
+        return;
+    default:
+        http_reply_error(req, 404, "not_found", "no such route");
+        return;
+    }
+    method_not_allowed(req, allow);
+}
+
+routes *routes_new(const routes_config *config, char *errstr, size_t errstr_size) {
+    routes *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    r->config = *config;
+    if (r->config.default_wait_ms <= 0) r->config.default_wait_ms = 2000;
+    if (r->config.ready_max_lag <= 0) r->config.ready_max_lag = 10000;
+    return r;
+}
+
+void routes_free(routes *r) {
+    if (!r) return;
+    while (r->parked_head) {
+        parked *pk = r->parked_head;
+        http_reply_error(pk->req, 503, "shutting_down", "lootlog is stopping");
+        unpark(pk);
+    }
+    free(r);
+}

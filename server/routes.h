@@ -1,0 +1,39 @@
+/* routes: every HTTP endpoint of the contract (design.md "HTTP API"). Writes become
+ * events handed to the producer and are answered from its delivery report; reads come
+ * from a reader connection; requests that wait for the fold are parked, not blocked. */
+#ifndef LOOTLOG_ROUTES_H
+#define LOOTLOG_ROUTES_H
+
+#include "../state/catalog.h"
+#include "../state/consumer.h"
+#include "../state/store.h"
+#include "producer.h"
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stddef.h>
+
+typedef struct routes routes;
+
+typedef struct {
+    struct event_base *base;
+    const catalog *cat;
+    producer *prod;
+    store *reader;  /* NULL with --no-fold */
+    consumer *fold; /* NULL with --no-fold */
+    int default_wait_ms;  /* ?after= / ?wait=applied bound unless timeout_ms says */
+    int64_t ready_max_lag; /* /readyz fails while the fold is further behind */
+} routes_config;
+
+routes *routes_new(const routes_config *config, char *errstr, size_t errstr_size);
+
+/* The evhttp handler; arg is the routes. */
+void routes_handle(struct evhttp_request *req, void *arg);
+
+/* Loop thread, after the fold committed: answers parked requests that can be. */
+void routes_on_fold_commit(routes *r);
+
+/* Answers every parked request (503) and frees. */
+void routes_free(routes *r);
+
+#endif

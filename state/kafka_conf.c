@@ -1,0 +1,39 @@
+/* kafka_conf: one place where lootlog's librdkafka settings are assembled. */
+#include "kafka_conf.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int set_one(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
+                   size_t errstr_size) {
+    char why[256];
+    if (rd_kafka_conf_set(conf, key, value, why, sizeof why) != RD_KAFKA_CONF_OK) {
+        snprintf(errstr, errstr_size, "kafka setting %s=%s: %s", key, value, why);
+        return -1;
+    }
+    return 0;
+}
+
+rd_kafka_conf_t *kafka_conf_new(const char *brokers, const char *const *defaults,
+                                const char *const *overrides, size_t override_count,
+                                char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (set_one(conf, "bootstrap.servers", brokers, errstr, errstr_size)) goto fail;
+    for (size_t i = 0; defaults && defaults[i]; i += 2)
+        if (set_one(conf, defaults[i], defaults[i + 1], errstr, errstr_size)) goto fail;
+    for (size_t i = 0; i < override_count; i++) {
+        char key[256];
+        const char *eq = strchr(overrides[i], '=');
+        if (!eq || eq == overrides[i] || (size_t)(eq - overrides[i]) >= sizeof key) {
+            snprintf(errstr, errstr_size, "kafka setting '%s' is not key=value", overrides[i]);
+            goto fail;
+        }
+        memcpy(key, overrides[i], (size_t)(eq - overrides[i]));
+        key[eq - overrides[i]] = '\0';
+        if (set_one(conf, key, eq + 1, errstr, errstr_size)) goto fail;
+    }
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}

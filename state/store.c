@@ -1,0 +1,399 @@
+/* store: SQLite connections with their prepared statements. The SQL text of every
+ * statement is in the table below; nothing is assembled at run time. */
+#include "store.h"
+
+#include "migrate.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    SQL_BEGIN,
+    SQL_BEGIN_IMMEDIATE,
+    SQL_COMMIT,
+    SQL_ROLLBACK,
+    SQL_CLAIM_EVENT_ID,
+    SQL_GET_PLAYER,
+    SQL_PUT_PLAYER,
+    SQL_GET_QUANTITY,
+    SQL_SET_QUANTITY,
+    SQL_DELETE_QUANTITY,
+    SQL_GET_GUILD_COUNT,
+    SQL_SET_GUILD_COUNT,
+    SQL_DELETE_GUILD,
+    SQL_ADD_MEMBER,
+    SQL_REMOVE_MEMBER,
+    SQL_RECORD_EVENT,
+    SQL_RECORD_DEAD_LETTER,
+    SQL_SET_OFFSET,
+    SQL_LOAD_OFFSETS,
+    SQL_READ_LINES,
+    SQL_READ_EVENT,
+    SQL_COUNT
+};
+
+static const char *const sql_text[SQL_COUNT] = {
+    [SQL_BEGIN] = "BEGIN",
+    [SQL_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
+    [SQL_COMMIT] = "COMMIT",
+    [SQL_ROLLBACK] = "ROLLBACK",
+    [SQL_CLAIM_EVENT_ID] =
+        "INSERT OR IGNORE INTO event_ids (event_id, partition, offset) VALUES (?1, ?2, ?3)",
+    [SQL_GET_PLAYER] = "SELECT version, guild_id FROM players WHERE user_id = ?1",
+    [SQL_PUT_PLAYER] =
+        "INSERT INTO players (user_id, version, guild_id, partition, updated_ts) "
+        "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (user_id) DO UPDATE SET "
+        "version = excluded.version, guild_id = excluded.guild_id, "
+        "partition = excluded.partition, updated_ts = excluded.updated_ts",
+    [SQL_GET_QUANTITY] = "SELECT quantity FROM inventory WHERE user_id = ?1 AND item_type = ?2",
+    [SQL_SET_QUANTITY] = "INSERT INTO inventory (user_id, item_type, quantity) VALUES (?1, ?2, ?3) "
+                         "ON CONFLICT (user_id, item_type) DO UPDATE SET quantity = excluded.quantity",
+    [SQL_DELETE_QUANTITY] = "DELETE FROM inventory WHERE user_id = ?1 AND item_type = ?2",
+    [SQL_GET_GUILD_COUNT] = "SELECT member_count FROM guilds WHERE guild_id = ?1",
+    [SQL_SET_GUILD_COUNT] = "INSERT INTO guilds (guild_id, member_count) VALUES (?1, ?2) "
+                            "ON CONFLICT (guild_id) DO UPDATE SET member_count = excluded.member_count",
+    [SQL_DELETE_GUILD] = "DELETE FROM guilds WHERE guild_id = ?1",
+    [SQL_ADD_MEMBER] = "INSERT INTO guild_members (guild_id, user_id, joined_ts) VALUES (?1, ?2, ?3)",
+    [SQL_REMOVE_MEMBER] = "DELETE FROM guild_members WHERE guild_id = ?1 AND user_id = ?2",
+    [SQL_RECORD_EVENT] =
+        "INSERT INTO events (partition, offset, event_id, event_type, user_id, outcome, reason, "
+        "ts, items, guild_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [SQL_RECORD_DEAD_LETTER] =
+        "INSERT INTO dead_letters (partition, offset, reason, msg_key, payload) "
+        "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [SQL_SET_OFFSET] = "INSERT INTO offsets (partition, next_offset) VALUES (?1, ?2) "
+                       "ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset",
+    [SQL_LOAD_OFFSETS] = "SELECT partition, next_offset FROM offsets ORDER BY partition",
+    [SQL_READ_LINES] =
+        "SELECT item_type, quantity FROM inventory WHERE user_id = ?1 ORDER BY item_type",
+    [SQL_READ_EVENT] = "SELECT e.event_id, e.event_type, e.outcome, e.reason, e.partition, "
+                       "e.offset FROM event_ids i JOIN events e "
+                       "ON e.partition = i.partition AND e.offset = i.offset "
+                       "WHERE i.event_id = ?1",
+};
+
+struct store {
+    sqlite3 *db;
+    store_role role;
+    sqlite3_stmt *stmt[SQL_COUNT];
+    char errmsg[512];
+};
+
+const char *store_errmsg(const store *st) { return st->errmsg; }
+
+/* Records the connection's error with a word on what was being done; returns -1. */
+static int fail_with(store *st, const char *what) {
+    snprintf(st->errmsg, sizeof st->errmsg, "%s: %s", what, sqlite3_errmsg(st->db));
+    return -1;
+}
+
+/* Resets and clears a statement so it can be bound afresh. */
+static sqlite3_stmt *stmt_get(store *st, int which) {
+    sqlite3_stmt *s = st->stmt[which];
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return s;
+}
+
+/* Steps a statement that returns no rows. */
+static int exec_stmt(store *st, sqlite3_stmt *s, const char *what) {
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, what);
+}
+
+static void bind_text_or_null(sqlite3_stmt *s, int index, const char *text) {
+    if (text && text[0])
+        sqlite3_bind_text(s, index, text, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, index);
+}
+
+static void copy_column_text(sqlite3_stmt *s, int col, char *dst, size_t dst_size) {
+    const unsigned char *text = sqlite3_column_text(s, col);
+    snprintf(dst, dst_size, "%s", text ? (const char *)text : "");
+}
+
+store *store_open(const char *path, store_role role, char *errstr, size_t errstr_size) {
+    store *st = calloc(1, sizeof *st);
+    char *sql_err = NULL;
+    if (!st) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    st->role = role;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+    if (role == STORE_WRITER) flags |= SQLITE_OPEN_CREATE;
+    if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
+        snprintf(errstr, errstr_size, "opening %s: %s", path,
+                 st->db ? sqlite3_errmsg(st->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    /* WAL lets readers run beside the writer; NORMAL syncs at checkpoints only, which
+     * keeps commits cheap and is still durable against process crashes (the offsets
+     * commit with the state, so anything lost to a power cut is re-read from Kafka). */
+    const char *pragmas = role == STORE_WRITER
+                              ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                                "PRAGMA cache_size=-32000; PRAGMA temp_store=MEMORY;"
+                              : "PRAGMA cache_size=-8000; PRAGMA query_only=1;";
+    if (sqlite3_exec(st->db, pragmas, NULL, NULL, &sql_err) != SQLITE_OK) {
+        snprintf(errstr, errstr_size, "configuring %s: %s", path, sql_err);
+        goto fail;
+    }
+    if (role == STORE_WRITER) {
+        if (migrate_apply(st->db, NULL, NULL, errstr, errstr_size)) goto fail;
+    } else {
+        sqlite3_stmt *v = NULL;
+        int version = -1;
+        if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &v, NULL) == SQLITE_OK &&
+            sqlite3_step(v) == SQLITE_ROW)
+            version = sqlite3_column_int(v, 0);
+        sqlite3_finalize(v);
+        if (version != migrate_latest_version()) {
+            snprintf(errstr, errstr_size, "%s has schema version %d, expected %d (run migrate)",
+                     path, version, migrate_latest_version());
+            goto fail;
+        }
+    }
+    for (int i = 0; i < SQL_COUNT; i++) {
+        if (sqlite3_prepare_v3(st->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
+                               NULL) != SQLITE_OK) {
+            snprintf(errstr, errstr_size, "preparing statement %d: %s", i,
+                     sqlite3_errmsg(st->db));
+            goto fail;
+        }
+    }
+    return st;
+fail:
+    sqlite3_free(sql_err);
+    store_close(st);
+    return NULL;
+}
+
+void store_close(store *st) {
+    if (!st) return;
+    for (int i = 0; i < SQL_COUNT; i++) sqlite3_finalize(st->stmt[i]);
+    sqlite3_close(st->db);
+    free(st);
+}
+
+int store_begin(store *st) {
+    int which = st->role == STORE_WRITER ? SQL_BEGIN_IMMEDIATE : SQL_BEGIN;
+    return exec_stmt(st, stmt_get(st, which), "begin");
+}
+
+int store_commit(store *st) { return exec_stmt(st, stmt_get(st, SQL_COMMIT), "commit"); }
+
+void store_rollback(store *st) {
+    if (!sqlite3_get_autocommit(st->db)) exec_stmt(st, stmt_get(st, SQL_ROLLBACK), "rollback");
+}
+
+int store_claim_event_id(store *st, const char *event_id, int32_t partition, int64_t offset) {
+    sqlite3_stmt *s = stmt_get(st, SQL_CLAIM_EVENT_ID);
+    sqlite3_bind_text(s, 1, event_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, partition);
+    sqlite3_bind_int64(s, 3, offset);
+    if (exec_stmt(st, s, "claiming event id")) return -1;
+    return sqlite3_changes(st->db) == 1 ? 1 : 0;
+}
+
+int store_get_player(store *st, const char *user_id, store_player *player) {
+    sqlite3_stmt *s = stmt_get(st, SQL_GET_PLAYER);
+    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        player->version = sqlite3_column_int64(s, 0);
+        copy_column_text(s, 1, player->guild_id, sizeof player->guild_id);
+        sqlite3_reset(s);
+        return 1;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) {
+        memset(player, 0, sizeof *player);
+        return 0;
+    }
+    return fail_with(st, "reading player");
+}
+
+int store_put_player(store *st, const char *user_id, const store_player *player,
+                     int32_t partition, const char *ts) {
+    sqlite3_stmt *s = stmt_get(st, SQL_PUT_PLAYER);
+    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, player->version);
+    bind_text_or_null(s, 3, player->guild_id);
+    sqlite3_bind_int(s, 4, partition);
+    sqlite3_bind_text(s, 5, ts, -1, SQLITE_STATIC);
+    return exec_stmt(st, s, "writing player");
+}
+
+int store_get_quantity(store *st, const char *user_id, const char *item_type, int64_t *quantity) {
+    sqlite3_stmt *s = stmt_get(st, SQL_GET_QUANTITY);
+    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, item_type, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    *quantity = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail_with(st, "reading quantity");
+}
+
+int store_set_quantity(store *st, const char *user_id, const char *item_type, int64_t quantity) {
+    sqlite3_stmt *s = stmt_get(st, quantity > 0 ? SQL_SET_QUANTITY : SQL_DELETE_QUANTITY);
+    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, item_type, -1, SQLITE_STATIC);
+    if (quantity > 0) sqlite3_bind_int64(s, 3, quantity);
+    return exec_stmt(st, s, "writing quantity");
+}
+
+int store_get_guild_count(store *st, const char *guild_id, int64_t *member_count) {
+    sqlite3_stmt *s = stmt_get(st, SQL_GET_GUILD_COUNT);
+    sqlite3_bind_text(s, 1, guild_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    *member_count = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail_with(st, "reading guild");
+}
+
+/* Stores a guild's member count; a guild with no members has no row. */
+static int set_guild_count(store *st, const char *guild_id, int64_t member_count) {
+    sqlite3_stmt *s = stmt_get(st, member_count > 0 ? SQL_SET_GUILD_COUNT : SQL_DELETE_GUILD);
+    sqlite3_bind_text(s, 1, guild_id, -1, SQLITE_STATIC);
+    if (member_count > 0) sqlite3_bind_int64(s, 2, member_count);
+    return exec_stmt(st, s, "writing guild");
+}
+
+int store_add_member(store *st, const char *guild_id, const char *user_id, const char *ts,
+                     int64_t new_member_count) {
+    sqlite3_stmt *s = stmt_get(st, SQL_ADD_MEMBER);
+    sqlite3_bind_text(s, 1, guild_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, ts, -1, SQLITE_STATIC);
+    if (exec_stmt(st, s, "adding guild member")) return -1;
+    return set_guild_count(st, guild_id, new_member_count);
+}
+
+int store_remove_member(store *st, const char *guild_id, const char *user_id,
+                        int64_t new_member_count) {
+    sqlite3_stmt *s = stmt_get(st, SQL_REMOVE_MEMBER);
+    sqlite3_bind_text(s, 1, guild_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, user_id, -1, SQLITE_STATIC);
+    if (exec_stmt(st, s, "removing guild member")) return -1;
+    return set_guild_count(st, guild_id, new_member_count);
+}
+
+int store_record_event(store *st, const store_event_record *rec) {
+    sqlite3_stmt *s = stmt_get(st, SQL_RECORD_EVENT);
+    sqlite3_bind_int(s, 1, rec->partition);
+    sqlite3_bind_int64(s, 2, rec->offset);
+    sqlite3_bind_text(s, 3, rec->event_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, rec->event_type, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, rec->user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 6, rec->outcome, -1, SQLITE_STATIC);
+    bind_text_or_null(s, 7, rec->reason);
+    sqlite3_bind_text(s, 8, rec->ts, -1, SQLITE_STATIC);
+    bind_text_or_null(s, 9, rec->items_json);
+    bind_text_or_null(s, 10, rec->guild_id);
+    return exec_stmt(st, s, "recording event outcome");
+}
+
+int store_record_dead_letter(store *st, int32_t partition, int64_t offset, const char *reason,
+                             const void *key, size_t key_len, const void *payload,
+                             size_t payload_len) {
+    sqlite3_stmt *s = stmt_get(st, SQL_RECORD_DEAD_LETTER);
+    sqlite3_bind_int(s, 1, partition);
+    sqlite3_bind_int64(s, 2, offset);
+    sqlite3_bind_text(s, 3, reason, -1, SQLITE_STATIC);
+    if (key)
+        sqlite3_bind_blob(s, 4, key, (int)key_len, SQLITE_STATIC);
+    if (payload)
+        sqlite3_bind_blob(s, 5, payload, (int)payload_len, SQLITE_STATIC);
+    return exec_stmt(st, s, "recording dead letter");
+}
+
+int store_set_offset(store *st, int32_t partition, int64_t next_offset) {
+    sqlite3_stmt *s = stmt_get(st, SQL_SET_OFFSET);
+    sqlite3_bind_int(s, 1, partition);
+    sqlite3_bind_int64(s, 2, next_offset);
+    return exec_stmt(st, s, "storing offset");
+}
+
+int store_load_offsets(store *st, store_offset *offsets, size_t max, size_t *count) {
+    sqlite3_stmt *s = stmt_get(st, SQL_LOAD_OFFSETS);
+    int rc;
+    *count = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*count < max) {
+            offsets[*count].partition = sqlite3_column_int(s, 0);
+            offsets[*count].next_offset = sqlite3_column_int64(s, 1);
+            (*count)++;
+        }
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading offsets");
+}
+
+void store_inventory_clear(store_inventory *inv) {
+    free(inv->lines);
+    memset(inv, 0, sizeof *inv);
+}
+
+/* Appends the player's lines to inv->lines. */
+static int read_lines(store *st, const char *user_id, store_inventory *inv) {
+    sqlite3_stmt *s = stmt_get(st, SQL_READ_LINES);
+    size_t capacity = 0;
+    int rc;
+    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (inv->line_count == capacity) {
+            size_t grown = capacity ? capacity * 2 : 16;
+            store_line *lines = realloc(inv->lines, grown * sizeof *lines);
+            if (!lines) {
+                sqlite3_reset(s);
+                snprintf(st->errmsg, sizeof st->errmsg, "out of memory reading inventory");
+                return -1;
+            }
+            inv->lines = lines;
+            capacity = grown;
+        }
+        store_line *line = &inv->lines[inv->line_count++];
+        copy_column_text(s, 0, line->item_type, sizeof line->item_type);
+        line->quantity = sqlite3_column_int64(s, 1);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading inventory");
+}
+
+int store_read_inventory(store *st, const char *user_id, store_inventory *inv) {
+    memset(inv, 0, sizeof *inv);
+    if (store_begin(st)) return -1;
+    int found = store_get_player(st, user_id, &inv->player);
+    if (found < 0) goto fail;
+    inv->found = found;
+    if (found && read_lines(st, user_id, inv)) goto fail;
+    if (store_load_offsets(st, inv->offsets, STORE_MAX_PARTITIONS, &inv->offset_count)) goto fail;
+    if (store_commit(st)) goto fail;
+    return 0;
+fail:
+    store_rollback(st);
+    store_inventory_clear(inv);
+    return -1;
+}
+
+int store_read_event(store *st, const char *event_id, store_event_outcome *out) {
+    sqlite3_stmt *s = stmt_get(st, SQL_READ_EVENT);
+    sqlite3_bind_text(s, 1, event_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        copy_column_text(s, 0, out->event_id, sizeof out->event_id);
+        copy_column_text(s, 1, out->event_type, sizeof out->event_type);
+        copy_column_text(s, 2, out->outcome, sizeof out->outcome);
+        copy_column_text(s, 3, out->reason, sizeof out->reason);
+        out->partition = sqlite3_column_int(s, 4);
+        out->offset = sqlite3_column_int64(s, 5);
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW) return 1;
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading event");
+}

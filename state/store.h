@@ -1,0 +1,117 @@
+/* store: the SQLite file behind lootlog. One writer connection (the fold, inside batch
+ * transactions) and any number of reader connections (WAL: readers never wait on the
+ * writer). Every statement is prepared once at open; no SQL is built at run time.
+ * Row-level calls report failure as -1; store_errmsg says why. */
+#ifndef LOOTLOG_STORE_H
+#define LOOTLOG_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_MAX_PARTITIONS 256
+#define STORE_ID_SIZE 65
+
+typedef struct store store;
+
+typedef enum { STORE_READER = 0, STORE_WRITER = 1 } store_role;
+
+/* Opens path (created if missing for a writer). A writer applies pending migrations;
+ * a reader refuses a file whose schema is not current. NULL with errstr on failure. */
+store *store_open(const char *path, store_role role, char *errstr, size_t errstr_size);
+void store_close(store *st);
+
+/* The last error on this connection, as a sentence. */
+const char *store_errmsg(const store *st);
+
+/* ---- transactions (writer: one per fold batch; reader: one per consistent read) ---- */
+int store_begin(store *st);
+int store_commit(store *st);
+void store_rollback(store *st);
+
+/* ---- writer calls, used by the fold inside a transaction ---- */
+
+typedef struct {
+    int64_t version;
+    char guild_id[STORE_ID_SIZE]; /* "" when in no guild */
+} store_player;
+
+/* Records event_id as first seen at (partition, offset). Returns 1 when claimed, 0 when
+ * the id was seen before (a duplicate), -1 on error. */
+int store_claim_event_id(store *st, const char *event_id, int32_t partition, int64_t offset);
+/* Returns 1 and fills *player when user_id exists, 0 when not, -1 on error. */
+int store_get_player(store *st, const char *user_id, store_player *player);
+int store_put_player(store *st, const char *user_id, const store_player *player,
+                     int32_t partition, const char *ts);
+/* Writes the quantity held (0 when none). */
+int store_get_quantity(store *st, const char *user_id, const char *item_type, int64_t *quantity);
+/* Sets the quantity held; 0 deletes the row. */
+int store_set_quantity(store *st, const char *user_id, const char *item_type, int64_t quantity);
+/* Writes the member count (0 for a guild with no members). */
+int store_get_guild_count(store *st, const char *guild_id, int64_t *member_count);
+int store_add_member(store *st, const char *guild_id, const char *user_id, const char *ts,
+                     int64_t new_member_count);
+int store_remove_member(store *st, const char *guild_id, const char *user_id,
+                        int64_t new_member_count);
+
+typedef struct {
+    int32_t partition;
+    int64_t offset;
+    const char *event_id;
+    const char *event_type;
+    const char *user_id;
+    const char *outcome; /* "applied", "rejected", "duplicate" */
+    const char *reason;  /* NULL unless rejected */
+    const char *ts;
+    const char *items_json; /* NULL when the event has no items */
+    const char *guild_id;   /* NULL when the event has none */
+} store_event_record;
+
+int store_record_event(store *st, const store_event_record *rec);
+int store_record_dead_letter(store *st, int32_t partition, int64_t offset, const char *reason,
+                             const void *key, size_t key_len, const void *payload,
+                             size_t payload_len);
+int store_set_offset(store *st, int32_t partition, int64_t next_offset);
+
+/* ---- reads (any role) ---- */
+
+typedef struct {
+    int32_t partition;
+    int64_t next_offset;
+} store_offset;
+
+/* Fills offsets (up to max) with the stored next offsets, ascending by partition, and
+ * writes their number to *count. */
+int store_load_offsets(store *st, store_offset *offsets, size_t max, size_t *count);
+
+typedef struct {
+    char item_type[STORE_ID_SIZE];
+    int64_t quantity;
+} store_line;
+
+typedef struct {
+    int found;
+    store_player player;
+    size_t line_count;
+    store_line *lines; /* malloc'ed; store_inventory_clear frees */
+    size_t offset_count;
+    store_offset offsets[STORE_MAX_PARTITIONS];
+} store_inventory;
+
+/* Reads a player's inventory, guild and the offsets it reflects, from one read
+ * transaction. Returns 0 (inv->found says whether the player exists) or -1. */
+int store_read_inventory(store *st, const char *user_id, store_inventory *inv);
+void store_inventory_clear(store_inventory *inv);
+
+typedef struct {
+    char event_id[STORE_ID_SIZE];
+    char event_type[32];
+    char outcome[16];
+    char reason[64];
+    int32_t partition;
+    int64_t offset;
+} store_event_outcome;
+
+/* Looks up the outcome of the first record of event_id. Returns 1 found, 0 not, -1. */
+int store_read_event(store *st, const char *event_id, store_event_outcome *out);
+
+#endif

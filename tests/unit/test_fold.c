@@ -1,0 +1,194 @@
+/* Unit tests of state/fold over a real SQLite file: a table of event sequences, each
+ * with the outcome every event must get and the state that must result. */
+#include "check.h"
+#include "state/fold.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+typedef struct {
+    const char *type;      /* event type name */
+    const char *event_id;
+    const char *user;
+    const char *items;     /* "sword:2,potion:1" or NULL */
+    const char *guild;     /* or NULL */
+    long long expected;    /* -1: no expected_version */
+    const char *outcome;   /* expected outcome */
+    const char *reason;    /* expected reason, or NULL */
+} step;
+
+typedef struct {
+    const char *user;
+    const char *item; /* NULL: check the guild instead */
+    long long quantity;
+    const char *guild; /* "" for none */
+} expectation;
+
+typedef struct {
+    const char *name;
+    int64_t capacity;
+    step steps[12];
+    expectation expect[6];
+} scenario;
+
+static const scenario scenarios[] = {
+    {"purchase adds, cart applies together", 100,
+     {{"purchase_item", "e1", "alice", "sword:1", NULL, -1, "applied", NULL},
+      {"purchase_item", "e2", "alice", "sword:2,potion:3,sword:1", NULL, -1, "applied", NULL},
+      {"purchase_sword", "e3", "alice", "sword:1", NULL, -1, "applied", NULL}},
+     {{"alice", "sword", 5, NULL}, {"alice", "potion", 3, NULL}}},
+    {"consume subtracts; too much is rejected and changes nothing", 100,
+     {{"purchase_item", "e1", "bob", "potion:2,gem:1", NULL, -1, "applied", NULL},
+      {"consume_item", "e2", "bob", "potion:1", NULL, -1, "applied", NULL},
+      {"consume_item", "e3", "bob", "potion:2", NULL, -1, "rejected", "insufficient_quantity"},
+      {"consume_item", "e4", "bob", "gem:1", NULL, -1, "applied", NULL},
+      {"consume_item", "e5", "nobody", "gem:1", NULL, -1, "rejected", "insufficient_quantity"}},
+     {{"bob", "potion", 1, NULL}, {"bob", "gem", 0, NULL}}},
+    {"duplicates change nothing", 100,
+     {{"purchase_item", "same", "carol", "axe:1", NULL, -1, "applied", NULL},
+      {"purchase_item", "same", "carol", "axe:1", NULL, -1, "duplicate", NULL},
+      {"consume_item", "same", "carol", "axe:1", NULL, -1, "duplicate", NULL}},
+     {{"carol", "axe", 1, NULL}}},
+    {"guild rules", 2,
+     {{"join_guild", "g1", "dan", NULL, "owls", -1, "applied", NULL},
+      {"join_guild", "g2", "dan", NULL, "owls", -1, "applied", NULL},
+      {"join_guild", "g3", "dan", NULL, "bats", -1, "rejected", "already_in_guild"},
+      {"join_guild", "g4", "eve", NULL, "owls", -1, "applied", NULL},
+      {"join_guild", "g5", "fay", NULL, "owls", -1, "rejected", "guild_full"},
+      {"leave_guild", "g6", "dan", NULL, NULL, -1, "applied", NULL},
+      {"leave_guild", "g7", "dan", NULL, NULL, -1, "rejected", "not_in_guild"},
+      {"join_guild", "g8", "fay", NULL, "owls", -1, "applied", NULL}},
+     {{"dan", NULL, 0, ""}, {"eve", NULL, 0, "owls"}, {"fay", NULL, 0, "owls"}}},
+    {"expected_version", 100,
+     {{"purchase_item", "v1", "gus", "bow:1", NULL, 0, "applied", NULL},
+      {"purchase_item", "v2", "gus", "bow:1", NULL, 0, "rejected", "version_conflict"},
+      {"purchase_item", "v3", "gus", "bow:1", NULL, 1, "applied", NULL},
+      {"default", "v4", "gus", NULL, NULL, -1, "applied", NULL},
+      {"purchase_item", "v5", "gus", "bow:1", NULL, 2, "applied", NULL}},
+     {{"gus", "bow", 3, NULL}}},
+};
+
+static void build_event(const step *s, event *ev) {
+    memset(ev, 0, sizeof *ev);
+    ev->version = 1;
+    codec_type_parse(s->type, &ev->type);
+    snprintf(ev->event_id, sizeof ev->event_id, "%s", s->event_id);
+    snprintf(ev->user_id, sizeof ev->user_id, "%s", s->user);
+    snprintf(ev->ts, sizeof ev->ts, "2026-11-29T00:00:00.000Z");
+    if (s->guild) snprintf(ev->guild_id, sizeof ev->guild_id, "%s", s->guild);
+    if (s->expected >= 0) {
+        ev->has_expected_version = 1;
+        ev->expected_version = s->expected;
+    }
+    if (s->items) {
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", s->items);
+        char *save = NULL;
+        for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            char *colon = strchr(tok, ':');
+            *colon = '\0';
+            event_item *it = &ev->items[ev->item_count++];
+            snprintf(it->item_type, sizeof it->item_type, "%s", tok);
+            it->quantity = atoll(colon + 1);
+        }
+    }
+}
+
+static void run_scenario(const scenario *sc) {
+    char path[] = "/tmp/lootlog-fold-XXXXXX";
+    char errstr[512];
+    int fd = mkstemp(path);
+    close(fd);
+    unlink(path);
+    store *st = store_open(path, STORE_WRITER, errstr, sizeof errstr);
+    CHECK(st != NULL);
+    if (!st) return;
+    fold_config config = {.guild_capacity = sc->capacity};
+    CHECK(store_begin(st) == 0);
+    for (int i = 0; i < 12 && sc->steps[i].type; i++) {
+        const step *s = &sc->steps[i];
+        event ev;
+        fold_result result;
+        build_event(s, &ev);
+        CHECK(fold_event(st, &config, &ev, 0, i, &result) == 0);
+        const char *got = fold_outcome_name(result.outcome);
+        if (strcmp(got, s->outcome) != 0 ||
+            (s->reason && strcmp(result.reason, s->reason) != 0)) {
+            fprintf(stderr, "%s: step %d (%s %s): got %s/%s, want %s/%s\n", sc->name, i, s->type,
+                    s->event_id, got, result.reason, s->outcome, s->reason ? s->reason : "");
+            check_failures++;
+        }
+        check_count++;
+    }
+    CHECK(store_commit(st) == 0);
+    for (int i = 0; i < 6 && sc->expect[i].user; i++) {
+        const expectation *e = &sc->expect[i];
+        if (e->item) {
+            int64_t held = -1;
+            CHECK(store_get_quantity(st, e->user, e->item, &held) == 0);
+            if (held != e->quantity) {
+                fprintf(stderr, "%s: %s holds %lld %s, want %lld\n", sc->name, e->user,
+                        (long long)held, e->item, e->quantity);
+                check_failures++;
+            }
+        } else {
+            store_player player;
+            store_get_player(st, e->user, &player);
+            if (strcmp(player.guild_id, e->guild) != 0) {
+                fprintf(stderr, "%s: %s in guild '%s', want '%s'\n", sc->name, e->user,
+                        player.guild_id, e->guild);
+                check_failures++;
+            }
+        }
+        check_count++;
+    }
+    store_close(st);
+    unlink(path);
+    char side[600];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+}
+
+/* Versions count applied events only, and fold_message dead-letters bad records while
+ * still advancing the partition's offset. */
+static void test_versions_and_dead_letters(void) {
+    char path[] = "/tmp/lootlog-fold-XXXXXX";
+    char errstr[512];
+    int fd = mkstemp(path);
+    close(fd);
+    unlink(path);
+    store *st = store_open(path, STORE_WRITER, errstr, sizeof errstr);
+    CHECK(st != NULL);
+    if (!st) return;
+    fold_config config = {.guild_capacity = 100};
+    fold_result result;
+    const char *good = "{\"v\":1,\"event_id\":\"m1\",\"event_type\":\"purchase_item\",\"user_id\":\"hal\","
+                       "\"ts\":\"t\",\"items\":[{\"item_type\":\"gem\",\"quantity\":4}]}";
+    const char *bad = "{\"v\":9}";
+    CHECK(store_begin(st) == 0);
+    CHECK(fold_message(st, &config, 3, 10, "hal", 3, good, strlen(good), &result) == 0);
+    CHECK(result.outcome == FOLD_APPLIED);
+    CHECK(fold_message(st, &config, 3, 11, "hal", 3, bad, strlen(bad), &result) == 0);
+    CHECK(result.outcome == FOLD_DEAD_LETTER);
+    CHECK(fold_message(st, &config, 3, 12, "zed", 3, good, strlen(good), &result) == 0);
+    CHECK(result.outcome == FOLD_DEAD_LETTER && strstr(result.reason, "key") != NULL);
+    CHECK(fold_message(st, &config, 3, 13, "hal", 3, "", 0, &result) == 0);
+    CHECK(result.outcome == FOLD_DEAD_LETTER);
+    CHECK(store_commit(st) == 0);
+    store_offset offsets[4];
+    size_t count = 0;
+    CHECK(store_load_offsets(st, offsets, 4, &count) == 0);
+    CHECK(count == 1 && offsets[0].partition == 3 && offsets[0].next_offset == 14);
+    store_player player;
+    CHECK(store_get_player(st, "hal", &player) == 1 && player.version == 1);
+    store_close(st);
+    unlink(path);
+}
+
+int main(void) {
+    for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) run_scenario(&scenarios[i]);
+    test_versions_and_dead_letters();
+    return check_finish("fold");
+}
