@@ -607,6 +607,155 @@ static void handle_event(routes *r, struct evhttp_request *req, const char *even
     http_reply_json(req, 200, body);
 }
 
+/* Reads ?limit= (default 50, 1..1000). Returns -1 after answering 400. */
+static int limit_param(struct evhttp_request *req, int *limit) {
+    char *value = http_query_param(req, "limit");
+    *limit = 50;
+    if (!value) return 0;
+    char *end;
+    long v = strtol(value, &end, 10);
+    int ok = end != value && *end == '\0' && v >= 1 && v <= 1000;
+    free(value);
+    if (ok) {
+        *limit = (int)v;
+        return 0;
+    }
+    http_reply_error(req, 400, "invalid_limit", "limit must be an integer in 1..1000");
+    return -1;
+}
+
+typedef struct {
+    json_t *members;
+    int limit;
+    int seen;
+    char last[CODEC_ID_MAX + 1];
+} guild_page;
+
+static void add_member(void *arg, const char *user_id) {
+    guild_page *page = arg;
+    /* One row more than the page is read, to know whether there is a next page. */
+    if (++page->seen > page->limit) return;
+    json_array_append_new(page->members, json_string(user_id));
+    snprintf(page->last, sizeof page->last, "%s", user_id);
+}
+
+static void handle_guild_info(routes *r, struct evhttp_request *req, const char *guild_id) {
+    validate_error err;
+    int64_t member_count = 0;
+    if (require_fold(r, req)) return;
+    if (validate_identifier("guild_id", guild_id, &err)) {
+        reply_validation(req, &err);
+        return;
+    }
+    guild_page page = {.members = json_array()};
+    if (limit_param(req, &page.limit)) {
+        json_decref(page.members);
+        return;
+    }
+    char *cursor = http_query_param(req, "cursor");
+    if (cursor && !codec_identifier_ok(cursor)) {
+        free(cursor);
+        json_decref(page.members);
+        http_reply_error(req, 400, "invalid_cursor", "cursor must come from next_cursor");
+        return;
+    }
+    int rc = store_read_guild(r->config.reader, guild_id, cursor ? cursor : "", page.limit + 1,
+                              &member_count, add_member, &page);
+    free(cursor);
+    if (rc) {
+        json_decref(page.members);
+        http_reply_error(req, 500, "internal", store_errmsg(r->config.reader));
+        return;
+    }
+    if (member_count == 0) {
+        json_decref(page.members);
+        http_reply_error(req, 404, "not_found", "no such guild (or it has no members)");
+        return;
+    }
+    json_t *body = json_object();
+    json_object_set_new(body, "guild_id", json_string(guild_id));
+    json_object_set_new(body, "member_count", json_integer(member_count));
+    json_object_set_new(body, "members", page.members);
+    json_object_set_new(body, "next_cursor",
+                        page.seen > page.limit ? json_string(page.last) : json_null());
+    http_reply_json(req, 200, body);
+}
+
+typedef struct {
+    json_t *events;
+    int limit;
+    int seen;
+    int64_t last_offset;
+} history_page;
+
+static void add_history(void *arg, const store_history_row *row) {
+    history_page *page = arg;
+    if (++page->seen > page->limit) return;
+    json_t *entry = json_object();
+    json_object_set_new(entry, "event_id", json_string(row->event_id));
+    json_object_set_new(entry, "event_type", json_string(row->event_type));
+    json_object_set_new(entry, "outcome", json_string(row->outcome));
+    json_object_set_new(entry, "reason", row->reason ? json_string(row->reason) : json_null());
+    json_object_set_new(entry, "ts", json_string(row->ts));
+    json_t *items = row->items_json ? json_loads(row->items_json, 0, NULL) : NULL;
+    json_object_set_new(entry, "items", items ? items : json_array());
+    json_object_set_new(entry, "guild_id", row->guild_id ? json_string(row->guild_id) : json_null());
+    json_object_set_new(entry, "partition", json_integer(row->partition));
+    json_object_set_new(entry, "offset", json_integer(row->offset));
+    json_array_append_new(page->events, entry);
+    page->last_offset = row->offset;
+}
+
+static void handle_history(routes *r, struct evhttp_request *req, const char *user_id) {
+    validate_error err;
+    if (require_fold(r, req)) return;
+    if (validate_identifier("user_id", user_id, &err)) {
+        reply_validation(req, &err);
+        return;
+    }
+    history_page page = {.events = json_array(), .last_offset = -1};
+    if (limit_param(req, &page.limit)) {
+        json_decref(page.events);
+        return;
+    }
+    int64_t before = -1;
+    char *cursor = http_query_param(req, "cursor");
+    if (cursor) {
+        char *end;
+        long long v = strtoll(cursor, &end, 10);
+        int ok = end != cursor && *end == '\0' && v >= 0;
+        free(cursor);
+        if (!ok) {
+            json_decref(page.events);
+            http_reply_error(req, 400, "invalid_cursor", "cursor must come from next_cursor");
+            return;
+        }
+        before = v;
+    }
+    if (store_read_history(r->config.reader, user_id, before, page.limit + 1, add_history,
+                           &page)) {
+        json_decref(page.events);
+        http_reply_error(req, 500, "internal", store_errmsg(r->config.reader));
+        return;
+    }
+    if (page.seen == 0 && before < 0) {
+        json_decref(page.events);
+        http_reply_error(req, 404, "not_found", "no events recorded for this player");
+        return;
+    }
+    json_t *body = json_object();
+    json_object_set_new(body, "user_id", json_string(user_id));
+    json_object_set_new(body, "events", page.events);
+    if (page.seen > page.limit) {
+        char next[32];
+        snprintf(next, sizeof next, "%lld", (long long)page.last_offset);
+        json_object_set_new(body, "next_cursor", json_string(next));
+    } else {
+        json_object_set_new(body, "next_cursor", json_null());
+    }
+    http_reply_json(req, 200, body);
+}
+
 static void handle_items(routes *r, struct evhttp_request *req) {
     const char *text = catalog_json(r->config.cat);
     http_reply_text(req, 200, "application/json", text, strlen(text));
@@ -638,6 +787,8 @@ enum {
     R_INVENTORY,
     R_USER_INVENTORY,
     R_EVENT,
+    R_GUILD_INFO,
+    R_HISTORY,
     R_ITEMS,
     R_ROOT,
     R_PURCHASE_SWORD,
@@ -657,6 +808,8 @@ static const struct {
     {R_INVENTORY, "inventory/*", "GET, HEAD"},
     {R_USER_INVENTORY, "v1/users/*/inventory", "GET, HEAD"},
     {R_EVENT, "v1/events/*", "GET, HEAD"},
+    {R_GUILD_INFO, "v1/guilds/*", "GET, HEAD"},
+    {R_HISTORY, "v1/users/*/history", "GET, HEAD"},
     {R_ITEMS, "v1/items", "GET, HEAD"},
     {R_ROOT, "", "GET, HEAD"},
     {R_PURCHASE_SWORD, "purchase_a_sword", "GET, HEAD"},
@@ -718,6 +871,14 @@ void routes_handle(struct evhttp_request *req, void *arg) {
     case R_EVENT:
         if (!is_get) break;
         handle_event(r, req, cap[0]);
+        return;
+    case R_GUILD_INFO:
+        if (!is_get) break;
+        handle_guild_info(r, req, cap[0]);
+        return;
+    case R_HISTORY:
+        if (!is_get) break;
+        handle_history(r, req, cap[0]);
         return;
     case R_ITEMS:
         if (!is_get) break;

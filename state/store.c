@@ -31,6 +31,8 @@ enum {
     SQL_LOAD_OFFSETS,
     SQL_READ_LINES,
     SQL_READ_EVENT,
+    SQL_READ_MEMBERS,
+    SQL_READ_HISTORY,
     SQL_COUNT
 };
 
@@ -72,6 +74,11 @@ static const char *const sql_text[SQL_COUNT] = {
                        "e.offset FROM event_ids i JOIN events e "
                        "ON e.partition = i.partition AND e.offset = i.offset "
                        "WHERE i.event_id = ?1",
+    [SQL_READ_MEMBERS] = "SELECT user_id FROM guild_members WHERE guild_id = ?1 AND user_id > ?2 "
+                         "ORDER BY user_id LIMIT ?3",
+    [SQL_READ_HISTORY] = "SELECT event_id, event_type, outcome, reason, ts, items, guild_id, "
+                         "partition, offset FROM events WHERE user_id = ?1 AND offset < ?2 "
+                         "ORDER BY offset DESC LIMIT ?3",
 };
 
 struct store {
@@ -396,4 +403,51 @@ int store_read_event(store *st, const char *event_id, store_event_outcome *out) 
     sqlite3_reset(s);
     if (rc == SQLITE_ROW) return 1;
     return rc == SQLITE_DONE ? 0 : fail_with(st, "reading event");
+}
+
+int store_read_guild(store *st, const char *guild_id, const char *after_user, int limit,
+                     int64_t *member_count, void (*row)(void *arg, const char *user_id),
+                     void *arg) {
+    int rc;
+    if (store_begin(st)) return -1;
+    if (store_get_guild_count(st, guild_id, member_count)) goto fail;
+    sqlite3_stmt *s = stmt_get(st, SQL_READ_MEMBERS);
+    sqlite3_bind_text(s, 1, guild_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, after_user, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, limit);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) row(arg, (const char *)sqlite3_column_text(s, 0));
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        fail_with(st, "reading guild members");
+        goto fail;
+    }
+    return store_commit(st);
+fail:
+    store_rollback(st);
+    return -1;
+}
+
+int store_read_history(store *st, const char *user_id, int64_t before_offset, int limit,
+                       void (*row)(void *arg, const store_history_row *entry), void *arg) {
+    sqlite3_stmt *s = stmt_get(st, SQL_READ_HISTORY);
+    int rc;
+    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, before_offset < 0 ? INT64_MAX : before_offset);
+    sqlite3_bind_int(s, 3, limit);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_history_row entry = {
+            .event_id = (const char *)sqlite3_column_text(s, 0),
+            .event_type = (const char *)sqlite3_column_text(s, 1),
+            .outcome = (const char *)sqlite3_column_text(s, 2),
+            .reason = (const char *)sqlite3_column_text(s, 3),
+            .ts = (const char *)sqlite3_column_text(s, 4),
+            .items_json = (const char *)sqlite3_column_text(s, 5),
+            .guild_id = (const char *)sqlite3_column_text(s, 6),
+            .partition = sqlite3_column_int(s, 7),
+            .offset = sqlite3_column_int64(s, 8),
+        };
+        row(arg, &entry);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading history");
 }

@@ -114,4 +114,23 @@ typedef struct {
 /* Looks up the outcome of the first record of event_id. Returns 1 found, 0 not, -1. */
 int store_read_event(store *st, const char *event_id, store_event_outcome *out);
 
+/* Guild members in user_id order after after_user ("" from the start), at most limit,
+ * each passed to row(arg, user_id). *member_count gets the guild's size (0: no such
+ * guild). One read transaction. Returns 0 or -1. */
+int store_read_guild(store *st, const char *guild_id, const char *after_user, int limit,
+                     int64_t *member_count, void (*row)(void *arg, const char *user_id),
+                     void *arg);
+
+typedef struct {
+    const char *event_id, *event_type, *outcome, *reason, *ts, *items_json, *guild_id;
+    int32_t partition;
+    int64_t offset;
+} store_history_row;
+
+/* A player's recorded events, newest first, with offset < before_offset (-1: from the
+ * newest), at most limit, each passed to row (pointers valid during the call only).
+ * Returns 0 or -1. */
+int store_read_history(store *st, const char *user_id, int64_t before_offset, int limit,
+                       void (*row)(void *arg, const store_history_row *entry), void *arg);
+
 #endif

@@ -1,0 +1,162 @@
+"""Black-box fixtures: the real lootlog binary against the real Kafka and HDFS that
+`./dev test` started (their addresses come in LOOTLOG_TEST_* variables)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("LOOTLOG_BIN", os.path.join(ROOT, "build", "lootlog"))
+BROKERS = os.environ.get("LOOTLOG_TEST_BROKERS", "127.0.0.1:19092")
+WEBHDFS = os.environ.get("LOOTLOG_TEST_WEBHDFS", "http://127.0.0.1:19870")
+STACK_DIR = os.environ.get("LOOTLOG_TEST_STACK_DIR", os.path.join(ROOT, ".dev", "test-stack"))
+STACK_CMD = os.environ.get("LOOTLOG_TEST_STACK_CMD", os.path.join(ROOT, "stack", "stack"))
+TOPIC = "events"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    """Polls predicate until it returns a truthy value; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except (requests.RequestException, OSError) as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Server:
+    """One `lootlog serve` process with its own port, database and log file."""
+
+    def __init__(self, tmp_path, name="serve", extra_args=(), env=None, db=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = db or str(tmp_path / f"{name}.db")
+        self.log_path = str(tmp_path / f"{name}.log")
+        self.extra_args = list(extra_args)
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+        self.session = requests.Session()
+
+    def start(self, wait_ready=True):
+        args = [BIN, "serve", "--http", f"127.0.0.1:{self.port}", "--brokers", BROKERS,
+                "--topic", TOPIC, "--db", self.db, *self.extra_args]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        wait_until(self.healthy, 20, "lootlog /healthz")
+        if wait_ready:
+            wait_until(self.ready, 60, "lootlog /readyz")
+        return self
+
+    def healthy(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"lootlog exited with {self.proc.returncode}:\n{self.tail()}")
+        return requests.get(self.url + "/healthz", timeout=1).status_code == 200
+
+    def ready(self):
+        return requests.get(self.url + "/readyz", timeout=2).status_code == 200
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("lootlog did not stop on SIGTERM:\n" + self.tail())
+        rc = self.proc.returncode if self.proc else None
+        if self.proc:
+            self.log.close()
+        self.proc = None
+        return rc
+
+    def tail(self, lines=40):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    # --- client helpers -------------------------------------------------------------
+    def post(self, path, body, headers=None, **kw):
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        return self.session.post(self.url + path, data=data, headers=h, timeout=15, **kw)
+
+    def get(self, path, **kw):
+        return self.session.get(self.url + path, timeout=15, **kw)
+
+    def buy(self, user, item_type="sword", quantity=1, **kw):
+        return self.post(f"/v1/users/{user}/purchases",
+                         {"item_type": item_type, "quantity": quantity}, **kw)
+
+    def inventory(self, user, after=None):
+        params = {"after": after} if after else None
+        return self.get(f"/inventory/{user}", params=params)
+
+    def quantities(self, user, after=None):
+        r = self.inventory(user, after)
+        if r.status_code == 404:
+            return {}
+        assert r.status_code == 200, r.text
+        return {line["item_type"]: line["quantity"] for line in r.json()["items"]}
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    servers = []
+
+    def make(**kw):
+        s = Server(tmp_path, name=kw.pop("name", f"serve{len(servers)}"), **kw)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop(signal.SIGKILL) if s.proc else None
+
+
+@pytest.fixture
+def server(server_factory):
+    return server_factory().start()
+
+
+@pytest.fixture
+def user():
+    """A player name no other test uses (the topic is shared across tests)."""
+    return "u-" + uuid.uuid4().hex[:12]
+
+
+def kcat_read(partition, offset, count=1):
+    """Reads records straight from Kafka with kcat: [(key, value_json)]."""
+    out = subprocess.run(
+        ["kcat", "-C", "-b", BROKERS, "-t", TOPIC, "-p", str(partition), "-o", str(offset),
+         "-c", str(count), "-e", "-f", "%k\\t%s\\n"],
+        capture_output=True, text=True, timeout=30, check=True).stdout
+    records = []
+    for line in out.splitlines():
+        key, _, value = line.partition("\t")
+        records.append((key, json.loads(value)))
+    return records
+
+
+def stack(*args):
+    subprocess.run([STACK_CMD, *args, STACK_DIR], check=True, timeout=300)
