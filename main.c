@@ -1,6 +1,7 @@
 /* lootlog: one binary, several verbs (design.md "CLI"). main parses options (flags, then
  * LOOTLOG_<NAME> from the environment, then defaults), wires the modules of state/ and
  * server/ together, and owns the event loop and the shutdown order. */
+#include "server/gen.h"
 #include "server/http.h"
 #include "server/producer.h"
 #include "server/routes.h"
@@ -43,6 +44,11 @@ typedef struct {
     int64_t guild_capacity;
     int64_t ready_max_lag;
     int batch_events, batch_ms;
+    int http_set, brokers_set; /* given explicitly (gen picks its target by them) */
+    double gen_rate, gen_duration_s;
+    int gen_users, gen_connections;
+    long long gen_seed;
+    const char *gen_user_prefix;
     const char *kafka_props[MAX_KAFKA_PROPS];
     size_t kafka_prop_count;
 } options;
@@ -58,6 +64,8 @@ static const char usage_text[] =
     "                  [--snapshot-url URL] [--snapshot-interval SEC] [--admin-token-file F]\n"
     "                  [-X librdkafka.key=value ...]\n"
     "  lootlog migrate --db FILE\n"
+    "  lootlog gen     --rate N --users N --duration SEC [--http URL | --brokers LIST]\n"
+    "                  [--topic events] [--connections N] [--seed N] [--user-prefix P]\n"
     "  lootlog --help | --version\n"
     "\n"
     "Every option also reads LOOTLOG_<NAME> from the environment (--db: LOOTLOG_DB,\n"
@@ -106,7 +114,8 @@ enum {
     OPT_HTTP = 256, OPT_BROKERS, OPT_TOPIC, OPT_DB, OPT_CATALOG, OPT_SNAPSHOT_URL,
     OPT_SNAPSHOT_INTERVAL, OPT_PARTITIONS, OPT_NO_FOLD, OPT_NO_HTTP, OPT_ADMIN_TOKEN_FILE,
     OPT_GUILD_CAPACITY, OPT_REQUEST_TIMEOUT_MS, OPT_WAIT_MS, OPT_READY_MAX_LAG,
-    OPT_BATCH_EVENTS, OPT_BATCH_MS,
+    OPT_BATCH_EVENTS, OPT_BATCH_MS, OPT_RATE, OPT_USERS, OPT_DURATION, OPT_CONNECTIONS,
+    OPT_SEED, OPT_USER_PREFIX,
 };
 
 static const struct option long_options[] = {
@@ -127,6 +136,12 @@ static const struct option long_options[] = {
     {"ready-max-lag", required_argument, NULL, OPT_READY_MAX_LAG},
     {"batch-events", required_argument, NULL, OPT_BATCH_EVENTS},
     {"batch-ms", required_argument, NULL, OPT_BATCH_MS},
+    {"rate", required_argument, NULL, OPT_RATE},
+    {"users", required_argument, NULL, OPT_USERS},
+    {"duration", required_argument, NULL, OPT_DURATION},
+    {"connections", required_argument, NULL, OPT_CONNECTIONS},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"user-prefix", required_argument, NULL, OPT_USER_PREFIX},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -135,8 +150,42 @@ static const struct option long_options[] = {
 static int apply_option(options *opt, int code, const char *value) {
     long long n;
     switch (code) {
-    case OPT_HTTP: opt->http = value; return 0;
-    case OPT_BROKERS: opt->brokers = value; return 0;
+    case OPT_HTTP:
+        opt->http = value;
+        opt->http_set = 1;
+        return 0;
+    case OPT_BROKERS:
+        opt->brokers = value;
+        opt->brokers_set = 1;
+        return 0;
+    case OPT_USER_PREFIX:
+        opt->gen_user_prefix = value;
+        return 0;
+    case OPT_RATE:
+    case OPT_DURATION: {
+        char *end;
+        double v = strtod(value, &end);
+        if (end == value || *end || v <= 0 || v > 1e7) {
+            fprintf(stderr, "lootlog: --%s '%s' is not a positive number\n",
+                    code == OPT_RATE ? "rate" : "duration", value);
+            return -1;
+        }
+        if (code == OPT_RATE) opt->gen_rate = v;
+        else opt->gen_duration_s = v;
+        return 0;
+    }
+    case OPT_USERS:
+        if (parse_int("users", value, 1, 100000000, &n)) return -1;
+        opt->gen_users = (int)n;
+        return 0;
+    case OPT_CONNECTIONS:
+        if (parse_int("connections", value, 1, 10000, &n)) return -1;
+        opt->gen_connections = (int)n;
+        return 0;
+    case OPT_SEED:
+        if (parse_int("seed", value, 0, 1LL << 62, &n)) return -1;
+        opt->gen_seed = n;
+        return 0;
     case OPT_TOPIC: opt->topic = value; return 0;
     case OPT_DB: opt->db = value; return 0;
     case OPT_CATALOG: opt->catalog_path = value; return 0;
@@ -191,6 +240,11 @@ static int parse_options(int argc, char **argv, options *opt) {
     opt->ready_max_lag = 10000;
     opt->batch_events = 5000;
     opt->batch_ms = 20;
+    opt->gen_rate = 1000;
+    opt->gen_duration_s = 10;
+    opt->gen_users = 1000;
+    opt->gen_connections = 32;
+    opt->gen_user_prefix = "player";
 
     for (const struct option *o = long_options; o->name; o++) {
         const char *value = o->val >= OPT_HTTP ? env_option(o->name) : NULL;
@@ -248,6 +302,29 @@ static int cmd_migrate(options *opt) {
     }
     printf("%s: schema version %d -> %d\n", opt->db, from, to);
     return 0;
+}
+
+static int cmd_gen(options *opt) {
+    char errstr[512];
+    gen_config config = {
+        .rate = opt->gen_rate,
+        .users = opt->gen_users,
+        .duration_s = opt->gen_duration_s,
+        .http_url = opt->brokers_set && !opt->http_set ? NULL : opt->http,
+        .brokers = opt->brokers,
+        .topic = opt->topic,
+        .connections = opt->gen_connections,
+        .seed = (uint64_t)opt->gen_seed,
+        .user_prefix = opt->gen_user_prefix,
+        .kafka_props = opt->kafka_props,
+        .kafka_prop_count = opt->kafka_prop_count,
+    };
+    int rc = gen_run(&config, errstr, sizeof errstr);
+    if (rc < 0) {
+        fprintf(stderr, "lootlog: %s\n", errstr);
+        return 2;
+    }
+    return rc;
 }
 
 /* ---------------------------------------------------------------- serve */
@@ -423,6 +500,7 @@ int main(int argc, char **argv) {
     if (rc) return rc > 0 ? 0 : 2;
     if (strcmp(verb, "serve") == 0) return cmd_serve(&opt);
     if (strcmp(verb, "migrate") == 0) return cmd_migrate(&opt);
+    if (strcmp(verb, "gen") == 0) return cmd_gen(&opt);
     fprintf(stderr, "lootlog: unknown command '%s'\n%s", verb, usage_text);
     return 2;
 }
