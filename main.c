@@ -9,6 +9,7 @@
 #include "state/consumer.h"
 #include "state/log.h"
 #include "state/migrate.h"
+#include "state/replay.h"
 #include "state/store.h"
 #include "state/waiters.h"
 
@@ -49,6 +50,9 @@ typedef struct {
     int gen_users, gen_connections;
     long long gen_seed;
     const char *gen_user_prefix;
+    int64_t from_offset, until_offset, from_time_ms, until_time_ms;
+    const char *verify_path;
+    int swap;
     const char *kafka_props[MAX_KAFKA_PROPS];
     size_t kafka_prop_count;
 } options;
@@ -64,6 +68,8 @@ static const char usage_text[] =
     "                  [--snapshot-url URL] [--snapshot-interval SEC] [--admin-token-file F]\n"
     "                  [-X librdkafka.key=value ...]\n"
     "  lootlog migrate --db FILE\n"
+    "  lootlog replay  --db NEW.db [--from-offset N | --from-time ISO]\n"
+    "                  [--until-offset N | --until-time ISO] [--verify LIVE.db]\n"
     "  lootlog gen     --rate N --users N --duration SEC [--http URL | --brokers LIST]\n"
     "                  [--topic events] [--connections N] [--seed N] [--user-prefix P]\n"
     "  lootlog --help | --version\n"
@@ -115,7 +121,8 @@ enum {
     OPT_SNAPSHOT_INTERVAL, OPT_PARTITIONS, OPT_NO_FOLD, OPT_NO_HTTP, OPT_ADMIN_TOKEN_FILE,
     OPT_GUILD_CAPACITY, OPT_REQUEST_TIMEOUT_MS, OPT_WAIT_MS, OPT_READY_MAX_LAG,
     OPT_BATCH_EVENTS, OPT_BATCH_MS, OPT_RATE, OPT_USERS, OPT_DURATION, OPT_CONNECTIONS,
-    OPT_SEED, OPT_USER_PREFIX,
+    OPT_SEED, OPT_USER_PREFIX, OPT_FROM_OFFSET, OPT_UNTIL_OFFSET, OPT_FROM_TIME,
+    OPT_UNTIL_TIME, OPT_VERIFY, OPT_SWAP,
 };
 
 static const struct option long_options[] = {
@@ -142,6 +149,12 @@ static const struct option long_options[] = {
     {"connections", required_argument, NULL, OPT_CONNECTIONS},
     {"seed", required_argument, NULL, OPT_SEED},
     {"user-prefix", required_argument, NULL, OPT_USER_PREFIX},
+    {"from-offset", required_argument, NULL, OPT_FROM_OFFSET},
+    {"until-offset", required_argument, NULL, OPT_UNTIL_OFFSET},
+    {"from-time", required_argument, NULL, OPT_FROM_TIME},
+    {"until-time", required_argument, NULL, OPT_UNTIL_TIME},
+    {"verify", required_argument, NULL, OPT_VERIFY},
+    {"swap", no_argument, NULL, OPT_SWAP},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -158,6 +171,24 @@ static int apply_option(options *opt, int code, const char *value) {
         opt->brokers = value;
         opt->brokers_set = 1;
         return 0;
+    case OPT_FROM_OFFSET:
+    case OPT_UNTIL_OFFSET:
+        if (parse_int(code == OPT_FROM_OFFSET ? "from-offset" : "until-offset", value, 0,
+                      INT64_MAX, &n))
+            return -1;
+        *(code == OPT_FROM_OFFSET ? &opt->from_offset : &opt->until_offset) = n;
+        return 0;
+    case OPT_FROM_TIME:
+    case OPT_UNTIL_TIME:
+        if (replay_parse_time(value, code == OPT_FROM_TIME ? &opt->from_time_ms
+                                                           : &opt->until_time_ms)) {
+            fprintf(stderr, "lootlog: '%s' is not an ISO time like 2026-11-29T18:00:00Z\n",
+                    value);
+            return -1;
+        }
+        return 0;
+    case OPT_VERIFY: opt->verify_path = value; return 0;
+    case OPT_SWAP: opt->swap = 1; return 0;
     case OPT_USER_PREFIX:
         opt->gen_user_prefix = value;
         return 0;
@@ -245,6 +276,7 @@ static int parse_options(int argc, char **argv, options *opt) {
     opt->gen_users = 1000;
     opt->gen_connections = 32;
     opt->gen_user_prefix = "player";
+    opt->from_offset = opt->until_offset = opt->from_time_ms = opt->until_time_ms = -1;
 
     for (const struct option *o = long_options; o->name; o++) {
         const char *value = o->val >= OPT_HTTP ? env_option(o->name) : NULL;
@@ -324,6 +356,46 @@ static int cmd_gen(options *opt) {
         fprintf(stderr, "lootlog: %s\n", errstr);
         return 2;
     }
+    return rc;
+}
+
+static int cmd_replay(options *opt) {
+    char errstr[512];
+    replay_summary summary;
+    if (opt->swap) {
+        fprintf(stderr, "lootlog: --swap is not available yet\n");
+        return 2;
+    }
+    replay_config config = {
+        .brokers = opt->brokers,
+        .topic = opt->topic,
+        .db_path = opt->db,
+        .fold = {.guild_capacity = opt->guild_capacity},
+        .from_offset = opt->from_offset,
+        .from_time_ms = opt->from_time_ms,
+        .until_offset = opt->until_offset,
+        .until_time_ms = opt->until_time_ms,
+        .verify_path = opt->verify_path,
+        .batch_events = 20000,
+        .kafka_props = opt->kafka_props,
+        .kafka_prop_count = opt->kafka_prop_count,
+    };
+    int rc = replay_run(&config, &summary, errstr, sizeof errstr);
+    if (rc < 0) {
+        fprintf(stderr, "lootlog: replay failed: %s\n", errstr);
+        return 2;
+    }
+    printf("replay: %llu events in %.1f s (%.0f/s): %llu applied, %llu rejected, "
+           "%llu duplicate, %llu dead-lettered",
+           (unsigned long long)summary.events, summary.seconds,
+           summary.seconds > 0 ? summary.events / summary.seconds : 0.0,
+           (unsigned long long)summary.applied, (unsigned long long)summary.rejected,
+           (unsigned long long)summary.duplicates, (unsigned long long)summary.dead_letters);
+    if (opt->verify_path)
+        printf("; verify: %llu players compared, %llu differ",
+               (unsigned long long)summary.players_compared,
+               (unsigned long long)summary.players_differing);
+    printf("\n");
     return rc;
 }
 
@@ -501,6 +573,7 @@ int main(int argc, char **argv) {
     if (strcmp(verb, "serve") == 0) return cmd_serve(&opt);
     if (strcmp(verb, "migrate") == 0) return cmd_migrate(&opt);
     if (strcmp(verb, "gen") == 0) return cmd_gen(&opt);
+    if (strcmp(verb, "replay") == 0) return cmd_replay(&opt);
     fprintf(stderr, "lootlog: unknown command '%s'\n%s", verb, usage_text);
     return 2;
 }

@@ -46,11 +46,15 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 CREATE INDEX events_by_user ON events (user_id, offset);
 
--- First record of each event_id: the dedupe memory (see docs/architecture.md).
+-- First record of each (event_id, user_id): the dedupe memory (docs/architecture.md).
+-- Scoped per player: a player's events share one partition, so "first" is decided by
+-- that partition's order alone and the fold stays deterministic across partitions.
 CREATE TABLE event_ids (
-    event_id  TEXT PRIMARY KEY,
+    event_id  TEXT NOT NULL,
+    user_id   TEXT NOT NULL,
     partition INTEGER NOT NULL,
-    offset    INTEGER NOT NULL
+    offset    INTEGER NOT NULL,
+    PRIMARY KEY (event_id, user_id)
 ) WITHOUT ROWID;
 
 -- Records that are not valid events. The fold records them and moves on.

@@ -44,7 +44,7 @@ struct gen {
     uint64_t rng;
     double *zipf_cdf;
     int item_total_weight;
-    char **recent_ids; /* ring of recent event ids, replayed as duplicates */
+    char **recent_ids; /* ring of recent "event_id user_id", replayed as retries */
     size_t recent_count, recent_next;
     /* HTTP */
     gen_conn *conns;
@@ -98,10 +98,12 @@ static const char *pick_item(gen *g) {
     return item_weights[0].item_type;
 }
 
-static void remember_id(gen *g, const char *event_id) {
+static void remember_id(gen *g, const char *event_id, const char *user_id) {
     size_t cap = 1024;
+    char entry[2 * CODEC_ID_MAX + 2];
+    snprintf(entry, sizeof entry, "%s %s", event_id, user_id);
     free(g->recent_ids[g->recent_next]);
-    g->recent_ids[g->recent_next] = strdup(event_id);
+    g->recent_ids[g->recent_next] = strdup(entry);
     g->recent_next = (g->recent_next + 1) % cap;
     if (g->recent_count < cap) g->recent_count++;
 }
@@ -134,13 +136,17 @@ static void make_event(gen *g, event *ev) {
         snprintf(ev->items[i].item_type, sizeof ev->items[i].item_type, "%s", pick_item(g));
         ev->items[i].quantity = ev->type == EVENT_CONSUME_ITEM ? 1 : 1 + (int64_t)(uniform(g) * 3);
     }
-    /* 1% are retries of a recent request: the same event id again. */
-    if (g->recent_count > 0 && uniform(g) < 0.01) {
-        snprintf(ev->event_id, sizeof ev->event_id, "%s",
-                 g->recent_ids[(size_t)(uniform(g) * g->recent_count)]);
+    /* 1% are a player's retry of a recent request: the same player, the same event id. */
+    const char *retry = g->recent_count > 0 && uniform(g) < 0.01
+                            ? g->recent_ids[(size_t)(uniform(g) * g->recent_count)]
+                            : NULL;
+    if (retry) {
+        const char *space = strchr(retry, ' ');
+        snprintf(ev->event_id, sizeof ev->event_id, "%.*s", (int)(space - retry), retry);
+        snprintf(ev->user_id, sizeof ev->user_id, "%s", space + 1);
     } else {
         codec_uuid4(ev->event_id, sizeof ev->event_id);
-        remember_id(g, ev->event_id);
+        remember_id(g, ev->event_id, ev->user_id);
     }
 }
 

@@ -106,7 +106,7 @@ int fold_event(store *st, const fold_config *config, const event *ev, int32_t pa
     snprintf(result->user_id, sizeof result->user_id, "%s", ev->user_id);
     result->outcome = FOLD_APPLIED;
 
-    int claimed = store_claim_event_id(st, ev->event_id, partition, offset);
+    int claimed = store_claim_event_id(st, ev->event_id, ev->user_id, partition, offset);
     if (claimed < 0) return -1;
     if (claimed == 0) {
         result->outcome = FOLD_DUPLICATE;

@@ -33,6 +33,8 @@ enum {
     SQL_READ_EVENT,
     SQL_READ_MEMBERS,
     SQL_READ_HISTORY,
+    SQL_ALL_PLAYERS,
+    SQL_ALL_LINES,
     SQL_COUNT
 };
 
@@ -42,7 +44,8 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_COMMIT] = "COMMIT",
     [SQL_ROLLBACK] = "ROLLBACK",
     [SQL_CLAIM_EVENT_ID] =
-        "INSERT OR IGNORE INTO event_ids (event_id, partition, offset) VALUES (?1, ?2, ?3)",
+        "INSERT OR IGNORE INTO event_ids (event_id, user_id, partition, offset) "
+        "VALUES (?1, ?4, ?2, ?3)",
     [SQL_GET_PLAYER] = "SELECT version, guild_id FROM players WHERE user_id = ?1",
     [SQL_PUT_PLAYER] =
         "INSERT INTO players (user_id, version, guild_id, partition, updated_ts) "
@@ -73,12 +76,15 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_READ_EVENT] = "SELECT e.event_id, e.event_type, e.outcome, e.reason, e.partition, "
                        "e.offset FROM event_ids i JOIN events e "
                        "ON e.partition = i.partition AND e.offset = i.offset "
-                       "WHERE i.event_id = ?1",
+                       "WHERE i.event_id = ?1 ORDER BY i.partition, i.offset LIMIT 1",
     [SQL_READ_MEMBERS] = "SELECT user_id FROM guild_members WHERE guild_id = ?1 AND user_id > ?2 "
                          "ORDER BY user_id LIMIT ?3",
     [SQL_READ_HISTORY] = "SELECT event_id, event_type, outcome, reason, ts, items, guild_id, "
                          "partition, offset FROM events WHERE user_id = ?1 AND offset < ?2 "
                          "ORDER BY offset DESC LIMIT ?3",
+    [SQL_ALL_PLAYERS] = "SELECT user_id, version, guild_id FROM players ORDER BY user_id",
+    [SQL_ALL_LINES] = "SELECT user_id, item_type, quantity FROM inventory "
+                      "ORDER BY user_id, item_type",
 };
 
 struct store {
@@ -198,9 +204,11 @@ void store_rollback(store *st) {
     if (!sqlite3_get_autocommit(st->db)) exec_stmt(st, stmt_get(st, SQL_ROLLBACK), "rollback");
 }
 
-int store_claim_event_id(store *st, const char *event_id, int32_t partition, int64_t offset) {
+int store_claim_event_id(store *st, const char *event_id, const char *user_id, int32_t partition,
+                         int64_t offset) {
     sqlite3_stmt *s = stmt_get(st, SQL_CLAIM_EVENT_ID);
     sqlite3_bind_text(s, 1, event_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, user_id, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 2, partition);
     sqlite3_bind_int64(s, 3, offset);
     if (exec_stmt(st, s, "claiming event id")) return -1;
@@ -450,4 +458,48 @@ int store_read_history(store *st, const char *user_id, int64_t before_offset, in
     }
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? 0 : fail_with(st, "reading history");
+}
+
+/* FNV-1a over bytes, continuing from hash. */
+static uint64_t fnv1a(uint64_t hash, const void *data, size_t len) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        hash ^= p[i];
+        hash *= 0x100000001b3ULL;
+    }
+    return hash;
+}
+
+static uint64_t fnv1a_text(uint64_t hash, const char *text) {
+    return fnv1a(hash, text ? text : "", (text ? strlen(text) : 0) + 1);
+}
+
+int store_player_digests(store *st, void (*row)(void *arg, const char *user_id, uint64_t digest),
+                         void *arg) {
+    /* Two ordered scans merged: players, and inventory lines grouped by player. */
+    sqlite3_stmt *players = stmt_get(st, SQL_ALL_PLAYERS);
+    sqlite3_stmt *lines = stmt_get(st, SQL_ALL_LINES);
+    int prc, lrc = sqlite3_step(lines);
+    while ((prc = sqlite3_step(players)) == SQLITE_ROW) {
+        const char *user_id = (const char *)sqlite3_column_text(players, 0);
+        int64_t version = sqlite3_column_int64(players, 1);
+        uint64_t digest = fnv1a(0xcbf29ce484222325ULL, &version, sizeof version);
+        digest = fnv1a_text(digest, (const char *)sqlite3_column_text(players, 2));
+        while (lrc == SQLITE_ROW &&
+               strcmp((const char *)sqlite3_column_text(lines, 0), user_id) < 0)
+            lrc = sqlite3_step(lines); /* lines of a player with no row: skipped */
+        while (lrc == SQLITE_ROW &&
+               strcmp((const char *)sqlite3_column_text(lines, 0), user_id) == 0) {
+            int64_t quantity = sqlite3_column_int64(lines, 2);
+            digest = fnv1a_text(digest, (const char *)sqlite3_column_text(lines, 1));
+            digest = fnv1a(digest, &quantity, sizeof quantity);
+            lrc = sqlite3_step(lines);
+        }
+        row(arg, user_id, digest);
+    }
+    sqlite3_reset(players);
+    sqlite3_reset(lines);
+    if (prc != SQLITE_DONE || (lrc != SQLITE_ROW && lrc != SQLITE_DONE))
+        return fail_with(st, "computing player digests");
+    return 0;
 }

@@ -35,9 +35,10 @@ typedef struct {
     char guild_id[STORE_ID_SIZE]; /* "" when in no guild */
 } store_player;
 
-/* Records event_id as first seen at (partition, offset). Returns 1 when claimed, 0 when
- * the id was seen before (a duplicate), -1 on error. */
-int store_claim_event_id(store *st, const char *event_id, int32_t partition, int64_t offset);
+/* Records event_id of user_id as first seen at (partition, offset). Returns 1 when
+ * claimed, 0 when that player's event id was seen before (a duplicate), -1 on error. */
+int store_claim_event_id(store *st, const char *event_id, const char *user_id, int32_t partition,
+                         int64_t offset);
 /* Returns 1 and fills *player when user_id exists, 0 when not, -1 on error. */
 int store_get_player(store *st, const char *user_id, store_player *player);
 int store_put_player(store *st, const char *user_id, const store_player *player,
@@ -132,5 +133,11 @@ typedef struct {
  * Returns 0 or -1. */
 int store_read_history(store *st, const char *user_id, int64_t before_offset, int limit,
                        void (*row)(void *arg, const store_history_row *entry), void *arg);
+
+/* Walks every player in user_id order with a digest of their whole state (version,
+ * guild, inventory lines), calling row(arg, user_id, digest). Run inside a read
+ * transaction for a consistent view. Returns 0 or -1. */
+int store_player_digests(store *st, void (*row)(void *arg, const char *user_id, uint64_t digest),
+                         void *arg);
 
 #endif
