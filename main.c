@@ -53,6 +53,7 @@ typedef struct {
     int64_t from_offset, until_offset, from_time_ms, until_time_ms;
     const char *verify_path;
     int swap;
+    int migrate_to;
     const char *kafka_props[MAX_KAFKA_PROPS];
     size_t kafka_prop_count;
 } options;
@@ -67,7 +68,7 @@ static const char usage_text[] =
     "                  [--ready-max-lag N] [--batch-events N] [--batch-ms MS]\n"
     "                  [--snapshot-url URL] [--snapshot-interval SEC] [--admin-token-file F]\n"
     "                  [-X librdkafka.key=value ...]\n"
-    "  lootlog migrate --db FILE\n"
+    "  lootlog migrate --db FILE [--to VERSION]\n"
     "  lootlog replay  --db NEW.db [--from-offset N | --from-time ISO]\n"
     "                  [--until-offset N | --until-time ISO] [--verify LIVE.db]\n"
     "  lootlog gen     --rate N --users N --duration SEC [--http URL | --brokers LIST]\n"
@@ -122,7 +123,7 @@ enum {
     OPT_GUILD_CAPACITY, OPT_REQUEST_TIMEOUT_MS, OPT_WAIT_MS, OPT_READY_MAX_LAG,
     OPT_BATCH_EVENTS, OPT_BATCH_MS, OPT_RATE, OPT_USERS, OPT_DURATION, OPT_CONNECTIONS,
     OPT_SEED, OPT_USER_PREFIX, OPT_FROM_OFFSET, OPT_UNTIL_OFFSET, OPT_FROM_TIME,
-    OPT_UNTIL_TIME, OPT_VERIFY, OPT_SWAP,
+    OPT_UNTIL_TIME, OPT_VERIFY, OPT_SWAP, OPT_TO,
 };
 
 static const struct option long_options[] = {
@@ -155,6 +156,7 @@ static const struct option long_options[] = {
     {"until-time", required_argument, NULL, OPT_UNTIL_TIME},
     {"verify", required_argument, NULL, OPT_VERIFY},
     {"swap", no_argument, NULL, OPT_SWAP},
+    {"to", required_argument, NULL, OPT_TO},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -189,6 +191,10 @@ static int apply_option(options *opt, int code, const char *value) {
         return 0;
     case OPT_VERIFY: opt->verify_path = value; return 0;
     case OPT_SWAP: opt->swap = 1; return 0;
+    case OPT_TO:
+        if (parse_int("to", value, 1, 9999, &n)) return -1;
+        opt->migrate_to = (int)n;
+        return 0;
     case OPT_USER_PREFIX:
         opt->gen_user_prefix = value;
         return 0;
@@ -326,7 +332,8 @@ static int cmd_migrate(options *opt) {
         sqlite3_close(db);
         return 1;
     }
-    int rc = migrate_apply(db, &from, &to, errstr, sizeof errstr);
+    int rc = migrate_apply_to(db, opt->migrate_to > 0 ? opt->migrate_to : migrate_latest_version(),
+                              &from, &to, errstr, sizeof errstr);
     sqlite3_close(db);
     if (rc) {
         fprintf(stderr, "lootlog: %s\n", errstr);

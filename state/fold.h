@@ -11,7 +11,7 @@
 
 #define FOLD_DEFAULT_GUILD_CAPACITY 100
 #define FOLD_DEAD_LETTER_PAYLOAD_MAX 4096 /* bytes of a bad payload kept */
-#define FOLD_MESSAGE_MAX (1024 * 1024)    /* a larger value is dead-lettered as oversize */
+#define FOLD_MESSAGE_MAX (64 * 1024) /* a valid event is < 8 KiB; larger is dead-lettered */
 #define FOLD_REASON_MAX 160
 
 typedef struct {

@@ -39,6 +39,12 @@ static int read_user_version(sqlite3 *db, int *version, char *errstr, size_t err
 
 int migrate_apply(sqlite3 *db, int *from_version, int *to_version, char *errstr,
                   size_t errstr_size) {
+    return migrate_apply_to(db, migrate_latest_version(), from_version, to_version, errstr,
+                            errstr_size);
+}
+
+int migrate_apply_to(sqlite3 *db, int target_version, int *from_version, int *to_version,
+                     char *errstr, size_t errstr_size) {
     int current;
     int latest = migrate_latest_version();
     char *sql_err = NULL;
@@ -60,7 +66,7 @@ int migrate_apply(sqlite3 *db, int *from_version, int *to_version, char *errstr,
             snprintf(errstr, errstr_size, "migration '%s' is not named NNNN_name.sql", m->name);
             return -1;
         }
-        if (number <= current) continue;
+        if (number <= current || number > target_version) continue;
         char set_version[64];
         snprintf(set_version, sizeof set_version, "PRAGMA user_version = %d", number);
         if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &sql_err) != SQLITE_OK ||

@@ -16,4 +16,8 @@ int migrate_latest_version(void);
 int migrate_apply(sqlite3 *db, int *from_version, int *to_version, char *errstr,
                   size_t errstr_size);
 
+/* As migrate_apply, but stops at target_version (for tests and staged upgrades). */
+int migrate_apply_to(sqlite3 *db, int target_version, int *from_version, int *to_version,
+                     char *errstr, size_t errstr_size);
+
 #endif

@@ -48,8 +48,8 @@ static const char *const sql_text[SQL_COUNT] = {
         "VALUES (?1, ?4, ?2, ?3)",
     [SQL_GET_PLAYER] = "SELECT version, guild_id FROM players WHERE user_id = ?1",
     [SQL_PUT_PLAYER] =
-        "INSERT INTO players (user_id, version, guild_id, partition, updated_ts) "
-        "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (user_id) DO UPDATE SET "
+        "INSERT INTO players (user_id, version, guild_id, partition, updated_ts, created_ts) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (user_id) DO UPDATE SET "
         "version = excluded.version, guild_id = excluded.guild_id, "
         "partition = excluded.partition, updated_ts = excluded.updated_ts",
     [SQL_GET_QUANTITY] = "SELECT quantity FROM inventory WHERE user_id = ?1 AND item_type = ?2",

@@ -1,0 +1,179 @@
+"""The fold engine on the real stack: dead letters, replay slices, shadow verify,
+migrations."""
+import json
+import os
+import sqlite3
+import subprocess
+import time
+import uuid
+
+from conftest import BIN, BROKERS, TOPIC, wait_until
+
+
+def produce_raw(partition, records):
+    """Produces (key, value) pairs to one partition with an independent Kafka client
+    (confluent-kafka), bypassing lootlog. A value of None is sent as a null message."""
+    from confluent_kafka import Producer
+    producer = Producer({"bootstrap.servers": BROKERS, "message.max.bytes": 2000000})
+    errors = []
+    for key, value in records:
+        producer.produce(TOPIC, key=key.encode(), value=value, partition=partition,
+                         on_delivery=lambda err, msg: errors.append(err) if err else None)
+    assert producer.flush(30) == 0
+    assert not errors, errors
+
+
+def valid_event(user, event_id=None, item="gem", quantity=1):
+    return json.dumps({"v": 1, "event_id": event_id or uuid.uuid4().hex, "event_type": "purchase_item",
+                       "user_id": user, "ts": "2026-11-29T10:00:00.000Z",
+                       "items": [{"item_type": item, "quantity": quantity}], "guild_id": None,
+                       "expected_version": None, "metadata": {}}).encode()
+
+
+def test_poison_messages_are_dead_lettered_and_the_fold_goes_on(server, user):
+    mark = uuid.uuid4().hex
+    bad = [
+        (f"{user}", b"{not json " + mark.encode()),
+        (f"{user}", json.dumps({"v": 1, "event_id": mark, "event_type": "purchase_item",
+                                "user_id": user, "ts": "t", "items": "lots"}).encode()),
+        (f"{user}", json.dumps({"v": 7, "event_id": mark, "event_type": "purchase_item",
+                                "user_id": user, "ts": "t"}).encode()),
+        (f"someone-else-{mark}", valid_event(user)),
+        (f"empty-{mark}", None),
+        (f"{user}", b'{"pad":"' + mark.encode() + b"x" * 70000 + b'"}'),
+    ]
+    produce_raw(0, bad)
+    produce_raw(0, [(user, valid_event(user, quantity=4))])
+    wait_until(lambda: server.quantities(user) == {"gem": 4}, 30, "the valid event after the poison")
+    con = sqlite3.connect(server.db)
+    rows = con.execute("SELECT partition, offset, reason, msg_key, length(payload) FROM dead_letters "
+                       "WHERE CAST(msg_key AS TEXT) IN (?, ?, ?) ORDER BY offset",
+                       (user, f"someone-else-{mark}", f"empty-{mark}")).fetchall()
+    con.close()
+    reasons = [r[2] for r in rows]
+    assert len(rows) == 6, rows
+    assert all(r[0] == 0 for r in rows)
+    assert "invalid JSON" in reasons[0]
+    assert "items" in reasons[1]
+    assert "unknown event version 7" in reasons[2]
+    assert "key" in reasons[3]
+    assert "empty" in reasons[4]
+    assert "oversize" in reasons[5]
+    assert rows[5][4] == 4096  # a bounded copy of the payload is kept
+    assert server.get("/readyz").status_code == 200
+
+
+def run(*args, check=True):
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=300, check=check)
+
+
+def test_replay_slices_and_verify(server, user, tmp_path):
+    tokens = []
+    for q in (1, 2, 3, 4):
+        r = server.buy(user, "potion", q)
+        assert r.status_code == 202
+        tokens.append(r.json())
+    assert server.quantities(user, after=tokens[-1]["token"]) == {"potion": 10}
+    partition = tokens[0]["partition"]
+
+    # Until the third purchase's offset: the state before it (1 + 2).
+    until = tmp_path / "until.db"
+    out = run("replay", "--brokers", BROKERS, "--db", str(until),
+              "--until-offset", str(tokens[2]["offset"]))
+    assert "replay:" in out.stdout
+    con = sqlite3.connect(until)
+    held = con.execute("SELECT quantity FROM inventory WHERE user_id = ? AND item_type = 'potion'",
+                       (user,)).fetchone()
+    con.close()
+    # Other partitions' offsets are cut at the same number, this one exactly so.
+    assert held == (3,)
+
+    # From the second purchase's offset on: only 2 + 3 + 4 are folded.
+    since = tmp_path / "since.db"
+    run("replay", "--brokers", BROKERS, "--db", str(since), "--from-offset", str(tokens[1]["offset"]))
+    con = sqlite3.connect(since)
+    held = con.execute("SELECT quantity FROM inventory WHERE user_id = ? AND item_type = 'potion'",
+                       (user,)).fetchone()
+    con.close()
+    assert held == (9,)
+
+    # A replay into a file that already holds state is refused.
+    again = run("replay", "--brokers", BROKERS, "--db", str(since), check=False)
+    assert again.returncode != 0 and "new file" in again.stderr
+
+    # Shadow rebuild: the rebuilt state equals the live one at the live offsets.
+    shadow = tmp_path / "shadow.db"
+    ok = run("replay", "--brokers", BROKERS, "--db", str(shadow), "--verify", server.db)
+    assert ", 0 differ" in ok.stdout, ok.stdout
+
+    # A live file that drifted (as a non-deterministic fold would make it) is caught.
+    server.stop()
+    con = sqlite3.connect(server.db)
+    con.execute("UPDATE inventory SET quantity = quantity + 1 WHERE user_id = ?", (user,))
+    con.commit()
+    con.close()
+    bad = run("replay", "--brokers", BROKERS, "--db", str(tmp_path / "shadow2.db"),
+              "--verify", server.db, check=False)
+    assert bad.returncode == 1
+    assert f"differs: {user} (state)" in bad.stdout
+    assert ", 1 differ" in bad.stdout
+
+
+def test_replay_until_time(server, user, tmp_path):
+    first = server.buy(user, "scroll", 5).json()
+    assert server.quantities(user, after=first["token"]) == {"scroll": 5}
+    # The broker stamps records at append; wait until the clock has moved past the first.
+    cut = time.time()
+    wait_until(lambda: time.time() - cut > 0.05, 1, "the clock")
+    cut_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(cut)) + ".%03dZ" % int((cut % 1) * 1000)
+    second = server.buy(user, "scroll", 7).json()
+    assert server.quantities(user, after=second["token"]) == {"scroll": 12}
+    db = tmp_path / "yesterday.db"
+    run("replay", "--brokers", BROKERS, "--db", str(db), "--until-time", cut_iso)
+    con = sqlite3.connect(db)
+    held = con.execute("SELECT quantity FROM inventory WHERE user_id = ?", (user,)).fetchone()
+    con.close()
+    assert held == (5,)
+
+
+def test_migrations_upgrade_refuse_and_roll_back(tmp_path):
+    db = str(tmp_path / "old.db")
+    assert "0 -> 1" in run("migrate", "--db", db, "--to", "1").stdout
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO players (user_id, version, guild_id, partition, updated_ts) "
+                "VALUES ('old-timer', 3, 'owls', 2, '2026-01-01T00:00:00.000Z')")
+    con.execute("INSERT INTO inventory VALUES ('old-timer', 'sword', 9)")
+    con.commit()
+    con.close()
+    assert "1 -> 2" in run("migrate", "--db", db).stdout
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone() == (2,)
+    assert con.execute("SELECT version, guild_id, created_ts FROM players").fetchall() == \
+        [(3, "owls", "2026-01-01T00:00:00.000Z")]
+    assert con.execute("SELECT * FROM inventory").fetchall() == [("old-timer", "sword", 9)]
+
+    # A database from a newer lootlog is refused and left alone.
+    con.execute("PRAGMA user_version = 99")
+    con.commit()
+    con.close()
+    newer = run("migrate", "--db", db, check=False)
+    assert newer.returncode != 0 and "newer than this lootlog" in newer.stderr
+
+    # A failing migration leaves the file exactly as it was.
+    broken = str(tmp_path / "broken.db")
+    run("migrate", "--db", broken, "--to", "1")
+    con = sqlite3.connect(broken)
+    con.execute("INSERT INTO inventory VALUES ('keeper', 'gem', 1)")
+    con.execute("CREATE TABLE events_by_type (x)")  # collides with 0002's index name
+    con.commit()
+    con.close()
+    before = open(broken, "rb").read()
+    failed = run("migrate", "--db", broken, check=False)
+    assert failed.returncode != 0 and "0002" in failed.stderr
+    con = sqlite3.connect(broken)
+    assert con.execute("PRAGMA user_version").fetchone() == (1,)
+    assert "created_ts" not in [r[1] for r in con.execute("PRAGMA table_info(players)")]
+    assert con.execute("SELECT * FROM inventory").fetchall() == [("keeper", "gem", 1)]
+    con.close()
+    assert open(broken, "rb").read() == before
+    os.unlink(broken)
