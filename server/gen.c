@@ -126,7 +126,9 @@ static void make_event(gen *g, event *ev) {
         ev->item_count = 1;
     } else if (kind < 0.94) {
         ev->type = EVENT_JOIN_GUILD;
-        snprintf(ev->guild_id, sizeof ev->guild_id, "guild%d", (int)(uniform(g) * GUILD_COUNT));
+        /* Guilds carry the player prefix, so separate runs never share a guild. */
+        snprintf(ev->guild_id, sizeof ev->guild_id, "%sguild%d", g->config->user_prefix,
+                 (int)(uniform(g) * GUILD_COUNT));
     } else if (kind < 0.99) {
         ev->type = EVENT_LEAVE_GUILD;
     } else {
