@@ -5,6 +5,7 @@
 #include "../state/codec.h"
 #include "../state/log.h"
 #include "http.h"
+#include "metrics.h"
 #include "validate.h"
 
 #include <event2/http.h>
@@ -30,10 +31,14 @@ typedef struct parked {
     char *category;
 } parked;
 
+#define ROUTE_COUNT 16
+
 struct routes {
     routes_config config;
     parked *parked_head;
     size_t parked_count;
+    uint64_t requests_by_route[ROUTE_COUNT];
+    uint64_t writes_acked, writes_failed, requests_invalid;
 };
 
 /* ---------------------------------------------------------------- path matching */
@@ -80,6 +85,12 @@ static int match(const path_parts *parts, const char *pattern, const char **capt
 
 static void reply_validation(struct evhttp_request *req, const validate_error *err) {
     http_reply_error(req, err->status, err->code, err->message);
+}
+
+/* A write that validation refused: counted, answered. */
+static void reply_invalid_write(routes *r, struct evhttp_request *req, const validate_error *err) {
+    r->requests_invalid++;
+    reply_validation(req, err);
 }
 
 static const char *header_or_empty(struct evhttp_request *req, const char *name) {
@@ -370,6 +381,8 @@ typedef struct {
 static void on_delivered(void *opaque, const char *err, int32_t partition, int64_t offset) {
     pending_write *pw = opaque;
     routes *r = pw->owner;
+    if (err) r->writes_failed++;
+    else r->writes_acked++;
     if (err) {
         evhttp_add_header(evhttp_request_get_output_headers(pw->req), "Retry-After", "1");
         char message[256];
@@ -457,6 +470,7 @@ static void produce_event(routes *r, struct evhttp_request *req, const event *ev
                       errstr, sizeof errstr)) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
         http_reply_error(req, 503, queue_full ? "overloaded" : "kafka_unavailable", errstr);
+        r->writes_failed++;
         free(pw);
     }
     free(value);
@@ -486,7 +500,7 @@ static void handle_write(routes *r, struct evhttp_request *req, event_type type,
     event ev;
     validate_error err;
     if (start_event(req, type, user_id, &ev, &err)) {
-        reply_validation(req, &err);
+        reply_invalid_write(r, req, &err);
         return;
     }
     if (parser) {
@@ -494,7 +508,7 @@ static void handle_write(routes *r, struct evhttp_request *req, event_type type,
         const char *body = json_body(req, &len);
         if (!body) return;
         if (parser(r, body, len, &ev, &err)) {
-            reply_validation(req, &err);
+            reply_invalid_write(r, req, &err);
             return;
         }
     }
@@ -780,6 +794,38 @@ static void handle_readyz(routes *r, struct evhttp_request *req) {
 
 /* ---------------------------------------------------------------- dispatch */
 
+static const char *const route_names[ROUTE_COUNT];
+
+static void handle_metrics(routes *r, struct evhttp_request *req) {
+    metrics_route by_route[ROUTE_COUNT];
+    size_t count = 0;
+    for (int i = 0; i < ROUTE_COUNT; i++)
+        if (route_names[i]) {
+            by_route[count].route = route_names[i];
+            by_route[count].requests = r->requests_by_route[i];
+            count++;
+        }
+    metrics_view view = {
+        .routes = by_route,
+        .route_count = count,
+        .writes_acked = r->writes_acked,
+        .writes_failed = r->writes_failed,
+        .requests_invalid = r->requests_invalid,
+        .parked = r->parked_count,
+        .producer_queue = producer_outstanding(r->config.prod),
+        .broker_ready = producer_broker_ready(r->config.prod),
+        .has_fold = r->config.fold != NULL,
+    };
+    if (r->config.fold) consumer_get_stats(r->config.fold, &view.fold);
+    char *text = metrics_render(&view);
+    if (!text) {
+        http_reply_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    http_reply_text(req, 200, "text/plain; version=0.0.4", text, strlen(text));
+    free(text);
+}
+
 enum {
     R_PURCHASES,
     R_CONSUMPTIONS,
@@ -795,6 +841,25 @@ enum {
     R_JOIN_GUILD_SEED,
     R_HEALTHZ,
     R_READYZ,
+    R_METRICS,
+};
+
+static const char *const route_names[ROUTE_COUNT] = {
+    [R_PURCHASES] = "purchases",
+    [R_CONSUMPTIONS] = "consumptions",
+    [R_GUILD] = "guild",
+    [R_INVENTORY] = "inventory",
+    [R_USER_INVENTORY] = "user_inventory",
+    [R_EVENT] = "event",
+    [R_GUILD_INFO] = "guild_info",
+    [R_HISTORY] = "history",
+    [R_ITEMS] = "items",
+    [R_ROOT] = "seed_default",
+    [R_PURCHASE_SWORD] = "seed_purchase_a_sword",
+    [R_JOIN_GUILD_SEED] = "seed_join_guild",
+    [R_HEALTHZ] = "healthz",
+    [R_READYZ] = "readyz",
+    [R_METRICS] = "metrics",
 };
 
 static const struct {
@@ -816,6 +881,7 @@ static const struct {
     {R_JOIN_GUILD_SEED, "join_guild", "GET, HEAD"},
     {R_HEALTHZ, "healthz", "GET, HEAD"},
     {R_READYZ, "readyz", "GET, HEAD"},
+    {R_METRICS, "metrics", "GET, HEAD"},
 };
 
 static void method_not_allowed(struct evhttp_request *req, const char *allow) {
@@ -844,6 +910,7 @@ void routes_handle(struct evhttp_request *req, void *arg) {
             break;
         }
     }
+    if (id >= 0 && id < ROUTE_COUNT) r->requests_by_route[id]++;
     switch (id) {
     case R_PURCHASES:
         if (method != EVHTTP_REQ_POST) break;
@@ -903,6 +970,10 @@ void routes_handle(struct evhttp_request *req, void *arg) {
     case R_READYZ:
         if (!is_get) break;
         handle_readyz(r, req);
+        return;
+    case R_METRICS:
+        if (!is_get) break;
+        handle_metrics(r, req);
         return;
     default:
         http_reply_error(req, 404, "not_found", "no such route");

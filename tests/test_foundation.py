@@ -116,3 +116,26 @@ def test_webhdfs_round_trip():
     r = requests.get(f"{base}{path}?op=OPEN&user.name=root", timeout=10)
     assert r.status_code == 200 and r.content == payload
     requests.delete(f"{base}{path}?op=DELETE&user.name=root", timeout=10)
+
+
+def metric_value(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_metrics_count_writes_and_folds(server, user):
+    before = server.get("/metrics")
+    assert before.status_code == 200
+    assert before.headers["Content-Type"].startswith("text/plain")
+    acked = metric_value(before.text, 'lootlog_writes_total{result="acked"}')
+    invalid = metric_value(before.text, 'lootlog_writes_total{result="invalid"}')
+    token = server.buy(user, "shield", 1).json()["token"]
+    assert server.buy(user, "laser", 1).status_code == 422
+    server.quantities(user, after=token)
+    after = server.get("/metrics").text
+    assert metric_value(after, 'lootlog_writes_total{result="acked"}') == acked + 1
+    assert metric_value(after, 'lootlog_writes_total{result="invalid"}') == invalid + 1
+    assert metric_value(after, 'lootlog_fold_events_total{outcome="applied"}') >= 1
+    assert metric_value(after, "lootlog_broker_ready") == 1
