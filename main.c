@@ -413,7 +413,6 @@ typedef struct {
     producer *prod;
     routes *rts;
     waiters *fold_waiters;
-    int draining;
     int64_t drain_deadline_ms;
 } serve_state;
 
@@ -534,10 +533,11 @@ static int cmd_serve(options *opt) {
 
     event_base_dispatch(s.base);
 
-    /* Shutdown: stop taking requests, let in-flight produces finish and be answered,
-     * then stop the fold after its batch, then free in reverse order. */
-    http_server_free(http);
-    http = NULL;
+    /* Shutdown: stop taking connections; keep the loop running until in-flight produces
+     * have their delivery reports (each waiting client gets its answer); fail what is
+     * left in the producer; answer parked requests; let the loop flush those replies;
+     * only then free the HTTP server, which frees its requests. */
+    http_server_stop_accepting(http);
     s.drain_deadline_ms = monotonic_ms() + 5000;
     drain_ev = event_new(s.base, -1, EV_PERSIST, on_drain_tick, &s);
     struct timeval tick = {0, 20 * 1000};
@@ -548,9 +548,16 @@ static int cmd_serve(options *opt) {
 fail:
     fprintf(stderr, "lootlog: %s\n", errstr);
 cleanup:
+    if (drain_ev) event_free(drain_ev);
+    drain_ev = NULL;
+    producer_free(s.prod, 2000); /* remaining deliveries fail: their clients get a 503 */
+    routes_free(s.rts);          /* parked requests are answered */
+    if (http) {
+        struct timeval flush = {0, 200 * 1000};
+        event_base_loopexit(s.base, &flush);
+        event_base_dispatch(s.base);
+    }
     http_server_free(http);
-    routes_free(s.rts);
-    producer_free(s.prod, 2000);
     consumer_stop(fold);
     store_close(reader);
     if (drain_ev) event_free(drain_ev);

@@ -96,6 +96,12 @@ fail:
     return NULL;
 }
 
+void http_server_stop_accepting(http_server *srv) {
+    if (!srv || !srv->bound) return;
+    evhttp_del_accept_socket(srv->http, srv->bound);
+    srv->bound = NULL;
+}
+
 void http_server_free(http_server *srv) {
     if (!srv) return;
     if (srv->http) evhttp_free(srv->http);

@@ -19,7 +19,10 @@ http_server *http_server_new(struct event_base *base, const http_config *config,
                              void (*handler)(struct evhttp_request *, void *), void *arg,
                              char *errstr, size_t errstr_size);
 
-/* Stops accepting; open connections are closed. */
+/* Stops accepting new connections; open ones keep being served. NULL is a no-op. */
+void http_server_stop_accepting(http_server *srv);
+
+/* Frees the server; open connections and their pending requests are closed. */
 void http_server_free(http_server *srv);
 
 /* Sends body (decref'ed here) as JSON with status. */

@@ -127,12 +127,12 @@ static int start_event(struct evhttp_request *req, event_type type, const char *
     ev_uint16_t port = 0;
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     if (evcon) evhttp_connection_get_peer(evcon, &peer, &port);
-    snprintf(ev->metadata.remote_addr, sizeof ev->metadata.remote_addr, "%s", peer ? peer : "");
-    snprintf(ev->metadata.host, sizeof ev->metadata.host, "%s", header_or_empty(req, "Host"));
-    snprintf(ev->metadata.user_agent, sizeof ev->metadata.user_agent, "%s",
-             header_or_empty(req, "User-Agent"));
-    snprintf(ev->metadata.accept_language, sizeof ev->metadata.accept_language, "%s",
-             header_or_empty(req, "Accept-Language"));
+    codec_copy_utf8(ev->metadata.remote_addr, sizeof ev->metadata.remote_addr, peer ? peer : "");
+    codec_copy_utf8(ev->metadata.host, sizeof ev->metadata.host, header_or_empty(req, "Host"));
+    codec_copy_utf8(ev->metadata.user_agent, sizeof ev->metadata.user_agent,
+                    header_or_empty(req, "User-Agent"));
+    codec_copy_utf8(ev->metadata.accept_language, sizeof ev->metadata.accept_language,
+                    header_or_empty(req, "Accept-Language"));
     return 0;
 }
 
@@ -151,15 +151,21 @@ static const char *json_body(struct evhttp_request *req, size_t *len) {
     return body;
 }
 
-/* Parses a timeout_ms query value, defaulting and clamping. */
+/* Parses ?timeout_ms= (default: the configured wait; clamped to 0..30000).
+ * Returns the value, or -1 after answering 400 for a malformed one. */
 static int wait_ms_param(routes *r, struct evhttp_request *req) {
     char *value = http_query_param(req, "timeout_ms");
     int ms = r->config.default_wait_ms;
     if (value) {
-        ms = atoi(value);
-        if (ms < 0) ms = 0;
-        if (ms > MAX_WAIT_MS) ms = MAX_WAIT_MS;
+        char *end;
+        long v = strtol(value, &end, 10);
+        int ok = end != value && *end == '\0' && v >= 0;
         free(value);
+        if (!ok) {
+            http_reply_error(req, 400, "invalid_timeout", "timeout_ms must be a whole number of ms");
+            return -1;
+        }
+        ms = v > MAX_WAIT_MS ? MAX_WAIT_MS : (int)v;
     }
     return ms;
 }
@@ -283,7 +289,7 @@ static void unpark(parked *pk) {
 /* Answers a parked write once its event is folded: 200 applied / 409 rejected. */
 static void answer_applied_write(routes *r, parked *pk) {
     store_event_outcome outcome;
-    int found = store_read_event(r->config.reader, pk->event_id, &outcome);
+    int found = store_read_event(r->config.reader, pk->event_id, pk->user_id, &outcome);
     json_t *ack = pk->ack;
     pk->ack = NULL;
     if (found <= 0) {
@@ -443,6 +449,8 @@ static void produce_event(routes *r, struct evhttp_request *req, const event *ev
                           const char *seed_reply) {
     char errstr[256];
     size_t len;
+    int wait_ms = wait_ms_param(r, req);
+    if (wait_ms < 0) return;
     char *value = codec_encode(ev, &len, errstr, sizeof errstr);
     if (!value) {
         http_reply_error(req, 500, "internal", errstr);
@@ -463,7 +471,7 @@ static void produce_event(routes *r, struct evhttp_request *req, const event *ev
     char *wait = http_query_param(req, "wait");
     pw->wait_applied = wait && strcmp(wait, "applied") == 0 && r->config.fold;
     free(wait);
-    pw->wait_ms = wait_ms_param(r, req);
+    pw->wait_ms = wait_ms;
 
     int queue_full;
     if (producer_send(r->config.prod, ev->user_id, value, len, on_delivered, pw, &queue_full,
@@ -563,7 +571,12 @@ static void handle_inventory(routes *r, struct evhttp_request *req, const char *
     char *category = http_query_param(req, "category");
     int32_t partition;
     int64_t offset;
-    if (after && parse_token(after, &partition, &offset)) {
+    int partitions = producer_partition_count(r->config.prod);
+    int wait_ms = after ? wait_ms_param(r, req) : 0;
+    if (wait_ms < 0) {
+        /* answered: malformed timeout_ms */
+    } else if (after && (parse_token(after, &partition, &offset) ||
+                         (partitions > 0 && partition >= partitions))) {
         http_reply_error(req, 400, "invalid_token", "after must be a write's token \"<p>:<o>\"");
     } else if (after && !fold_passed(r, partition, offset)) {
         parked *pk = calloc(1, sizeof *pk);
@@ -576,7 +589,7 @@ static void handle_inventory(routes *r, struct evhttp_request *req, const char *
             pk->category = category;
             item_types = category = NULL;
         }
-        if (!pk || park(r, pk, wait_ms_param(r, req))) {
+        if (!pk || park(r, pk, wait_ms)) {
             if (pk) {
                 if (pk->timer) event_free(pk->timer);
                 free(pk->item_types);
@@ -601,7 +614,14 @@ static void handle_event(routes *r, struct evhttp_request *req, const char *even
         reply_validation(req, &err);
         return;
     }
-    int found = store_read_event(r->config.reader, event_id, &outcome);
+    char *user_id = http_query_param(req, "user_id");
+    if (user_id && validate_identifier("user_id", user_id, &err)) {
+        free(user_id);
+        reply_validation(req, &err);
+        return;
+    }
+    int found = store_read_event(r->config.reader, event_id, user_id, &outcome);
+    free(user_id);
     if (found < 0) {
         http_reply_error(req, 500, "internal", store_errmsg(r->config.reader));
         return;
@@ -998,7 +1018,13 @@ void routes_free(routes *r) {
     if (!r) return;
     while (r->parked_head) {
         parked *pk = r->parked_head;
-        http_reply_error(pk->req, 503, "shutting_down", "lootlog is stopping");
+        if (pk->is_write) {
+            /* The event is in the log; only its outcome is unknown here. */
+            json_object_set_new(pk->ack, "outcome", json_string("pending"));
+            http_reply_json(pk->req, 202, json_incref(pk->ack));
+        } else {
+            http_reply_error(pk->req, 503, "shutting_down", "lootlog is stopping");
+        }
         unpark(pk);
     }
     free(r);

@@ -43,6 +43,43 @@ int codec_identifier_ok(const char *s) {
     return n > 0;
 }
 
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one. */
+static size_t utf8_sequence(const unsigned char *s) {
+    size_t len;
+    uint32_t cp;
+    if (s[0] < 0x80) return 1;
+    if ((s[0] & 0xE0) == 0xC0) len = 2, cp = s[0] & 0x1F;
+    else if ((s[0] & 0xF0) == 0xE0) len = 3, cp = s[0] & 0x0F;
+    else if ((s[0] & 0xF8) == 0xF0) len = 4, cp = s[0] & 0x07;
+    else return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    static const uint32_t min_for_len[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_for_len[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+void codec_copy_utf8(char *dst, size_t dst_size, const char *src) {
+    size_t used = 0;
+    const unsigned char *p = (const unsigned char *)src;
+    while (*p) {
+        size_t n = utf8_sequence(p);
+        if (n == 0) {
+            if (used + 1 >= dst_size) break;
+            dst[used++] = '?';
+            p++;
+            continue;
+        }
+        if (used + n >= dst_size) break;
+        memcpy(dst + used, p, n);
+        used += n;
+        p += n;
+    }
+    dst[used] = '\0';
+}
+
 int codec_uuid4(char *buf, size_t buf_size) {
     unsigned char b[16];
     if (buf_size < 37 || getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) return -1;
@@ -65,10 +102,11 @@ void codec_now_iso8601(char *buf, size_t buf_size) {
     snprintf(buf, buf_size, "%s.%03ldZ", seconds, now.tv_nsec / 1000000L);
 }
 
-/* Adds key: string, or key: null for an empty string. */
+/* Adds key: string, or key: null for an empty string. Returns -1 when value is not
+ * valid UTF-8 (jansson refuses it), so no field is ever dropped silently. */
 static int set_string_or_null(json_t *obj, const char *key, const char *value) {
     json_t *v = value[0] ? json_string(value) : json_null();
-    return json_object_set_new(obj, key, v);
+    return v ? json_object_set_new(obj, key, v) : -1;
 }
 
 char *codec_encode(const event *ev, size_t *len, char *errstr, size_t errstr_size) {
@@ -91,10 +129,13 @@ char *codec_encode(const event *ev, size_t *len, char *errstr, size_t errstr_siz
         json_object_set_new(line, "quantity", json_integer(it->quantity));
         if (it->has_unit_price) json_object_set_new(line, "unit_price", json_integer(it->unit_price));
     }
-    set_string_or_null(meta, "remote_addr", ev->metadata.remote_addr);
-    set_string_or_null(meta, "host", ev->metadata.host);
-    set_string_or_null(meta, "user_agent", ev->metadata.user_agent);
-    set_string_or_null(meta, "accept_language", ev->metadata.accept_language);
+    if (set_string_or_null(meta, "remote_addr", ev->metadata.remote_addr) ||
+        set_string_or_null(meta, "host", ev->metadata.host) ||
+        set_string_or_null(meta, "user_agent", ev->metadata.user_agent) ||
+        set_string_or_null(meta, "accept_language", ev->metadata.accept_language)) {
+        snprintf(errstr, errstr_size, "event metadata is not valid UTF-8");
+        goto fail;
+    }
 
     json_object_set_new(root, "v", json_integer(ev->version));
     json_object_set_new(root, "event_id", json_string(ev->event_id));

@@ -61,6 +61,10 @@ int codec_type_parse(const char *name, event_type *type);
 /* 1 when s is a valid identifier (user, guild, item type, event id), else 0. */
 int codec_identifier_ok(const char *s);
 
+/* Copies src into dst (dst_size >= 1) as valid UTF-8: invalid bytes become '?', and a
+ * cut at dst_size never splits a character. For free text from clients (headers). */
+void codec_copy_utf8(char *dst, size_t dst_size, const char *src);
+
 /* Fills buf with a random RFC 4122 version-4 UUID (buf_size >= 37). Returns 0, -1 when
  * no randomness could be read. */
 int codec_uuid4(char *buf, size_t buf_size);

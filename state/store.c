@@ -76,7 +76,8 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_READ_EVENT] = "SELECT e.event_id, e.event_type, e.outcome, e.reason, e.partition, "
                        "e.offset FROM event_ids i JOIN events e "
                        "ON e.partition = i.partition AND e.offset = i.offset "
-                       "WHERE i.event_id = ?1 ORDER BY i.partition, i.offset LIMIT 1",
+                       "WHERE i.event_id = ?1 AND (?2 IS NULL OR i.user_id = ?2) "
+                       "ORDER BY i.partition, i.offset LIMIT 1",
     [SQL_READ_MEMBERS] = "SELECT user_id FROM guild_members WHERE guild_id = ?1 AND user_id > ?2 "
                          "ORDER BY user_id LIMIT ?3",
     [SQL_READ_HISTORY] = "SELECT event_id, event_type, outcome, reason, ts, items, guild_id, "
@@ -396,9 +397,11 @@ fail:
     return -1;
 }
 
-int store_read_event(store *st, const char *event_id, store_event_outcome *out) {
+int store_read_event(store *st, const char *event_id, const char *user_id,
+                     store_event_outcome *out) {
     sqlite3_stmt *s = stmt_get(st, SQL_READ_EVENT);
     sqlite3_bind_text(s, 1, event_id, -1, SQLITE_STATIC);
+    bind_text_or_null(s, 2, user_id);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
         copy_column_text(s, 0, out->event_id, sizeof out->event_id);

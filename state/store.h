@@ -112,8 +112,11 @@ typedef struct {
     int64_t offset;
 } store_event_outcome;
 
-/* Looks up the outcome of the first record of event_id. Returns 1 found, 0 not, -1. */
-int store_read_event(store *st, const char *event_id, store_event_outcome *out);
+/* Looks up the outcome of the first record of event_id — of user_id's events when
+ * user_id is not NULL (ids are unique per player), else the earliest of any player's.
+ * Returns 1 found, 0 not, -1. */
+int store_read_event(store *st, const char *event_id, const char *user_id,
+                     store_event_outcome *out);
 
 /* Guild members in user_id order after after_user ("" from the start), at most limit,
  * each passed to row(arg, user_id). *member_count gets the guild's size (0: no such

@@ -111,7 +111,20 @@ static void test_identifiers(void) {
     CHECK(strlen(uuid) == 36 && uuid[14] == '4' && codec_identifier_ok(uuid));
 }
 
+static void test_utf8_copy(void) {
+    char dst[8];
+    codec_copy_utf8(dst, sizeof dst, "caf\xc3\xa9!");
+    CHECK_STR(dst, "caf\xc3\xa9!");
+    codec_copy_utf8(dst, sizeof dst, "caf\xe9");     /* latin-1 byte */
+    CHECK_STR(dst, "caf?");
+    codec_copy_utf8(dst, sizeof dst, "abcdef\xc3\xa9"); /* never split a character */
+    CHECK_STR(dst, "abcdef");
+    codec_copy_utf8(dst, sizeof dst, "\xed\xa0\x80x"); /* a surrogate is not UTF-8 */
+    CHECK_STR(dst, "???x");
+}
+
 int main(void) {
+    test_utf8_copy();
     test_round_trip();
     test_refusals();
     test_identifiers();
