@@ -509,6 +509,8 @@ static int cmd_serve(options *opt) {
         .fold = fold,
         .default_wait_ms = opt->wait_ms,
         .ready_max_lag = opt->ready_max_lag,
+        .partition_first = opt->partition_first,
+        .partition_last = opt->partition_last,
     };
     s.rts = routes_new(&rc_config, errstr, sizeof errstr);
     if (!s.rts) goto fail;

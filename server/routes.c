@@ -9,6 +9,7 @@
 #include "validate.h"
 
 #include <event2/http.h>
+#include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -559,6 +560,31 @@ static int require_fold(routes *r, struct evhttp_request *req) {
     return -1;
 }
 
+/* On a shard (--partitions A-B), answers 421 with the owning partition for a player
+ * whose events land elsewhere, so a router can send the request to the right shard.
+ * The partition is Kafka's murmur2 of the key, as the producer computes it. */
+static int require_shard(routes *r, struct evhttp_request *req, const char *user_id) {
+    if (r->config.partition_first < 0) return 0;
+    int partitions = producer_partition_count(r->config.prod);
+    if (partitions <= 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        http_reply_error(req, 503, "not_ready", "the topic's partition count is not known yet");
+        return -1;
+    }
+    int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, user_id, strlen(user_id), partitions,
+                                                 NULL, NULL);
+    if (p >= r->config.partition_first && p <= r->config.partition_last) return 0;
+    json_t *body = json_object();
+    char message[128];
+    snprintf(message, sizeof message, "player is on partition %d; this shard holds %d-%d",
+             (int)p, r->config.partition_first, r->config.partition_last);
+    json_object_set_new(body, "error", json_string("wrong_shard"));
+    json_object_set_new(body, "message", json_string(message));
+    json_object_set_new(body, "partition", json_integer(p));
+    http_reply_json(req, 421, body);
+    return -1;
+}
+
 static void handle_inventory(routes *r, struct evhttp_request *req, const char *user_id) {
     validate_error err;
     if (require_fold(r, req)) return;
@@ -566,6 +592,7 @@ static void handle_inventory(routes *r, struct evhttp_request *req, const char *
         reply_validation(req, &err);
         return;
     }
+    if (require_shard(r, req, user_id)) return;
     char *after = http_query_param(req, "after");
     char *item_types = http_query_param(req, "item_type");
     char *category = http_query_param(req, "category");
@@ -747,6 +774,7 @@ static void handle_history(routes *r, struct evhttp_request *req, const char *us
         reply_validation(req, &err);
         return;
     }
+    if (require_shard(r, req, user_id)) return;
     history_page page = {.events = json_array(), .last_offset = -1};
     if (limit_param(req, &page.limit)) {
         json_decref(page.events);

@@ -23,6 +23,8 @@ typedef struct {
     consumer *fold; /* NULL with --no-fold */
     int default_wait_ms;  /* ?after= / ?wait=applied bound unless timeout_ms says */
     int64_t ready_max_lag; /* /readyz fails while the fold is further behind */
+    int partition_first;   /* a shard: reads only for players of these partitions; */
+    int partition_last;    /* -1: every partition */
 } routes_config;
 
 routes *routes_new(const routes_config *config, char *errstr, size_t errstr_size);

@@ -177,3 +177,26 @@ def test_migrations_upgrade_refuse_and_roll_back(tmp_path):
     con.close()
     assert open(broken, "rb").read() == before
     os.unlink(broken)
+
+
+def test_shard_folds_its_partitions_and_redirects_the_rest(server_factory):
+    shard = server_factory(name="shard", extra_args=["--partitions", "0-2"]).start()
+    placed = {}
+    for i in range(24):
+        u = f"shard-{uuid.uuid4().hex[:8]}-{i}"
+        ack = shard.buy(u, "bow", 1).json()
+        placed[u] = ack
+    mine = [u for u, a in placed.items() if a["partition"] <= 2]
+    theirs = [u for u, a in placed.items() if a["partition"] > 2]
+    assert mine and theirs
+    for u in mine:
+        assert shard.quantities(u, after=placed[u]["token"]) == {"bow": 1}
+    for u in theirs:
+        r = shard.inventory(u)
+        assert r.status_code == 421
+        body = r.json()
+        assert body["error"] == "wrong_shard"
+        # The shard computes the same partition as the producer placed the event on.
+        assert body["partition"] == placed[u]["partition"]
+    as_of = shard.inventory(mine[0]).json()["as_of"]
+    assert set(as_of) <= {"0", "1", "2"}
