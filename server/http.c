@@ -80,9 +80,12 @@ http_server *http_server_new(struct event_base *base, const http_config *config,
     /* Bodies up to 1 MiB are read so that 64 KiB..1 MiB gets the contract's JSON 413;
      * beyond that evhttp refuses on its own. */
     evhttp_set_max_body_size(srv->http, 1024 * 1024);
+    /* Every method libevent knows reaches the router, so unsupported ones get the JSON
+     * 405 with Allow rather than libevent's HTML 501. */
     evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
                                               EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |
-                                              EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+                                              EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS |
+                                              EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
     evhttp_set_gencb(srv->http, on_request, srv);
     srv->bound = evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);
     if (!srv->bound) {

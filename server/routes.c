@@ -553,11 +553,30 @@ static void handle_seed(routes *r, struct evhttp_request *req, event_type type,
 
 /* ---------------------------------------------------------------- reads */
 
-static int require_fold(routes *r, struct evhttp_request *req) {
+/* Kafka's murmur2 partition of a player, as the producer computes it; -1 while the
+ * topic's partition count is unknown. */
+static int32_t player_partition(routes *r, const char *user_id) {
+    int partitions = producer_partition_count(r->config.prod);
+    if (partitions <= 0 || !user_id) return -1;
+    return rd_kafka_msg_partitioner_murmur2(NULL, user_id, strlen(user_id), partitions, NULL,
+                                            NULL);
+}
+
+/* With --no-fold, reads answer 421 (with the player's partition when there is one). */
+static int require_fold_for(routes *r, struct evhttp_request *req, const char *user_id) {
     if (r->config.reader) return 0;
-    http_reply_error(req, 421, "no_state_here",
-                     "this lootlog runs with --no-fold and answers writes only");
+    json_t *body = json_object();
+    json_object_set_new(body, "error", json_string("no_state_here"));
+    json_object_set_new(body, "message",
+                        json_string("this lootlog runs with --no-fold and answers writes only"));
+    int32_t p = user_id && codec_identifier_ok(user_id) ? player_partition(r, user_id) : -1;
+    if (p >= 0) json_object_set_new(body, "partition", json_integer(p));
+    http_reply_json(req, 421, body);
     return -1;
+}
+
+static int require_fold(routes *r, struct evhttp_request *req) {
+    return require_fold_for(r, req, NULL);
 }
 
 /* On a shard (--partitions A-B), answers 421 with the owning partition for a player
@@ -565,14 +584,12 @@ static int require_fold(routes *r, struct evhttp_request *req) {
  * The partition is Kafka's murmur2 of the key, as the producer computes it. */
 static int require_shard(routes *r, struct evhttp_request *req, const char *user_id) {
     if (r->config.partition_first < 0) return 0;
-    int partitions = producer_partition_count(r->config.prod);
-    if (partitions <= 0) {
+    int32_t p = player_partition(r, user_id);
+    if (p < 0) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
         http_reply_error(req, 503, "not_ready", "the topic's partition count is not known yet");
         return -1;
     }
-    int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, user_id, strlen(user_id), partitions,
-                                                 NULL, NULL);
     if (p >= r->config.partition_first && p <= r->config.partition_last) return 0;
     json_t *body = json_object();
     char message[128];
@@ -587,7 +604,7 @@ static int require_shard(routes *r, struct evhttp_request *req, const char *user
 
 static void handle_inventory(routes *r, struct evhttp_request *req, const char *user_id) {
     validate_error err;
-    if (require_fold(r, req)) return;
+    if (require_fold_for(r, req, user_id)) return;
     if (validate_identifier("user_id", user_id, &err)) {
         reply_validation(req, &err);
         return;
@@ -769,7 +786,7 @@ static void add_history(void *arg, const store_history_row *row) {
 
 static void handle_history(routes *r, struct evhttp_request *req, const char *user_id) {
     validate_error err;
-    if (require_fold(r, req)) return;
+    if (require_fold_for(r, req, user_id)) return;
     if (validate_identifier("user_id", user_id, &err)) {
         reply_validation(req, &err);
         return;
@@ -924,9 +941,9 @@ static const struct {
     {R_GUILD_INFO, "v1/guilds/*", "GET, HEAD"},
     {R_HISTORY, "v1/users/*/history", "GET, HEAD"},
     {R_ITEMS, "v1/items", "GET, HEAD"},
-    {R_ROOT, "", "GET, HEAD"},
-    {R_PURCHASE_SWORD, "purchase_a_sword", "GET, HEAD"},
-    {R_JOIN_GUILD_SEED, "join_guild", "GET, HEAD"},
+    {R_ROOT, "", "GET"},
+    {R_PURCHASE_SWORD, "purchase_a_sword", "GET"},
+    {R_JOIN_GUILD_SEED, "join_guild", "GET"},
     {R_HEALTHZ, "healthz", "GET, HEAD"},
     {R_READYZ, "readyz", "GET, HEAD"},
     {R_METRICS, "metrics", "GET, HEAD"},
@@ -999,16 +1016,16 @@ void routes_handle(struct evhttp_request *req, void *arg) {
         if (!is_get) break;
         handle_items(r, req);
         return;
-    case R_ROOT:
-        if (!is_get) break;
+    case R_ROOT: /* a write: GET only, HEAD must not change state */
+        if (method != EVHTTP_REQ_GET) break;
         handle_seed(r, req, EVENT_DEFAULT, "This is the default response!\n");
         return;
-    case R_PURCHASE_SWORD:
-        if (!is_get) break;
+    case R_PURCHASE_SWORD: /* a write: GET only, HEAD must not change state */
+        if (method != EVHTTP_REQ_GET) break;
         handle_seed(r, req, EVENT_PURCHASE_SWORD, "Sword Purchased!\n");
         return;
-    case R_JOIN_GUILD_SEED:
-        if (!is_get) break;
+    case R_JOIN_GUILD_SEED: /* a write: GET only, HEAD must not change state */
+        if (method != EVHTTP_REQ_GET) break;
         handle_seed(r, req, EVENT_JOIN_GUILD, "Joined guild!\n");
         return;
     case R_HEALTHZ:
