@@ -14,8 +14,12 @@
 #include "state/waiters.h"
 
 #include <ctype.h>
+#include <curl/curl.h>
+#include <limits.h>
+#include <unistd.h>
 #include <event2/event.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -71,6 +75,7 @@ static const char usage_text[] =
     "  lootlog migrate --db FILE [--to VERSION]\n"
     "  lootlog replay  --db NEW.db [--from-offset N | --from-time ISO]\n"
     "                  [--until-offset N | --until-time ISO] [--verify LIVE.db]\n"
+    "                  [--swap --http ADDR]   (admin token: LOOTLOG_ADMIN_TOKEN)\n"
     "  lootlog gen     --rate N --users N --duration SEC [--http URL | --brokers LIST]\n"
     "                  [--topic events] [--connections N] [--seed N] [--user-prefix P]\n"
     "  lootlog --help | --version\n"
@@ -366,13 +371,81 @@ static int cmd_gen(options *opt) {
     return rc;
 }
 
+/* The admin token: $LOOTLOG_ADMIN_TOKEN, else the first line of --admin-token-file.
+ * Returns 0 with *token (malloc'ed, or NULL when none is configured), or -1. */
+static int load_admin_token(const options *opt, char **token, char *errstr, size_t errstr_size) {
+    const char *env = getenv("LOOTLOG_ADMIN_TOKEN");
+    *token = NULL;
+    if (env && *env) {
+        *token = strdup(env);
+        return *token ? 0 : -1;
+    }
+    if (!opt->admin_token_file) return 0;
+    FILE *f = fopen(opt->admin_token_file, "r");
+    char line[512];
+    if (!f || !fgets(line, sizeof line, f)) {
+        snprintf(errstr, errstr_size, "cannot read --admin-token-file %s", opt->admin_token_file);
+        if (f) fclose(f);
+        return -1;
+    }
+    fclose(f);
+    line[strcspn(line, "\r\n")] = '\0';
+    if (!line[0]) {
+        snprintf(errstr, errstr_size, "--admin-token-file %s is empty", opt->admin_token_file);
+        return -1;
+    }
+    *token = strdup(line);
+    return *token ? 0 : -1;
+}
+
+/* replay --swap: asks the serve at --http to take the rebuilt file (POST /admin/swap). */
+static int swap_into_server(options *opt) {
+    char errstr[512], url[512], body[PATH_MAX + 32], auth[600], abs_path[PATH_MAX];
+    char *token = NULL;
+    long status = 0;
+    if (load_admin_token(opt, &token, errstr, sizeof errstr) || !token) {
+        fprintf(stderr, "lootlog: --swap needs the admin token (LOOTLOG_ADMIN_TOKEN or "
+                        "--admin-token-file)\n");
+        free(token);
+        return 2;
+    }
+    if (!realpath(opt->db, abs_path)) {
+        fprintf(stderr, "lootlog: %s: cannot resolve path\n", opt->db);
+        free(token);
+        return 2;
+    }
+    snprintf(url, sizeof url, "%s%s/admin/swap", strncmp(opt->http, "http", 4) ? "http://" : "",
+             opt->http);
+    json_t *payload = json_pack("{s:s}", "db", abs_path);
+    char *text = json_dumps(payload, JSON_COMPACT);
+    json_decref(payload);
+    snprintf(body, sizeof body, "%s", text ? text : "{}");
+    free(text);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    free(token);
+    CURL *curl = curl_easy_init();
+    struct curl_slist *headers = curl_slist_append(NULL, auth);
+    headers = curl_slist_append(headers, "Content-Type: application/json");
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
+    CURLcode res = curl_easy_perform(curl);
+    if (res == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    if (res != CURLE_OK || status != 200) {
+        fprintf(stderr, "lootlog: swap via %s failed: %s (HTTP %ld)\n", url,
+                res != CURLE_OK ? curl_easy_strerror(res) : "refused", status);
+        return 2;
+    }
+    printf("swap: %s now serves %s\n", opt->http, abs_path);
+    return 0;
+}
+
 static int cmd_replay(options *opt) {
     char errstr[512];
     replay_summary summary;
-    if (opt->swap) {
-        fprintf(stderr, "lootlog: --swap is not available yet\n");
-        return 2;
-    }
     replay_config config = {
         .brokers = opt->brokers,
         .topic = opt->topic,
@@ -403,6 +476,7 @@ static int cmd_replay(options *opt) {
                (unsigned long long)summary.players_compared,
                (unsigned long long)summary.players_differing);
     printf("\n");
+    if (rc == 0 && opt->swap) return swap_into_server(opt);
     return rc;
 }
 
@@ -412,6 +486,10 @@ typedef struct {
     struct event_base *base;
     producer *prod;
     routes *rts;
+    consumer *fold;
+    store *reader;
+    consumer_config fold_config;
+    const char *db_path;
     waiters *fold_waiters;
     int64_t drain_deadline_ms;
 } serve_state;
@@ -449,13 +527,57 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
         event_base_loopexit(s->base, NULL);
 }
 
+/* POST /admin/swap: the fold finishes its batch and stops, the rebuilt file replaces
+ * the state file by an atomic rename, and a new fold resumes from the rebuilt file's
+ * offsets. It runs on the loop thread, so no request sees a half-swapped state; they
+ * wait for the few ms the fold needs to finish its batch. */
+static int swap_state(void *opaque, const char *path, char *errstr, size_t errstr_size) {
+    serve_state *s = opaque;
+    store_offset offsets[STORE_MAX_PARTITIONS];
+    size_t count = 0;
+    char side[PATH_MAX + 8];
+    store *probe = store_open(path, STORE_READER, errstr, errstr_size);
+    if (!probe) return -1;
+    int rc = store_load_offsets(probe, offsets, STORE_MAX_PARTITIONS, &count);
+    store_close(probe);
+    if (rc || count == 0) {
+        snprintf(errstr, errstr_size, "%s holds no folded state", path);
+        return -1;
+    }
+    log_info("serve", "swap: replacing %s with %s", s->db_path, path);
+    routes_set_state(s->rts, NULL, NULL);
+    consumer_stop(s->fold);
+    store_close(s->reader);
+    s->fold = NULL;
+    s->reader = NULL;
+    /* The old file's WAL and shared memory must not be applied to the new one. */
+    snprintf(side, sizeof side, "%s-wal", s->db_path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", s->db_path);
+    unlink(side);
+    int renamed = rename(path, s->db_path);
+    if (renamed) snprintf(errstr, errstr_size, "rename %s -> %s failed", path, s->db_path);
+    char start_err[512];
+    s->fold = consumer_start(&s->fold_config, start_err, sizeof start_err);
+    if (s->fold) s->reader = store_open(s->db_path, STORE_READER, start_err, sizeof start_err);
+    if (!s->fold || !s->reader) {
+        /* Without state we cannot serve reads honestly: stop cleanly. */
+        log_error("serve", "swap: cannot reopen state: %s", start_err);
+        event_base_loopexit(s->base, NULL);
+        snprintf(errstr, errstr_size, "reopening failed: %s", start_err);
+        return -1;
+    }
+    routes_set_state(s->rts, s->reader, s->fold);
+    log_info("serve", "swap: done%s", renamed ? " (rename failed; kept the old file)" : "");
+    return renamed ? -1 : 0;
+}
+
 static int cmd_serve(options *opt) {
     char errstr[512];
     int rc = 1;
     serve_state s = {0};
     catalog *cat = NULL;
-    consumer *fold = NULL;
-    store *reader = NULL;
+    char *admin_token = NULL;
     http_server *http = NULL;
     struct event *sigint_ev = NULL, *sigterm_ev = NULL, *wake_ev = NULL, *drain_ev = NULL;
 
@@ -495,22 +617,28 @@ static int cmd_serve(options *opt) {
             .on_commit = notify_fold_commit,
             .on_commit_opaque = s.fold_waiters,
         };
-        fold = consumer_start(&cc, errstr, sizeof errstr);
-        if (!fold) goto fail;
-        reader = store_open(opt->db, STORE_READER, errstr, sizeof errstr);
-        if (!reader) goto fail;
+        s.fold_config = cc;
+        s.db_path = opt->db;
+        s.fold = consumer_start(&cc, errstr, sizeof errstr);
+        if (!s.fold) goto fail;
+        s.reader = store_open(opt->db, STORE_READER, errstr, sizeof errstr);
+        if (!s.reader) goto fail;
     }
+    if (load_admin_token(opt, &admin_token, errstr, sizeof errstr)) goto fail;
 
     routes_config rc_config = {
         .base = s.base,
         .cat = cat,
         .prod = s.prod,
-        .reader = reader,
-        .fold = fold,
+        .reader = s.reader,
+        .fold = s.fold,
         .default_wait_ms = opt->wait_ms,
         .ready_max_lag = opt->ready_max_lag,
         .partition_first = opt->partition_first,
         .partition_last = opt->partition_last,
+        .admin_token = admin_token,
+        .swap_db = swap_state,
+        .swap_opaque = &s,
     };
     s.rts = routes_new(&rc_config, errstr, sizeof errstr);
     if (!s.rts) goto fail;
@@ -560,8 +688,9 @@ cleanup:
         event_base_dispatch(s.base);
     }
     http_server_free(http);
-    consumer_stop(fold);
-    store_close(reader);
+    consumer_stop(s.fold);
+    store_close(s.reader);
+    free(admin_token);
     if (drain_ev) event_free(drain_ev);
     if (wake_ev) event_free(wake_ev);
     if (sigint_ev) event_free(sigint_ev);

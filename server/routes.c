@@ -907,6 +907,7 @@ enum {
     R_HEALTHZ,
     R_READYZ,
     R_METRICS,
+    R_ADMIN_SWAP,
 };
 
 static const char *const route_names[ROUTE_COUNT] = {
@@ -925,6 +926,7 @@ static const char *const route_names[ROUTE_COUNT] = {
     [R_HEALTHZ] = "healthz",
     [R_READYZ] = "readyz",
     [R_METRICS] = "metrics",
+    [R_ADMIN_SWAP] = "admin_swap",
 };
 
 static const struct {
@@ -947,7 +949,59 @@ static const struct {
     {R_HEALTHZ, "healthz", "GET, HEAD"},
     {R_READYZ, "readyz", "GET, HEAD"},
     {R_METRICS, "metrics", "GET, HEAD"},
+    {R_ADMIN_SWAP, "admin/swap", "POST"},
 };
+
+/* 1 when the request carries the admin bearer token; else answers 401/403. */
+static int admin_ok(routes *r, struct evhttp_request *req) {
+    const char *auth = http_header(req, "Authorization");
+    if (!r->config.admin_token) {
+        http_reply_error(req, 403, "admin_disabled",
+                         "no admin token configured (LOOTLOG_ADMIN_TOKEN or --admin-token-file)");
+        return 0;
+    }
+    size_t n = strlen(r->config.admin_token);
+    if (!auth || strncmp(auth, "Bearer ", 7) != 0 || strlen(auth + 7) != n ||
+        memcmp(auth + 7, r->config.admin_token, n) != 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+        http_reply_error(req, 401, "unauthorized", "a valid admin bearer token is required");
+        return 0;
+    }
+    return 1;
+}
+
+/* POST /admin/swap {"db": "/path/rebuilt.db"}: the rebuilt file becomes the state. */
+static void handle_swap(routes *r, struct evhttp_request *req) {
+    char errstr[512];
+    size_t len;
+    if (!admin_ok(r, req)) return;
+    if (!r->config.swap_db || !r->config.fold) {
+        http_reply_error(req, 409, "no_fold", "this server does not fold, nothing to swap");
+        return;
+    }
+    const char *body = json_body(req, &len);
+    if (!body) return;
+    json_t *root = json_loadb(body, len, 0, NULL);
+    json_t *path = json_object_get(root, "db");
+    if (!json_is_string(path)) {
+        json_decref(root);
+        http_reply_error(req, 400, "invalid_request", "body must be {\"db\": \"/path/to/rebuilt.db\"}");
+        return;
+    }
+    int rc = r->config.swap_db(r->config.swap_opaque, json_string_value(path), errstr,
+                               sizeof errstr);
+    json_decref(root);
+    if (rc) {
+        http_reply_error(req, 409, "swap_failed", errstr);
+        return;
+    }
+    http_reply_json(req, 200, json_pack("{s:s}", "status", "swapped"));
+}
+
+void routes_set_state(routes *r, store *reader, consumer *fold) {
+    r->config.reader = reader;
+    r->config.fold = fold;
+}
 
 static void method_not_allowed(struct evhttp_request *req, const char *allow) {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
@@ -1039,6 +1093,10 @@ void routes_handle(struct evhttp_request *req, void *arg) {
     case R_METRICS:
         if (!is_get) break;
         handle_metrics(r, req);
+        return;
+    case R_ADMIN_SWAP:
+        if (method != EVHTTP_REQ_POST) break;
+        handle_swap(r, req);
         return;
     default:
         http_reply_error(req, 404, "not_found", "no such route");

@@ -25,6 +25,11 @@ typedef struct {
     int64_t ready_max_lag; /* /readyz fails while the fold is further behind */
     int partition_first;   /* a shard: reads only for players of these partitions; */
     int partition_last;    /* -1: every partition */
+    const char *admin_token; /* Bearer token of the admin routes; NULL disables them */
+    /* Replaces the state file with the rebuilt one at path (POST /admin/swap); returns
+     * 0 or -1 with errstr. Runs on the loop thread. */
+    int (*swap_db)(void *opaque, const char *path, char *errstr, size_t errstr_size);
+    void *swap_opaque;
 } routes_config;
 
 routes *routes_new(const routes_config *config, char *errstr, size_t errstr_size);
@@ -34,6 +39,9 @@ void routes_handle(struct evhttp_request *req, void *arg);
 
 /* Loop thread, after the fold committed: answers parked requests that can be. */
 void routes_on_fold_commit(routes *r);
+
+/* After a swap: the reader and fold that now serve the state. */
+void routes_set_state(routes *r, store *reader, consumer *fold);
 
 /* Answers every parked request (503) and frees. */
 void routes_free(routes *r);
