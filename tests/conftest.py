@@ -44,19 +44,20 @@ def wait_until(predicate, timeout, what, interval=0.05):
 class Server:
     """One `lootlog serve` process with its own port, database and log file."""
 
-    def __init__(self, tmp_path, name="serve", extra_args=(), env=None, db=None):
+    def __init__(self, tmp_path, name="serve", extra_args=(), env=None, db=None, topic=TOPIC):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = db or str(tmp_path / f"{name}.db")
         self.log_path = str(tmp_path / f"{name}.log")
         self.extra_args = list(extra_args)
+        self.topic = topic
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
         self.session = requests.Session()
 
     def start(self, wait_ready=True):
         args = [BIN, "serve", "--http", f"127.0.0.1:{self.port}", "--brokers", BROKERS,
-                "--topic", TOPIC, "--db", self.db, *self.extra_args]
+                "--topic", self.topic, "--db", self.db, *self.extra_args]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         wait_until(self.healthy, 20, "lootlog /healthz")
@@ -160,3 +161,18 @@ def kcat_read(partition, offset, count=1):
 
 def stack(*args):
     subprocess.run([STACK_CMD, *args, STACK_DIR], check=True, timeout=300)
+
+
+def create_topic(name, partitions=6):
+    """Creates a topic of its own for a test that must not flood the shared one."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    futures[name].result(30)
+    # Ready once every partition has a leader.
+    def led():
+        md = admin.list_topics(name, timeout=5).topics.get(name)
+        return md and not md.error and len(md.partitions) == partitions and \
+            all(p.leader >= 0 for p in md.partitions.values())
+    wait_until(led, 30, f"topic {name} to have leaders")
+    return name

@@ -14,27 +14,27 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import BIN, BROKERS, TOPIC, wait_until
+from conftest import BIN, BROKERS, create_topic, wait_until
 
 EVENTS = int(os.environ.get("LOOTLOG_CRASH_EVENTS", "200000"))
 KILLS = int(os.environ.get("LOOTLOG_CRASH_KILLS", "20"))
 
 
-def end_offsets():
+def end_offsets(topic):
     c = Consumer({"bootstrap.servers": BROKERS, "group.id": "oracle-" + uuid.uuid4().hex})
-    md = c.list_topics(TOPIC, timeout=10)
-    ends = {p: c.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)
-            for p in md.topics[TOPIC].partitions}
+    md = c.list_topics(topic, timeout=10)
+    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in md.topics[topic].partitions}
     c.close()
     return ends  # partition -> (low, high)
 
 
-def oracle_fold(prefix, ends):
+def oracle_fold(topic, prefix, ends):
     """Folds the records of players named prefix* from the topic, by design.md's rules
     (guild capacity is unbounded here: the serve under test runs with a huge one)."""
     c = Consumer({"bootstrap.servers": BROKERS, "group.id": "oracle-" + uuid.uuid4().hex,
                   "enable.auto.commit": False, "enable.partition.eof": True})
-    c.assign([TopicPartition(TOPIC, p, low) for p, (low, high) in ends.items() if high > low])
+    c.assign([TopicPartition(topic, p, low) for p, (low, high) in ends.items() if high > low])
     remaining = {p for p, (low, high) in ends.items() if high > low}
     seen, version, guild, inventory = set(), {}, {}, {}
     while remaining:
@@ -110,16 +110,19 @@ def lootlog_tables(db, prefix):
 def test_sigkill_at_random_instants_loses_nothing_and_applies_nothing_twice(server_factory,
                                                                             tmp_path):
     prefix = "crash" + uuid.uuid4().hex[:6] + "-"
+    # A topic of its own: 200k events in the shared topic would make every later test's
+    # fresh database fold them all before it is ready.
+    topic = create_topic("crash-" + uuid.uuid4().hex[:8])
     db = str(tmp_path / "crash.db")
     rate = 25000
-    gen = subprocess.Popen([BIN, "gen", "--brokers", BROKERS, "--topic", TOPIC, "--rate", str(rate),
+    gen = subprocess.Popen([BIN, "gen", "--brokers", BROKERS, "--topic", topic, "--rate", str(rate),
                             "--users", "3000", "--duration", str(EVENTS / rate), "--seed", "42",
                             "--user-prefix", prefix], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     rng = random.Random(2026)
     kills = []
     for i in range(KILLS):
-        s = server_factory(name=f"crash{i}", db=db,
+        s = server_factory(name=f"crash{i}", db=db, topic=topic,
                            extra_args=["--guild-capacity", "1000000000"])
         s.start(wait_ready=False)
         time.sleep(rng.uniform(0.1, 0.8))  # the random instant of the kill
@@ -130,8 +133,8 @@ def test_sigkill_at_random_instants_loses_nothing_and_applies_nothing_twice(serv
         kills.append(at)
     gen_out, _ = gen.communicate(timeout=300)
     assert gen.returncode == 0, gen_out
-    ends = end_offsets()
-    final = server_factory(name="crash-final", db=db,
+    ends = end_offsets(topic)
+    final = server_factory(name="crash-final", db=db, topic=topic,
                            extra_args=["--guild-capacity", "1000000000"]).start(wait_ready=False)
 
     def caught_up():
@@ -148,7 +151,7 @@ def test_sigkill_at_random_instants_loses_nothing_and_applies_nothing_twice(serv
     print(gen_out.strip().splitlines()[-1])
 
     players, items, members, counts, twice, offsets = lootlog_tables(db, prefix)
-    o_players, o_items, o_members = oracle_fold(prefix, ends)
+    o_players, o_items, o_members = oracle_fold(topic, prefix, ends)
     assert len(kills) >= 20 or KILLS < 20
     assert len(set(tuple(sorted(k.items())) for k in kills)) > KILLS // 2, \
         "kills should land at many different points of the stream"
