@@ -32,13 +32,13 @@ typedef struct parked {
     char *category;
 } parked;
 
-#define ROUTE_COUNT 16
+#define ROUTE_SLOTS 32 /* >= the entries of route_table */
 
 struct routes {
     routes_config config;
     parked *parked_head;
     size_t parked_count;
-    uint64_t requests_by_route[ROUTE_COUNT];
+    uint64_t requests_by_route[ROUTE_SLOTS];
     uint64_t writes_acked, writes_failed, requests_invalid;
 };
 
@@ -859,17 +859,11 @@ static void handle_readyz(routes *r, struct evhttp_request *req) {
 
 /* ---------------------------------------------------------------- dispatch */
 
-static const char *const route_names[ROUTE_COUNT];
+static size_t route_names(metrics_route *out, const uint64_t *counts);
 
 static void handle_metrics(routes *r, struct evhttp_request *req) {
-    metrics_route by_route[ROUTE_COUNT];
-    size_t count = 0;
-    for (int i = 0; i < ROUTE_COUNT; i++)
-        if (route_names[i]) {
-            by_route[count].route = route_names[i];
-            by_route[count].requests = r->requests_by_route[i];
-            count++;
-        }
+    metrics_route by_route[ROUTE_SLOTS];
+    size_t count = route_names(by_route, r->requests_by_route);
     metrics_view view = {
         .routes = by_route,
         .route_count = count,
@@ -890,67 +884,6 @@ static void handle_metrics(routes *r, struct evhttp_request *req) {
     http_reply_text(req, 200, "text/plain; version=0.0.4", text, strlen(text));
     free(text);
 }
-
-enum {
-    R_PURCHASES,
-    R_CONSUMPTIONS,
-    R_GUILD,
-    R_INVENTORY,
-    R_USER_INVENTORY,
-    R_EVENT,
-    R_GUILD_INFO,
-    R_HISTORY,
-    R_ITEMS,
-    R_ROOT,
-    R_PURCHASE_SWORD,
-    R_JOIN_GUILD_SEED,
-    R_HEALTHZ,
-    R_READYZ,
-    R_METRICS,
-    R_ADMIN_SWAP,
-};
-
-static const char *const route_names[ROUTE_COUNT] = {
-    [R_PURCHASES] = "purchases",
-    [R_CONSUMPTIONS] = "consumptions",
-    [R_GUILD] = "guild",
-    [R_INVENTORY] = "inventory",
-    [R_USER_INVENTORY] = "user_inventory",
-    [R_EVENT] = "event",
-    [R_GUILD_INFO] = "guild_info",
-    [R_HISTORY] = "history",
-    [R_ITEMS] = "items",
-    [R_ROOT] = "seed_default",
-    [R_PURCHASE_SWORD] = "seed_purchase_a_sword",
-    [R_JOIN_GUILD_SEED] = "seed_join_guild",
-    [R_HEALTHZ] = "healthz",
-    [R_READYZ] = "readyz",
-    [R_METRICS] = "metrics",
-    [R_ADMIN_SWAP] = "admin_swap",
-};
-
-static const struct {
-    int id;
-    const char *pattern;
-    const char *allow; /* the Allow header for a 405 */
-} route_table[] = {
-    {R_PURCHASES, "v1/users/*/purchases", "POST"},
-    {R_CONSUMPTIONS, "v1/users/*/consumptions", "POST"},
-    {R_GUILD, "v1/users/*/guild", "PUT, DELETE"},
-    {R_INVENTORY, "inventory/*", "GET, HEAD"},
-    {R_USER_INVENTORY, "v1/users/*/inventory", "GET, HEAD"},
-    {R_EVENT, "v1/events/*", "GET, HEAD"},
-    {R_GUILD_INFO, "v1/guilds/*", "GET, HEAD"},
-    {R_HISTORY, "v1/users/*/history", "GET, HEAD"},
-    {R_ITEMS, "v1/items", "GET, HEAD"},
-    {R_ROOT, "", "GET"},
-    {R_PURCHASE_SWORD, "purchase_a_sword", "GET"},
-    {R_JOIN_GUILD_SEED, "join_guild", "GET"},
-    {R_HEALTHZ, "healthz", "GET, HEAD"},
-    {R_READYZ, "readyz", "GET, HEAD"},
-    {R_METRICS, "metrics", "GET, HEAD"},
-    {R_ADMIN_SWAP, "admin/swap", "POST"},
-};
 
 /* 1 when the request carries the admin bearer token; else answers 401/403. */
 static int admin_ok(routes *r, struct evhttp_request *req) {
@@ -1003,7 +936,120 @@ void routes_set_state(routes *r, store *reader, consumer *fold) {
     r->config.fold = fold;
 }
 
-static void method_not_allowed(struct evhttp_request *req, const char *allow) {
+/* ---------------------------------------------------------------- route table */
+
+typedef void (*route_fn)(routes *r, struct evhttp_request *req, const char *capture);
+
+static void on_purchases(routes *r, struct evhttp_request *req, const char *user_id) {
+    handle_write(r, req, EVENT_PURCHASE_ITEM, user_id, parse_purchase);
+}
+static void on_consumptions(routes *r, struct evhttp_request *req, const char *user_id) {
+    handle_write(r, req, EVENT_CONSUME_ITEM, user_id, parse_consumption);
+}
+static void on_guild_join(routes *r, struct evhttp_request *req, const char *user_id) {
+    handle_write(r, req, EVENT_JOIN_GUILD, user_id, parse_guild);
+}
+static void on_guild_leave(routes *r, struct evhttp_request *req, const char *user_id) {
+    handle_write(r, req, EVENT_LEAVE_GUILD, user_id, NULL);
+}
+static void on_seed_default(routes *r, struct evhttp_request *req, const char *unused) {
+    (void)unused;
+    handle_seed(r, req, EVENT_DEFAULT, "This is the default response!\n");
+}
+static void on_seed_sword(routes *r, struct evhttp_request *req, const char *unused) {
+    (void)unused;
+    handle_seed(r, req, EVENT_PURCHASE_SWORD, "Sword Purchased!\n");
+}
+static void on_seed_join(routes *r, struct evhttp_request *req, const char *unused) {
+    (void)unused;
+    handle_seed(r, req, EVENT_JOIN_GUILD, "Joined guild!\n");
+}
+static void on_items(routes *r, struct evhttp_request *req, const char *unused) {
+    (void)unused;
+    handle_items(r, req);
+}
+static void on_healthz(routes *r, struct evhttp_request *req, const char *unused) {
+    (void)r;
+    (void)unused;
+    http_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+static void on_readyz(routes *r, struct evhttp_request *req, const char *unused) {
+    (void)unused;
+    handle_readyz(r, req);
+}
+static void on_metrics(routes *r, struct evhttp_request *req, const char *unused) {
+    (void)unused;
+    handle_metrics(r, req);
+}
+static void on_swap(routes *r, struct evhttp_request *req, const char *unused) {
+    (void)unused;
+    handle_swap(r, req);
+}
+
+enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_PUT = 8, M_DELETE = 16 };
+#define M_READ (M_GET | M_HEAD)
+
+/* Path patterns: '*' takes one segment, handed to the handler. The seed endpoints write
+ * events, so they take GET only: a HEAD must not change state. */
+static const struct {
+    const char *name; /* for /metrics */
+    const char *pattern;
+    int methods;
+    route_fn handler;
+} route_table[] = {
+    {"purchases", "v1/users/*/purchases", M_POST, on_purchases},
+    {"consumptions", "v1/users/*/consumptions", M_POST, on_consumptions},
+    {"guild_join", "v1/users/*/guild", M_PUT, on_guild_join},
+    {"guild_leave", "v1/users/*/guild", M_DELETE, on_guild_leave},
+    {"inventory", "inventory/*", M_READ, handle_inventory},
+    {"user_inventory", "v1/users/*/inventory", M_READ, handle_inventory},
+    {"history", "v1/users/*/history", M_READ, handle_history},
+    {"event", "v1/events/*", M_READ, handle_event},
+    {"guild_info", "v1/guilds/*", M_READ, handle_guild_info},
+    {"items", "v1/items", M_READ, on_items},
+    {"seed_default", "", M_GET, on_seed_default},
+    {"seed_purchase_a_sword", "purchase_a_sword", M_GET, on_seed_sword},
+    {"seed_join_guild", "join_guild", M_GET, on_seed_join},
+    {"healthz", "healthz", M_READ, on_healthz},
+    {"readyz", "readyz", M_READ, on_readyz},
+    {"metrics", "metrics", M_READ, on_metrics},
+    {"admin_swap", "admin/swap", M_POST, on_swap},
+};
+#define ROUTE_COUNT (sizeof route_table / sizeof route_table[0])
+_Static_assert(ROUTE_COUNT <= ROUTE_SLOTS, "ROUTE_SLOTS is too small");
+
+static size_t route_names(metrics_route *out, const uint64_t *counts) {
+    for (size_t i = 0; i < ROUTE_COUNT; i++) {
+        out[i].route = route_table[i].name;
+        out[i].requests = counts[i];
+    }
+    return ROUTE_COUNT;
+}
+
+static int method_bit(enum evhttp_cmd_type method) {
+    switch (method) {
+    case EVHTTP_REQ_GET: return M_GET;
+    case EVHTTP_REQ_HEAD: return M_HEAD;
+    case EVHTTP_REQ_POST: return M_POST;
+    case EVHTTP_REQ_PUT: return M_PUT;
+    case EVHTTP_REQ_DELETE: return M_DELETE;
+    default: return 0;
+    }
+}
+
+/* 405 with an Allow header naming the methods the path takes. */
+static void method_not_allowed(struct evhttp_request *req, int allowed) {
+    static const struct {
+        int bit;
+        const char *name;
+    } names[] = {{M_GET, "GET"}, {M_HEAD, "HEAD"}, {M_POST, "POST"}, {M_PUT, "PUT"},
+                 {M_DELETE, "DELETE"}};
+    char allow[64] = "";
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (allowed & names[i].bit) {
+            if (allow[0]) strcat(allow, ", ");
+            strcat(allow, names[i].name);
+        }
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
     http_reply_error(req, 405, "method_not_allowed", "this path does not take that method");
 }
@@ -1011,98 +1057,26 @@ static void method_not_allowed(struct evhttp_request *req, const char *allow) {
 void routes_handle(struct evhttp_request *req, void *arg) {
     routes *r = arg;
     path_parts parts;
-    const char *cap[4] = {0};
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-    enum evhttp_cmd_type method = evhttp_request_get_command(req);
-    int is_get = method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD;
-    int id = -1;
-    const char *allow = NULL;
+    int method = method_bit(evhttp_request_get_command(req));
+    int allowed = 0;
 
-    if (split_path(path, &parts)) {
+    if (split_path(path, &parts) == 0) {
+        for (size_t i = 0; i < ROUTE_COUNT; i++) {
+            const char *capture[4] = {0};
+            if (!match(&parts, route_table[i].pattern, capture)) continue;
+            if (route_table[i].methods & method) {
+                r->requests_by_route[i]++;
+                route_table[i].handler(r, req, capture[0]);
+                return;
+            }
+            allowed |= route_table[i].methods;
+        }
+    }
+    if (allowed)
+        method_not_allowed(req, allowed);
+    else
         http_reply_error(req, 404, "not_found", "no such route");
-        return;
-    }
-    for (size_t i = 0; i < sizeof route_table / sizeof route_table[0]; i++) {
-        if (match(&parts, route_table[i].pattern, cap)) {
-            id = route_table[i].id;
-            allow = route_table[i].allow;
-            break;
-        }
-    }
-    if (id >= 0 && id < ROUTE_COUNT) r->requests_by_route[id]++;
-    switch (id) {
-    case R_PURCHASES:
-        if (method != EVHTTP_REQ_POST) break;
-        handle_write(r, req, EVENT_PURCHASE_ITEM, cap[0], parse_purchase);
-        return;
-    case R_CONSUMPTIONS:
-        if (method != EVHTTP_REQ_POST) break;
-        handle_write(r, req, EVENT_CONSUME_ITEM, cap[0], parse_consumption);
-        return;
-    case R_GUILD:
-        if (method == EVHTTP_REQ_PUT) {
-            handle_write(r, req, EVENT_JOIN_GUILD, cap[0], parse_guild);
-            return;
-        }
-        if (method == EVHTTP_REQ_DELETE) {
-            handle_write(r, req, EVENT_LEAVE_GUILD, cap[0], NULL);
-            return;
-        }
-        break;
-    case R_INVENTORY:
-    case R_USER_INVENTORY:
-        if (!is_get) break;
-        handle_inventory(r, req, cap[0]);
-        return;
-    case R_EVENT:
-        if (!is_get) break;
-        handle_event(r, req, cap[0]);
-        return;
-    case R_GUILD_INFO:
-        if (!is_get) break;
-        handle_guild_info(r, req, cap[0]);
-        return;
-    case R_HISTORY:
-        if (!is_get) break;
-        handle_history(r, req, cap[0]);
-        return;
-    case R_ITEMS:
-        if (!is_get) break;
-        handle_items(r, req);
-        return;
-    case R_ROOT: /* a write: GET only, HEAD must not change state */
-        if (method != EVHTTP_REQ_GET) break;
-        handle_seed(r, req, EVENT_DEFAULT, "This is the default response!\n");
-        return;
-    case R_PURCHASE_SWORD: /* a write: GET only, HEAD must not change state */
-        if (method != EVHTTP_REQ_GET) break;
-        handle_seed(r, req, EVENT_PURCHASE_SWORD, "Sword Purchased!\n");
-        return;
-    case R_JOIN_GUILD_SEED: /* a write: GET only, HEAD must not change state */
-        if (method != EVHTTP_REQ_GET) break;
-        handle_seed(r, req, EVENT_JOIN_GUILD, "Joined guild!\n");
-        return;
-    case R_HEALTHZ:
-        if (!is_get) break;
-        http_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
-        return;
-    case R_READYZ:
-        if (!is_get) break;
-        handle_readyz(r, req);
-        return;
-    case R_METRICS:
-        if (!is_get) break;
-        handle_metrics(r, req);
-        return;
-    case R_ADMIN_SWAP:
-        if (method != EVHTTP_REQ_POST) break;
-        handle_swap(r, req);
-        return;
-    default:
-        http_reply_error(req, 404, "not_found", "no such route");
-        return;
-    }
-    method_not_allowed(req, allow);
 }
 
 routes *routes_new(const routes_config *config, char *errstr, size_t errstr_size) {

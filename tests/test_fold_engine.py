@@ -134,6 +134,13 @@ def test_replay_until_time(server, user, tmp_path):
     held = con.execute("SELECT quantity FROM inventory WHERE user_id = ?", (user,)).fetchone()
     con.close()
     assert held == (5,)
+    # And from that instant on: only the second purchase.
+    since = tmp_path / "since-time.db"
+    run("replay", "--brokers", BROKERS, "--db", str(since), "--from-time", cut_iso)
+    con = sqlite3.connect(since)
+    held = con.execute("SELECT quantity FROM inventory WHERE user_id = ?", (user,)).fetchone()
+    con.close()
+    assert held == (7,)
 
 
 def test_migrations_upgrade_refuse_and_roll_back(tmp_path):

@@ -94,14 +94,22 @@ static void build_event(const step *s, event *ev) {
     }
 }
 
-static void run_scenario(const scenario *sc) {
-    char path[] = "/tmp/lootlog-fold-XXXXXX";
+/* Opens a writer store on a fresh temporary file; path (>= 32 bytes) gets its name. */
+static store *open_temp_store(char *path, size_t path_size) {
     char errstr[512];
+    snprintf(path, path_size, "/tmp/lootlog-fold-XXXXXX");
     int fd = mkstemp(path);
     close(fd);
     unlink(path);
     store *st = store_open(path, STORE_WRITER, errstr, sizeof errstr);
+    if (!st) fprintf(stderr, "store_open: %s\n", errstr);
     CHECK(st != NULL);
+    return st;
+}
+
+static void run_scenario(const scenario *sc) {
+    char path[64];
+    store *st = open_temp_store(path, sizeof path);
     if (!st) return;
     fold_config config = {.guild_capacity = sc->capacity};
     CHECK(store_begin(st) == 0);
@@ -154,13 +162,8 @@ static void run_scenario(const scenario *sc) {
 /* Versions count applied events only, and fold_message dead-letters bad records while
  * still advancing the partition's offset. */
 static void test_versions_and_dead_letters(void) {
-    char path[] = "/tmp/lootlog-fold-XXXXXX";
-    char errstr[512];
-    int fd = mkstemp(path);
-    close(fd);
-    unlink(path);
-    store *st = store_open(path, STORE_WRITER, errstr, sizeof errstr);
-    CHECK(st != NULL);
+    char path[64];
+    store *st = open_temp_store(path, sizeof path);
     if (!st) return;
     fold_config config = {.guild_capacity = 100};
     fold_result result;
