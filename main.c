@@ -10,6 +10,7 @@
 #include "state/log.h"
 #include "state/migrate.h"
 #include "state/replay.h"
+#include "state/snapshot.h"
 #include "state/store.h"
 #include "state/waiters.h"
 
@@ -58,6 +59,8 @@ typedef struct {
     const char *verify_path;
     int swap;
     int migrate_to;
+    int retain;
+    const char *snapshot_id;
     const char *kafka_props[MAX_KAFKA_PROPS];
     size_t kafka_prop_count;
 } options;
@@ -70,12 +73,15 @@ static const char usage_text[] =
     "                  [--catalog FILE] [--partitions A-B] [--no-fold] [--no-http]\n"
     "                  [--guild-capacity N] [--request-timeout-ms MS] [--wait-ms MS]\n"
     "                  [--ready-max-lag N] [--batch-events N] [--batch-ms MS]\n"
-    "                  [--snapshot-url URL] [--snapshot-interval SEC] [--admin-token-file F]\n"
+    "                  [--snapshot-url URL] [--snapshot-interval SEC] [--retain K]\n"
+    "                  [--admin-token-file F]\n"
     "                  [-X librdkafka.key=value ...]\n"
     "  lootlog migrate --db FILE [--to VERSION]\n"
     "  lootlog replay  --db NEW.db [--from-offset N | --from-time ISO]\n"
     "                  [--until-offset N | --until-time ISO] [--verify LIVE.db]\n"
     "                  [--swap --http ADDR]   (admin token: LOOTLOG_ADMIN_TOKEN)\n"
+    "  lootlog snapshot --db FILE --snapshot-url URL [--retain K]\n"
+    "  lootlog restore --snapshot-url URL [--id ID|latest] --db FILE\n"
     "  lootlog gen     --rate N --users N --duration SEC [--http URL | --brokers LIST]\n"
     "                  [--topic events] [--connections N] [--seed N] [--user-prefix P]\n"
     "  lootlog --help | --version\n"
@@ -128,7 +134,7 @@ enum {
     OPT_GUILD_CAPACITY, OPT_REQUEST_TIMEOUT_MS, OPT_WAIT_MS, OPT_READY_MAX_LAG,
     OPT_BATCH_EVENTS, OPT_BATCH_MS, OPT_RATE, OPT_USERS, OPT_DURATION, OPT_CONNECTIONS,
     OPT_SEED, OPT_USER_PREFIX, OPT_FROM_OFFSET, OPT_UNTIL_OFFSET, OPT_FROM_TIME,
-    OPT_UNTIL_TIME, OPT_VERIFY, OPT_SWAP, OPT_TO,
+    OPT_UNTIL_TIME, OPT_VERIFY, OPT_SWAP, OPT_TO, OPT_RETAIN, OPT_ID,
 };
 
 static const struct option long_options[] = {
@@ -162,6 +168,8 @@ static const struct option long_options[] = {
     {"verify", required_argument, NULL, OPT_VERIFY},
     {"swap", no_argument, NULL, OPT_SWAP},
     {"to", required_argument, NULL, OPT_TO},
+    {"retain", required_argument, NULL, OPT_RETAIN},
+    {"id", required_argument, NULL, OPT_ID},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -196,6 +204,11 @@ static int apply_option(options *opt, int code, const char *value) {
         return 0;
     case OPT_VERIFY: opt->verify_path = value; return 0;
     case OPT_SWAP: opt->swap = 1; return 0;
+    case OPT_ID: opt->snapshot_id = value; return 0;
+    case OPT_RETAIN:
+        if (parse_int("retain", value, 1, 100000, &n)) return -1;
+        opt->retain = (int)n;
+        return 0;
     case OPT_TO:
         if (parse_int("to", value, 1, 9999, &n)) return -1;
         opt->migrate_to = (int)n;
@@ -287,6 +300,7 @@ static int parse_options(int argc, char **argv, options *opt) {
     opt->gen_users = 1000;
     opt->gen_connections = 32;
     opt->gen_user_prefix = "player";
+    opt->retain = 5;
     opt->from_offset = opt->until_offset = opt->from_time_ms = opt->until_time_ms = -1;
 
     for (const struct option *o = long_options; o->name; o++) {
@@ -480,6 +494,72 @@ static int cmd_replay(options *opt) {
     return rc;
 }
 
+/* The folder of path, into dir (for scratch files on the database's file system). */
+static void folder_of(const char *path, char *dir, size_t dir_size) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, dir_size, ".");
+    else if (slash == path) snprintf(dir, dir_size, "/");
+    else snprintf(dir, dir_size, "%.*s", (int)(slash - path), path);
+}
+
+static snapshot_config snapshot_config_from(const options *opt, const catalog *cat,
+                                            char *work_dir, size_t work_dir_size) {
+    folder_of(opt->db, work_dir, work_dir_size);
+    snapshot_config config = {
+        .db_path = opt->db,
+        .url = opt->snapshot_url,
+        .topic = opt->topic,
+        .work_dir = work_dir,
+        .retain = opt->retain,
+        .lootlog_version = LOOTLOG_VERSION,
+        .timeout_ms = 30000,
+        .cat = cat,
+    };
+    return config;
+}
+
+static int cmd_snapshot(options *opt) {
+    char errstr[512], work_dir[1024];
+    snapshot_result result;
+    if (!opt->snapshot_url) {
+        fprintf(stderr, "lootlog: snapshot needs --snapshot-url\n");
+        return 2;
+    }
+    catalog *cat = catalog_load(opt->catalog_path, errstr, sizeof errstr);
+    if (!cat) {
+        fprintf(stderr, "lootlog: %s\n", errstr);
+        return 2;
+    }
+    snapshot_config config = snapshot_config_from(opt, cat, work_dir, sizeof work_dir);
+    int rc = snapshot_take(&config, &result, errstr, sizeof errstr);
+    catalog_free(cat);
+    if (rc) {
+        fprintf(stderr, "lootlog: snapshot failed: %s\n", errstr);
+        return 1;
+    }
+    printf("snapshot: %s written in %.1f s (%llu events extracted)\n", result.id, result.seconds,
+           (unsigned long long)result.events_extracted);
+    return 0;
+}
+
+static int cmd_restore(options *opt) {
+    char errstr[512], work_dir[1024], id[32];
+    if (!opt->snapshot_url) {
+        fprintf(stderr, "lootlog: restore needs --snapshot-url\n");
+        return 2;
+    }
+    folder_of(opt->db, work_dir, sizeof work_dir);
+    if (snapshot_restore(opt->snapshot_url, opt->snapshot_id ? opt->snapshot_id : "latest",
+                         opt->db, work_dir, 30000, id, errstr, sizeof errstr)) {
+        fprintf(stderr, "lootlog: restore failed: %s\n", errstr);
+        return 1;
+    }
+    printf("restore: snapshot %s installed as %s; `lootlog serve --db %s` catches up from its "
+           "offsets\n",
+           id, opt->db, opt->db);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- serve */
 
 typedef struct {
@@ -578,6 +658,8 @@ static int cmd_serve(options *opt) {
     serve_state s = {0};
     catalog *cat = NULL;
     char *admin_token = NULL;
+    char snapshot_work_dir[1024];
+    snapshot_scheduler *snapshots = NULL;
     http_server *http = NULL;
     struct event *sigint_ev = NULL, *sigterm_ev = NULL, *wake_ev = NULL, *drain_ev = NULL;
 
@@ -625,6 +707,12 @@ static int cmd_serve(options *opt) {
         if (!s.reader) goto fail;
     }
     if (load_admin_token(opt, &admin_token, errstr, sizeof errstr)) goto fail;
+    if (opt->snapshot_url && !opt->no_fold) {
+        snapshot_config sc = snapshot_config_from(opt, cat, snapshot_work_dir,
+                                                  sizeof snapshot_work_dir);
+        snapshots = snapshot_scheduler_start(&sc, opt->snapshot_interval_s, errstr, sizeof errstr);
+        if (!snapshots) goto fail;
+    }
 
     routes_config rc_config = {
         .base = s.base,
@@ -639,6 +727,7 @@ static int cmd_serve(options *opt) {
         .admin_token = admin_token,
         .swap_db = swap_state,
         .swap_opaque = &s,
+        .snapshots = snapshots,
     };
     s.rts = routes_new(&rc_config, errstr, sizeof errstr);
     if (!s.rts) goto fail;
@@ -688,6 +777,7 @@ cleanup:
         event_base_dispatch(s.base);
     }
     http_server_free(http);
+    snapshot_scheduler_stop(snapshots);
     consumer_stop(s.fold);
     store_close(s.reader);
     free(admin_token);
@@ -713,12 +803,15 @@ int main(int argc, char **argv) {
         return 0;
     }
     const char *verb = argv[1];
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* once, before any thread: WebHDFS and --swap */
     int rc = parse_options(argc - 1, argv + 1, &opt);
     if (rc) return rc > 0 ? 0 : 2;
     if (strcmp(verb, "serve") == 0) return cmd_serve(&opt);
     if (strcmp(verb, "migrate") == 0) return cmd_migrate(&opt);
     if (strcmp(verb, "gen") == 0) return cmd_gen(&opt);
     if (strcmp(verb, "replay") == 0) return cmd_replay(&opt);
+    if (strcmp(verb, "snapshot") == 0) return cmd_snapshot(&opt);
+    if (strcmp(verb, "restore") == 0) return cmd_restore(&opt);
     fprintf(stderr, "lootlog: unknown command '%s'\n%s", verb, usage_text);
     return 2;
 }

@@ -931,6 +931,28 @@ static void handle_swap(routes *r, struct evhttp_request *req) {
     http_reply_json(req, 200, json_pack("{s:s}", "status", "swapped"));
 }
 
+/* POST /admin/snapshots: schedule one now (202); GET: the list and the last outcome. */
+static void on_admin_snapshots(routes *r, struct evhttp_request *req, const char *unused) {
+    (void)unused;
+    if (!admin_ok(r, req)) return;
+    if (!r->config.snapshots) {
+        http_reply_error(req, 409, "snapshots_disabled", "serve runs without --snapshot-url");
+        return;
+    }
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
+        snapshot_scheduler_trigger(r->config.snapshots);
+        http_reply_json(req, 202, json_pack("{s:s}", "status", "scheduled"));
+        return;
+    }
+    char *text = snapshot_scheduler_status_json(r->config.snapshots);
+    if (!text) {
+        http_reply_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    http_reply_text(req, 200, "application/json", text, strlen(text));
+    free(text);
+}
+
 void routes_set_state(routes *r, store *reader, consumer *fold) {
     r->config.reader = reader;
     r->config.fold = fold;
@@ -1014,6 +1036,7 @@ static const struct {
     {"readyz", "readyz", M_READ, on_readyz},
     {"metrics", "metrics", M_READ, on_metrics},
     {"admin_swap", "admin/swap", M_POST, on_swap},
+    {"admin_snapshots", "admin/snapshots", M_READ | M_POST, on_admin_snapshots},
 };
 #define ROUTE_COUNT (sizeof route_table / sizeof route_table[0])
 _Static_assert(ROUTE_COUNT <= ROUTE_SLOTS, "ROUTE_SLOTS is too small");

@@ -6,6 +6,7 @@
 
 #include "../state/catalog.h"
 #include "../state/consumer.h"
+#include "../state/snapshot.h"
 #include "../state/store.h"
 #include "producer.h"
 
@@ -30,6 +31,7 @@ typedef struct {
      * 0 or -1 with errstr. Runs on the loop thread. */
     int (*swap_db)(void *opaque, const char *path, char *errstr, size_t errstr_size);
     void *swap_opaque;
+    snapshot_scheduler *snapshots; /* NULL without --snapshot-url */
 } routes_config;
 
 routes *routes_new(const routes_config *config, char *errstr, size_t errstr_size);

@@ -35,6 +35,10 @@ enum {
     SQL_READ_HISTORY,
     SQL_ALL_PLAYERS,
     SQL_ALL_LINES,
+    SQL_WALK_INVENTORY,
+    SQL_WALK_MEMBERS,
+    SQL_WALK_PLAYERS,
+    SQL_WALK_EVENTS,
     SQL_COUNT
 };
 
@@ -86,6 +90,15 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_ALL_PLAYERS] = "SELECT user_id, version, guild_id FROM players ORDER BY user_id",
     [SQL_ALL_LINES] = "SELECT user_id, item_type, quantity FROM inventory "
                       "ORDER BY user_id, item_type",
+    [SQL_WALK_INVENTORY] = "SELECT user_id, item_type, quantity FROM inventory "
+                           "ORDER BY user_id, item_type",
+    [SQL_WALK_MEMBERS] = "SELECT guild_id, user_id, joined_ts FROM guild_members "
+                         "ORDER BY guild_id, user_id",
+    [SQL_WALK_PLAYERS] = "SELECT user_id, version, guild_id, partition, created_ts, updated_ts "
+                         "FROM players ORDER BY user_id",
+    [SQL_WALK_EVENTS] = "SELECT partition, offset, event_id, event_type, user_id, ts, outcome, "
+                        "reason, items, guild_id FROM events "
+                        "WHERE partition = ?1 AND offset >= ?2 AND offset < ?3 ORDER BY offset",
 };
 
 struct store {
@@ -505,4 +518,109 @@ int store_player_digests(store *st, void (*row)(void *arg, const char *user_id, 
     if (prc != SQLITE_DONE || (lrc != SQLITE_ROW && lrc != SQLITE_DONE))
         return fail_with(st, "computing player digests");
     return 0;
+}
+
+int store_backup_to(store *st, const char *dest_path) {
+    sqlite3 *dest = NULL;
+    if (sqlite3_open_v2(dest_path, &dest, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        snprintf(st->errmsg, sizeof st->errmsg, "creating %s: %s", dest_path,
+                 dest ? sqlite3_errmsg(dest) : "out of memory");
+        sqlite3_close(dest);
+        return -1;
+    }
+    sqlite3_backup *backup = sqlite3_backup_init(dest, "main", st->db, "main");
+    int rc = backup ? sqlite3_backup_step(backup, -1) : SQLITE_ERROR;
+    if (backup) sqlite3_backup_finish(backup);
+    if (rc != SQLITE_DONE) {
+        snprintf(st->errmsg, sizeof st->errmsg, "backup to %s: %s", dest_path,
+                 sqlite3_errmsg(dest));
+        sqlite3_close(dest);
+        return -1;
+    }
+    /* The copy is a plain rollback-journal file: one self-contained state.db. */
+    sqlite3_exec(dest, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
+    sqlite3_close(dest);
+    return 0;
+}
+
+/* Steps s, handing each row to the caller as a store_row of its columns. */
+static int walk(store *st, sqlite3_stmt *s, int (*row)(void *arg, const store_row *r),
+                void *arg, const char *what) {
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_row r;
+        memset(&r, 0, sizeof r);
+        int text_i = 0, number_i = 0;
+        for (int c = 0; c < sqlite3_column_count(s) && text_i < 6 && number_i < 6; c++) {
+            if (sqlite3_column_type(s, c) == SQLITE_INTEGER)
+                r.number[number_i++] = sqlite3_column_int64(s, c);
+            else
+                r.text[text_i++] = (const char *)sqlite3_column_text(s, c);
+        }
+        if (row(arg, &r)) {
+            sqlite3_reset(s);
+            snprintf(st->errmsg, sizeof st->errmsg, "%s stopped by its consumer", what);
+            return -1;
+        }
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, what);
+}
+
+int store_walk_inventory(store *st, int (*row)(void *arg, const store_row *r), void *arg) {
+    return walk(st, stmt_get(st, SQL_WALK_INVENTORY), row, arg, "walking inventory");
+}
+
+int store_walk_guild_members(store *st, int (*row)(void *arg, const store_row *r), void *arg) {
+    return walk(st, stmt_get(st, SQL_WALK_MEMBERS), row, arg, "walking guild members");
+}
+
+int store_walk_players(store *st, int (*row)(void *arg, const store_row *r), void *arg) {
+    /* Columns are typed explicitly here: guild_id and created_ts may be NULL, which
+     * the generic walk would not place. */
+    sqlite3_stmt *s = stmt_get(st, SQL_WALK_PLAYERS);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_row r;
+        memset(&r, 0, sizeof r);
+        r.text[0] = (const char *)sqlite3_column_text(s, 0);
+        r.number[0] = sqlite3_column_int64(s, 1);
+        r.text[1] = (const char *)sqlite3_column_text(s, 2);
+        r.number[1] = sqlite3_column_int64(s, 3);
+        r.text[2] = (const char *)sqlite3_column_text(s, 4);
+        r.text[3] = (const char *)sqlite3_column_text(s, 5);
+        if (row(arg, &r)) {
+            sqlite3_reset(s);
+            snprintf(st->errmsg, sizeof st->errmsg, "walking players stopped by its consumer");
+            return -1;
+        }
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "walking players");
+}
+
+int store_walk_events(store *st, int32_t partition, int64_t first, int64_t end,
+                      int (*row)(void *arg, const store_event_row *r), void *arg) {
+    sqlite3_stmt *s = stmt_get(st, SQL_WALK_EVENTS);
+    int rc;
+    sqlite3_bind_int(s, 1, partition);
+    sqlite3_bind_int64(s, 2, first);
+    sqlite3_bind_int64(s, 3, end);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_event_row r;
+        memset(&r, 0, sizeof r);
+        r.base.number[0] = sqlite3_column_int64(s, 0);
+        r.base.number[1] = sqlite3_column_int64(s, 1);
+        for (int c = 0; c < 6; c++) r.base.text[c] = (const char *)sqlite3_column_text(s, 2 + c);
+        r.items_json = (const char *)sqlite3_column_text(s, 8);
+        r.guild_id = (const char *)sqlite3_column_text(s, 9);
+        if (row(arg, &r)) {
+            sqlite3_reset(s);
+            snprintf(st->errmsg, sizeof st->errmsg, "walking events stopped by its consumer");
+            return -1;
+        }
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "walking events");
 }

@@ -143,4 +143,35 @@ int store_read_history(store *st, const char *user_id, int64_t before_offset, in
 int store_player_digests(store *st, void (*row)(void *arg, const char *user_id, uint64_t digest),
                          void *arg);
 
+/* Copies the whole database, as of one moment, into a new file dest_path (which must
+ * not exist) with SQLite's online backup in a single step, so the copy is one consistent
+ * read of the source while the fold keeps writing. Returns 0 or -1 (store_errmsg). */
+int store_backup_to(store *st, const char *dest_path);
+
+/* Table walks for analyst exports, in key order. Each row's strings are valid during the
+ * callback only; a NULL column comes as NULL. A callback returning non-zero stops the
+ * walk with -1 (its own error is the caller's to report). Return 0 or -1. */
+typedef struct {
+    const char *text[6];
+    int64_t number[6];
+} store_row;
+
+/* inventory: text[0] user_id, text[1] item_type, number[0] quantity */
+int store_walk_inventory(store *st, int (*row)(void *arg, const store_row *r), void *arg);
+/* guild_members: text[0] guild_id, text[1] user_id, text[2] joined_ts */
+int store_walk_guild_members(store *st, int (*row)(void *arg, const store_row *r), void *arg);
+/* players: text[0] user_id, number[0] version, text[1] guild_id, number[1] partition,
+ * text[2] created_ts, text[3] updated_ts */
+int store_walk_players(store *st, int (*row)(void *arg, const store_row *r), void *arg);
+/* events of one partition with first <= offset < end: number[0] partition, number[1] offset,
+ * text[0] event_id, text[1] event_type, text[2] user_id, text[3] ts, text[4] outcome,
+ * text[5] reason; items and guild_id come in row->text via the extra pointers below. */
+typedef struct {
+    store_row base;
+    const char *items_json;
+    const char *guild_id;
+} store_event_row;
+int store_walk_events(store *st, int32_t partition, int64_t first, int64_t end,
+                      int (*row)(void *arg, const store_event_row *r), void *arg);
+
 #endif

@@ -1,0 +1,63 @@
+/* snapshot: consistent copies of the state, shipped to HDFS over WebHDFS — state.db,
+ * Avro analyst tables, the per-type event extracts folded since the previous snapshot,
+ * a manifest with sha256 of every file, and _SUCCESS last — written under a temporary
+ * name and renamed into place; older snapshots beyond a retention count are deleted.
+ * And the way back: restore a snapshot into a new database file. */
+#ifndef LOOTLOG_SNAPSHOT_H
+#define LOOTLOG_SNAPSHOT_H
+
+#include "catalog.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *db_path;   /* the live database (read through one backup step) */
+    const char *url;       /* webhdfs://HOST:PORT/ROOT (or http://HOST:PORT/ROOT) */
+    const char *topic;
+    const char *work_dir;  /* local scratch folder for the files before upload */
+    int retain;            /* newest snapshots to keep (>= 1) */
+    const char *lootlog_version;
+    long timeout_ms;       /* per WebHDFS request */
+    const catalog *cat;    /* categories for inventory.avro; NULL: "unknown" */
+} snapshot_config;
+
+typedef struct {
+    char id[32];
+    uint64_t events_extracted;
+    double seconds;
+} snapshot_result;
+
+/* Takes one snapshot now. Returns 0 with *result, or -1 with errstr; on failure nothing
+ * visible is left behind (the temporary folder is removed when HDFS allows). */
+int snapshot_take(const snapshot_config *config, snapshot_result *result, char *errstr,
+                  size_t errstr_size);
+
+/* Lists complete snapshots (those with _SUCCESS), oldest first, as a malloc'ed JSON
+ * array text of {"id","path"} the caller frees. NULL with errstr on failure. */
+char *snapshot_list_json(const char *url, long timeout_ms, char *errstr, size_t errstr_size);
+
+/* Downloads snapshot id ("latest" for the newest complete one), verifies the sha256 of
+ * every file in its manifest, and installs its state.db as db_path, which must not exist.
+ * Writes the id restored to id_out (>= 32 bytes). Returns 0 or -1 with errstr. */
+int snapshot_restore(const char *url, const char *id, const char *db_path,
+                     const char *work_dir, long timeout_ms, char *id_out, char *errstr,
+                     size_t errstr_size);
+
+/* The periodic snapshotter of `serve`: a thread that takes a snapshot every
+ * interval_s (0: only when triggered), retrying a failed one with exponential backoff
+ * (1 s doubling, at most 60 s); failures are logged and counted, never fatal. */
+typedef struct snapshot_scheduler snapshot_scheduler;
+
+/* config strings must outlive the scheduler. NULL with errstr on failure. */
+snapshot_scheduler *snapshot_scheduler_start(const snapshot_config *config, int interval_s,
+                                             char *errstr, size_t errstr_size);
+/* Any thread: take a snapshot as soon as possible. */
+void snapshot_scheduler_trigger(snapshot_scheduler *s);
+/* Any thread: {"snapshots":[...],"in_progress","taken","failed","last_id","last_error"}
+ * as malloc'ed JSON text (caller frees), from memory: never touches HDFS. */
+char *snapshot_scheduler_status_json(snapshot_scheduler *s);
+/* Finishes a snapshot in progress, joins the thread, frees. */
+void snapshot_scheduler_stop(snapshot_scheduler *s);
+
+#endif
