@@ -77,6 +77,13 @@ char *metrics_render(const metrics_view *v) {
                "Records in the topic not folded yet (-1: unknown).");
         emit(&out, "lootlog_fold_lag %lld\n", (long long)v->fold.lag);
     }
+    if (v->has_snapshots) {
+        metric(&out, "lootlog_snapshots_total", "counter", "Snapshot attempts by result.");
+        emit(&out, "lootlog_snapshots_total{result=\"taken\"} %llu\n",
+             (unsigned long long)v->snapshots_taken);
+        emit(&out, "lootlog_snapshots_total{result=\"failed\"} %llu\n",
+             (unsigned long long)v->snapshots_failed);
+    }
     if (out.failed) {
         free(out.text);
         return NULL;

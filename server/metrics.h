@@ -22,6 +22,8 @@ typedef struct {
     int broker_ready;
     int has_fold;
     consumer_stats fold;
+    int has_snapshots;
+    uint64_t snapshots_taken, snapshots_failed;
 } metrics_view;
 
 /* Renders the view. Returns a malloc'ed string the caller frees, or NULL. */

@@ -876,6 +876,11 @@ static void handle_metrics(routes *r, struct evhttp_request *req) {
         .has_fold = r->config.fold != NULL,
     };
     if (r->config.fold) consumer_get_stats(r->config.fold, &view.fold);
+    if (r->config.snapshots) {
+        view.has_snapshots = 1;
+        snapshot_scheduler_counts(r->config.snapshots, &view.snapshots_taken,
+                                  &view.snapshots_failed);
+    }
     char *text = metrics_render(&view);
     if (!text) {
         http_reply_error(req, 500, "internal", "out of memory");
@@ -888,13 +893,13 @@ static void handle_metrics(routes *r, struct evhttp_request *req) {
 /* 1 when the request carries the admin bearer token; else answers 401/403. */
 static int admin_ok(routes *r, struct evhttp_request *req) {
     const char *auth = http_header(req, "Authorization");
-    if (!r->config.admin_token) {
+    if (auth && !r->config.admin_token) {
         http_reply_error(req, 403, "admin_disabled",
                          "no admin token configured (LOOTLOG_ADMIN_TOKEN or --admin-token-file)");
         return 0;
     }
-    size_t n = strlen(r->config.admin_token);
-    if (!auth || strncmp(auth, "Bearer ", 7) != 0 || strlen(auth + 7) != n ||
+    size_t n = r->config.admin_token ? strlen(r->config.admin_token) : 0;
+    if (!auth || !r->config.admin_token || strncmp(auth, "Bearer ", 7) != 0 || strlen(auth + 7) != n ||
         memcmp(auth + 7, r->config.admin_token, n) != 0) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
         http_reply_error(req, 401, "unauthorized", "a valid admin bearer token is required");
@@ -1083,6 +1088,15 @@ void routes_handle(struct evhttp_request *req, void *arg) {
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     int method = method_bit(evhttp_request_get_command(req));
     int allowed = 0;
+
+    /* libevent 2.1 reads a body only for POST, PUT and PATCH. Content sent with another
+     * method stays in the connection and would be parsed as the next request; answer
+     * this one, then close, so a confused client cannot poison its own keep-alive. */
+    if (!(method & (M_POST | M_PUT)) && evhttp_request_get_command(req) != EVHTTP_REQ_PATCH) {
+        const char *length = http_header(req, "Content-Length");
+        if ((length && strcmp(length, "0") != 0) || http_header(req, "Transfer-Encoding"))
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    }
 
     if (split_path(path, &parts) == 0) {
         for (size_t i = 0; i < ROUTE_COUNT; i++) {

@@ -684,6 +684,13 @@ char *snapshot_scheduler_status_json(snapshot_scheduler *s) {
     return text;
 }
 
+void snapshot_scheduler_counts(snapshot_scheduler *s, uint64_t *taken, uint64_t *failed) {
+    pthread_mutex_lock(&s->lock);
+    *taken = s->taken;
+    *failed = s->failed;
+    pthread_mutex_unlock(&s->lock);
+}
+
 void snapshot_scheduler_stop(snapshot_scheduler *s) {
     if (!s) return;
     pthread_mutex_lock(&s->lock);

@@ -57,6 +57,8 @@ void snapshot_scheduler_trigger(snapshot_scheduler *s);
 /* Any thread: {"snapshots":[...],"in_progress","taken","failed","last_id","last_error"}
  * as malloc'ed JSON text (caller frees), from memory: never touches HDFS. */
 char *snapshot_scheduler_status_json(snapshot_scheduler *s);
+/* Any thread: the counters, for /metrics. */
+void snapshot_scheduler_counts(snapshot_scheduler *s, uint64_t *taken, uint64_t *failed);
 /* Finishes a snapshot in progress, joins the thread, frees. */
 void snapshot_scheduler_stop(snapshot_scheduler *s);
 

@@ -621,3 +621,22 @@ def test_long_utf8_user_agent_is_kept_in_metadata(server, user):
     meta = value["metadata"]
     assert "user_agent" in meta, f"user_agent dropped from the event's metadata: {meta}"
     assert meta["user_agent"] and ua.startswith(meta["user_agent"]), meta
+
+
+def test_body_on_a_bodiless_method_does_not_poison_the_connection(server):
+    """libevent leaves a GET's body unread; it must not be parsed as a next request."""
+    import socket
+    host, port = server.url[len("http://"):].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /v1/items HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n"
+                     b"GET /nope HTTP/1.1\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith("HTTP/1.1 200")
+    assert "Connection: close" in head
+    assert data.count(b"HTTP/1.1 ") == 1  # the body was not answered as a request

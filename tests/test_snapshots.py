@@ -194,6 +194,7 @@ def test_hdfs_outage_fails_cleanly_and_recovers(server_factory, user):
         wait_until(lambda: admin(s).json()["failed"] >= 1, 60, "a failed snapshot attempt")
         status = admin(s).json()
         assert status["last_error"] and status["taken"] == 0
+        assert 'lootlog_snapshots_total{result="failed"}' in s.get("/metrics").text
         # The fold and queries carry on; readiness does not depend on HDFS.
         assert s.get("/readyz").status_code == 200
         ack = s.buy(user, "axe", 2).json()
@@ -206,3 +207,20 @@ def test_hdfs_outage_fails_cleanly_and_recovers(server_factory, user):
     names = hdfs_list(f"{root}/snapshots")
     assert names and not [n for n in names if n.startswith("_")]
     verified_files(root, admin(s).json()["last_id"])
+
+
+def test_refused_write_fails_cleanly(server_factory):
+    """HDFS refuses the write (the root is a file, so no folder can be made under it):
+    the snapshot fails with a sentence, and nothing is left behind."""
+    root = f"/lootlog-test/refused-{uuid.uuid4().hex[:8]}"
+    r = requests.put(f"{API}/lootlog-test?op=MKDIRS&user.name=root", timeout=10)
+    assert r.status_code == 200
+    r = requests.put(f"{API}{root}?op=CREATE&user.name=root", allow_redirects=False, timeout=10)
+    assert requests.put(r.headers["Location"], data=b"not a folder", timeout=10).status_code == 201
+    s = snapshot_server(server_factory, root)
+    assert admin(s, "POST").status_code == 202
+    wait_until(lambda: admin(s).json()["failed"] >= 1, 60, "the refused snapshot")
+    status = admin(s).json()
+    assert status["taken"] == 0 and "HDFS refused" in status["last_error"]
+    assert hdfs_read(root) == b"not a folder"  # untouched
+    assert s.get("/readyz").status_code == 200
