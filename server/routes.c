@@ -6,6 +6,7 @@
 #include "../state/log.h"
 #include "http.h"
 #include "metrics.h"
+#include "status_page.h"
 #include "validate.h"
 
 #include <event2/http.h>
@@ -840,19 +841,29 @@ static void handle_items(routes *r, struct evhttp_request *req) {
     http_reply_text(req, 200, "application/json", text, strlen(text));
 }
 
-static void handle_readyz(routes *r, struct evhttp_request *req) {
-    json_t *body = json_object();
+/* Ready: every partition led, and the fold (if any) assigned and within the lag bound.
+ * Writes the parts into body when it is not NULL. */
+static int readiness(routes *r, json_t *body) {
     int broker = producer_broker_ready(r->config.prod);
     int fold_ok = 1;
-    json_object_set_new(body, "broker", json_boolean(broker));
+    if (body) json_object_set_new(body, "broker", json_boolean(broker));
     if (r->config.fold) {
         consumer_stats stats;
         consumer_get_stats(r->config.fold, &stats);
         fold_ok = stats.assigned && stats.lag >= 0 && stats.lag <= r->config.ready_max_lag;
-        json_object_set_new(body, "fold_assigned", json_boolean(stats.assigned));
-        json_object_set_new(body, "fold_lag", json_integer(stats.lag));
+        if (body) {
+            json_object_set_new(body, "fold_assigned", json_boolean(stats.assigned));
+            json_object_set_new(body, "fold_lag", json_integer(stats.lag));
+        }
     }
-    int ready = broker && fold_ok;
+    return broker && fold_ok;
+}
+
+static int is_ready(routes *r) { return readiness(r, NULL); }
+
+static void handle_readyz(routes *r, struct evhttp_request *req) {
+    json_t *body = json_object();
+    int ready = readiness(r, body);
     json_object_set_new(body, "ready", json_boolean(ready));
     http_reply_json(req, ready ? 200 : 503, body);
 }
@@ -861,26 +872,30 @@ static void handle_readyz(routes *r, struct evhttp_request *req) {
 
 static size_t route_names(metrics_route *out, const uint64_t *counts);
 
+/* Fills view (by_route holds its per-route rows) from the counters and the fold. */
+static void metrics_collect(routes *r, metrics_view *view, metrics_route *by_route) {
+    memset(view, 0, sizeof *view);
+    view->routes = by_route;
+    view->route_count = route_names(by_route, r->requests_by_route);
+    view->writes_acked = r->writes_acked;
+    view->writes_failed = r->writes_failed;
+    view->requests_invalid = r->requests_invalid;
+    view->parked = r->parked_count;
+    view->producer_queue = producer_outstanding(r->config.prod);
+    view->broker_ready = producer_broker_ready(r->config.prod);
+    view->has_fold = r->config.fold != NULL;
+    if (r->config.fold) consumer_get_stats(r->config.fold, &view->fold);
+    if (r->config.snapshots) {
+        view->has_snapshots = 1;
+        snapshot_scheduler_counts(r->config.snapshots, &view->snapshots_taken,
+                                  &view->snapshots_failed);
+    }
+}
+
 static void handle_metrics(routes *r, struct evhttp_request *req) {
     metrics_route by_route[ROUTE_SLOTS];
-    size_t count = route_names(by_route, r->requests_by_route);
-    metrics_view view = {
-        .routes = by_route,
-        .route_count = count,
-        .writes_acked = r->writes_acked,
-        .writes_failed = r->writes_failed,
-        .requests_invalid = r->requests_invalid,
-        .parked = r->parked_count,
-        .producer_queue = producer_outstanding(r->config.prod),
-        .broker_ready = producer_broker_ready(r->config.prod),
-        .has_fold = r->config.fold != NULL,
-    };
-    if (r->config.fold) consumer_get_stats(r->config.fold, &view.fold);
-    if (r->config.snapshots) {
-        view.has_snapshots = 1;
-        snapshot_scheduler_counts(r->config.snapshots, &view.snapshots_taken,
-                                  &view.snapshots_failed);
-    }
+    metrics_view view;
+    metrics_collect(r, &view, by_route);
     char *text = metrics_render(&view);
     if (!text) {
         http_reply_error(req, 500, "internal", "out of memory");
@@ -888,6 +903,22 @@ static void handle_metrics(routes *r, struct evhttp_request *req) {
     }
     http_reply_text(req, 200, "text/plain; version=0.0.4", text, strlen(text));
     free(text);
+}
+
+static int is_ready(routes *r);
+
+static void on_status(routes *r, struct evhttp_request *req, const char *unused) {
+    metrics_route by_route[ROUTE_SLOTS];
+    metrics_view view;
+    (void)unused;
+    metrics_collect(r, &view, by_route);
+    char *html = status_page_render(&view, LOOTLOG_VERSION, is_ready(r));
+    if (!html) {
+        http_reply_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    http_reply_text(req, 200, "text/html; charset=utf-8", html, strlen(html));
+    free(html);
 }
 
 /* 1 when the request carries the admin bearer token; else answers 401/403. */
@@ -1040,6 +1071,7 @@ static const struct {
     {"healthz", "healthz", M_READ, on_healthz},
     {"readyz", "readyz", M_READ, on_readyz},
     {"metrics", "metrics", M_READ, on_metrics},
+    {"status", "status", M_READ, on_status},
     {"admin_swap", "admin/swap", M_POST, on_swap},
     {"admin_snapshots", "admin/snapshots", M_READ | M_POST, on_admin_snapshots},
 };

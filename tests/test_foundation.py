@@ -139,3 +139,16 @@ def test_metrics_count_writes_and_folds(server, user):
     assert metric_value(after, 'lootlog_writes_total{result="invalid"}') == invalid + 1
     assert metric_value(after, 'lootlog_fold_events_total{outcome="applied"}') >= 1
     assert metric_value(after, "lootlog_broker_ready") == 1
+
+
+def test_status_page(server, user):
+    token = server.buy(user, "helmet", 1).json()["token"]
+    server.quantities(user, after=token)
+    r = server.get("/status")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/html")
+    page = r.text
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert ">ready<" in page
+    applied = int(page.split("events applied</th><td>")[1].split("<")[0])
+    assert applied >= 1
