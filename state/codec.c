@@ -3,6 +3,7 @@
 #include "codec.h"
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -59,6 +60,17 @@ static size_t utf8_sequence(const unsigned char *s) {
     static const uint32_t min_for_len[5] = {0, 0, 0x80, 0x800, 0x10000};
     if (cp < min_for_len[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
     return len;
+}
+
+/* As utf8_sequence, for a buffer with avail bytes left (no NUL terminator needed). */
+static size_t utf8_sequence_bounded(const unsigned char *s, size_t avail) {
+    size_t need = s[0] < 0x80            ? 1
+                  : (s[0] & 0xE0) == 0xC0 ? 2
+                  : (s[0] & 0xF0) == 0xE0 ? 3
+                  : (s[0] & 0xF8) == 0xF0 ? 4
+                                          : 0;
+    if (need == 0 || need > avail) return 0;
+    return utf8_sequence(s);
 }
 
 void codec_copy_utf8(char *dst, size_t dst_size, const char *src) {
@@ -163,87 +175,496 @@ fail:
     return NULL;
 }
 
-/* Copies a string member into dst. Missing or null gives "" when optional.
- * Returns 0, or -1 with the reason in errstr. */
-static int get_string(json_t *obj, const char *key, char *dst, size_t dst_size, int optional,
-                      char *errstr, size_t errstr_size) {
-    json_t *v = json_object_get(obj, key);
-    dst[0] = '\0';
-    if (!v || json_is_null(v)) {
+/* ---------------------------------------------------------------- decoding
+ * A strict scanner for the event's JSON, in place of a general parser: the fold decodes
+ * every record, and building a jansson tree cost more than the rest of the fold per
+ * event. It accepts exactly RFC 8259 JSON (UTF-8 checked, escapes decoded, nesting
+ * bounded), reads the fields it knows into the struct as it goes, and skips the rest. */
+
+typedef struct {
+    const char *p, *end;
+    char *errstr;
+    size_t errstr_size;
+} scanner;
+
+#define SCAN_MAX_DEPTH 32
+
+static int scan_fail(scanner *sc, const char *fmt, const char *what) {
+    snprintf(sc->errstr, sc->errstr_size, fmt, what);
+    return -1;
+}
+
+static int syntax(scanner *sc, const char *what) {
+    return scan_fail(sc, "invalid JSON: %s", what);
+}
+
+static void skip_ws(scanner *sc) {
+    while (sc->p < sc->end && (*sc->p == ' ' || *sc->p == '\t' || *sc->p == '\n' || *sc->p == '\r'))
+        sc->p++;
+}
+
+/* Consumes c after optional white space. Returns 1 when it was there. */
+static int accept(scanner *sc, char c) {
+    skip_ws(sc);
+    if (sc->p < sc->end && *sc->p == c) {
+        sc->p++;
+        return 1;
+    }
+    return 0;
+}
+
+static int hex4(const char *p, uint32_t *out) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Appends code point cp as UTF-8 at dst[*used] when it fits; *overflow when not. */
+static void put_utf8(char *dst, size_t dst_size, size_t *used, uint32_t cp, int *overflow) {
+    char buf[4];
+    size_t n;
+    if (cp < 0x80) buf[0] = (char)cp, n = 1;
+    else if (cp < 0x800) buf[0] = (char)(0xC0 | cp >> 6), buf[1] = (char)(0x80 | (cp & 0x3F)), n = 2;
+    else if (cp < 0x10000)
+        buf[0] = (char)(0xE0 | cp >> 12), buf[1] = (char)(0x80 | ((cp >> 6) & 0x3F)),
+        buf[2] = (char)(0x80 | (cp & 0x3F)), n = 3;
+    else
+        buf[0] = (char)(0xF0 | cp >> 18), buf[1] = (char)(0x80 | ((cp >> 12) & 0x3F)),
+        buf[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), buf[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
+    if (!dst || *overflow) return;
+    if (*used + n >= dst_size) {
+        *overflow = 1;
+        return;
+    }
+    memcpy(dst + *used, buf, n);
+    *used += n;
+}
+
+/* Scans a string at sc->p (which must be at its opening quote) into dst (NULL: skip).
+ * *overflow is set when it did not fit (dst then holds a whole-character prefix);
+ * *has_nul when it contained U+0000. Returns 0, or -1 on a syntax error. */
+static int scan_string(scanner *sc, char *dst, size_t dst_size, int *overflow, int *has_nul) {
+    size_t used = 0;
+    *overflow = 0;
+    if (has_nul) *has_nul = 0;
+    if (sc->p >= sc->end || *sc->p != '"') return syntax(sc, "a string was expected");
+    sc->p++;
+    while (sc->p < sc->end) {
+        unsigned char c = (unsigned char)*sc->p;
+        if (c == '"') {
+            sc->p++;
+            if (dst) dst[used] = '\0';
+            return 0;
+        }
+        if (c < 0x20) return syntax(sc, "control character in a string");
+        if (c == '\\') {
+            if (sc->end - sc->p < 2) break;
+            char e = sc->p[1];
+            uint32_t cp;
+            sc->p += 2;
+            switch (e) {
+            case '"': cp = '"'; break;
+            case '\\': cp = '\\'; break;
+            case '/': cp = '/'; break;
+            case 'b': cp = '\b'; break;
+            case 'f': cp = '\f'; break;
+            case 'n': cp = '\n'; break;
+            case 'r': cp = '\r'; break;
+            case 't': cp = '\t'; break;
+            case 'u':
+                if (sc->end - sc->p < 4 || hex4(sc->p, &cp)) return syntax(sc, "bad \\u escape");
+                sc->p += 4;
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    uint32_t low;
+                    if (sc->end - sc->p < 6 || sc->p[0] != '\\' || sc->p[1] != 'u' ||
+                        hex4(sc->p + 2, &low) || low < 0xDC00 || low > 0xDFFF)
+                        return syntax(sc, "unpaired surrogate in a \\u escape");
+                    sc->p += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                    return syntax(sc, "unpaired surrogate in a \\u escape");
+                }
+                if (cp == 0 && has_nul) *has_nul = 1;
+                break;
+            default: return syntax(sc, "bad escape in a string");
+            }
+            put_utf8(dst, dst_size, &used, cp, overflow);
+            continue;
+        }
+        size_t n;
+        if (c < 0x80) {
+            /* A run of plain ASCII is copied at once. */
+            const char *run = sc->p;
+            while (run < sc->end && (unsigned char)*run >= 0x20 && (unsigned char)*run < 0x80 &&
+                   *run != '"' && *run != '\\')
+                run++;
+            n = (size_t)(run - sc->p);
+        } else {
+            n = utf8_sequence_bounded((const unsigned char *)sc->p, (size_t)(sc->end - sc->p));
+            if (n == 0) return syntax(sc, "invalid UTF-8 in a string");
+        }
+        if (dst && !*overflow) {
+            if (used + n >= dst_size) {
+                /* Keep the whole characters that fit (a run is ASCII, so any cut is). */
+                if (c < 0x80 && used + 1 < dst_size) {
+                    memcpy(dst + used, sc->p, dst_size - 1 - used);
+                    used = dst_size - 1;
+                }
+                *overflow = 1;
+            } else {
+                memcpy(dst + used, sc->p, n);
+                used += n;
+            }
+        }
+        sc->p += n;
+    }
+    return syntax(sc, "unterminated string");
+}
+
+/* Scans a number. *is_integer says whether it was a plain integer that fits int64. */
+static int scan_number(scanner *sc, int64_t *value, int *is_integer) {
+    const char *start = sc->p;
+    int negative = 0, digits = 0, overflow = 0;
+    uint64_t magnitude = 0;
+    *is_integer = 1;
+    if (sc->p < sc->end && *sc->p == '-') negative = 1, sc->p++;
+    if (sc->p < sc->end && *sc->p == '0') {
+        sc->p++;
+        digits = 1;
+    } else {
+        while (sc->p < sc->end && *sc->p >= '0' && *sc->p <= '9') {
+            uint64_t d = (uint64_t)(*sc->p - '0');
+            if (magnitude > (UINT64_MAX - d) / 10) overflow = 1;
+            else magnitude = magnitude * 10 + d;
+            sc->p++;
+            digits++;
+        }
+    }
+    if (!digits) return syntax(sc, "a value was expected");
+    if (sc->p < sc->end && *sc->p == '.') {
+        *is_integer = 0;
+        sc->p++;
+        if (sc->p >= sc->end || *sc->p < '0' || *sc->p > '9') return syntax(sc, "bad number");
+        while (sc->p < sc->end && *sc->p >= '0' && *sc->p <= '9') sc->p++;
+    }
+    if (sc->p < sc->end && (*sc->p == 'e' || *sc->p == 'E')) {
+        *is_integer = 0;
+        sc->p++;
+        if (sc->p < sc->end && (*sc->p == '+' || *sc->p == '-')) sc->p++;
+        if (sc->p >= sc->end || *sc->p < '0' || *sc->p > '9') return syntax(sc, "bad number");
+        while (sc->p < sc->end && *sc->p >= '0' && *sc->p <= '9') sc->p++;
+    }
+    if (overflow || magnitude > (uint64_t)INT64_MAX + (uint64_t)negative) *is_integer = 0;
+    if (*is_integer)
+        *value = negative ? (int64_t)(0 - magnitude) : (int64_t)magnitude;
+    (void)start;
+    return 0;
+}
+
+static int scan_literal(scanner *sc, const char *word) {
+    size_t n = strlen(word);
+    if ((size_t)(sc->end - sc->p) < n || memcmp(sc->p, word, n) != 0)
+        return syntax(sc, "a value was expected");
+    sc->p += n;
+    return 0;
+}
+
+static int skip_value(scanner *sc, int depth);
+
+/* Walks an object, calling member(sc, key, arg) with sc->p at each value (which the
+ * callback must consume). Returns 0 or -1. */
+static int scan_object(scanner *sc, int depth,
+                       int (*member)(scanner *sc, const char *key, void *arg, int depth),
+                       void *arg) {
+    if (depth > SCAN_MAX_DEPTH) return syntax(sc, "nested too deeply");
+    if (!accept(sc, '{')) return syntax(sc, "an object was expected");
+    if (accept(sc, '}')) return 0;
+    do {
+        char key[64];
+        int overflow;
+        skip_ws(sc);
+        if (scan_string(sc, key, sizeof key, &overflow, NULL)) return -1;
+        if (overflow) key[0] = '\0'; /* a long key is no key we know: skipped below */
+        if (!accept(sc, ':')) return syntax(sc, "':' was expected");
+        skip_ws(sc);
+        if (member(sc, overflow ? "" : key, arg, depth)) return -1;
+    } while (accept(sc, ','));
+    if (!accept(sc, '}')) return syntax(sc, "',' or '}' was expected");
+    return 0;
+}
+
+static int skip_member(scanner *sc, const char *key, void *arg, int depth) {
+    (void)key;
+    (void)arg;
+    return skip_value(sc, depth + 1);
+}
+
+static int skip_value(scanner *sc, int depth) {
+    int overflow;
+    int64_t number;
+    int is_integer;
+    skip_ws(sc);
+    if (depth > SCAN_MAX_DEPTH) return syntax(sc, "nested too deeply");
+    if (sc->p >= sc->end) return syntax(sc, "a value was expected");
+    switch (*sc->p) {
+    case '"': return scan_string(sc, NULL, 0, &overflow, NULL);
+    case '{': return scan_object(sc, depth, skip_member, NULL);
+    case '[':
+        sc->p++;
+        if (accept(sc, ']')) return 0;
+        do {
+            if (skip_value(sc, depth + 1)) return -1;
+        } while (accept(sc, ','));
+        return accept(sc, ']') ? 0 : syntax(sc, "',' or ']' was expected");
+    case 't': return scan_literal(sc, "true");
+    case 'f': return scan_literal(sc, "false");
+    case 'n': return scan_literal(sc, "null");
+    default: return scan_number(sc, &number, &is_integer);
+    }
+}
+
+/* What the scanner found for each known field before validation. */
+typedef struct {
+    event *ev;
+    unsigned seen; /* bit per known key, for duplicate detection */
+    int has_v, v_is_int;
+    int64_t v;
+    int event_id_state, event_type_state, user_id_state, ts_state, guild_state; /* see below */
+    char type_name[32];
+    int items_state; /* 0 absent/null, 1 array, -1 not an array */
+    int items_error; /* a bad line: errstr already holds why */
+    int expected_state; /* 0 absent/null, 1 integer, -1 bad */
+} decode_ctx;
+
+/* Field states: 0 absent or null, 1 string, 2 too long, 3 contains NUL, -1 not a string */
+static int scan_field_string(scanner *sc, char *dst, size_t dst_size, int *state) {
+    int overflow, has_nul;
+    if (sc->p < sc->end && *sc->p == 'n') {
+        *state = 0;
+        return scan_literal(sc, "null");
+    }
+    if (sc->p < sc->end && *sc->p == '"') {
+        if (scan_string(sc, dst, dst_size, &overflow, &has_nul)) return -1;
+        *state = overflow ? 2 : has_nul ? 3 : 1;
+        return 0;
+    }
+    *state = -1;
+    return skip_value(sc, 1);
+}
+
+static int field_error(const char *key, int state, char *errstr, size_t errstr_size, int optional) {
+    switch (state) {
+    case 1: return 0;
+    case 0:
         if (optional) return 0;
         snprintf(errstr, errstr_size, "missing field '%s'", key);
         return -1;
+    case 2: snprintf(errstr, errstr_size, "field '%s' is too long", key); return -1;
+    case 3: snprintf(errstr, errstr_size, "field '%s' contains a NUL byte", key); return -1;
+    default: snprintf(errstr, errstr_size, "field '%s' is not a string", key); return -1;
     }
-    if (!json_is_string(v)) {
-        snprintf(errstr, errstr_size, "field '%s' is not a string", key);
-        return -1;
-    }
-    if (json_string_length(v) >= dst_size) {
-        snprintf(errstr, errstr_size, "field '%s' is too long", key);
-        return -1;
-    }
-    memcpy(dst, json_string_value(v), json_string_length(v) + 1);
-    if (strlen(dst) != json_string_length(v)) {
-        snprintf(errstr, errstr_size, "field '%s' contains a NUL byte", key);
-        return -1;
-    }
-    return 0;
 }
 
-/* Copies a metadata string, truncating: metadata is informational, never a reason to
- * dead-letter an otherwise valid event. */
-static void get_meta(json_t *meta, const char *key, char *dst, size_t dst_size) {
-    json_t *v = json_object_get(meta, key);
-    dst[0] = '\0';
-    if (json_is_string(v)) snprintf(dst, dst_size, "%s", json_string_value(v));
-}
+typedef struct {
+    decode_ctx *ctx;
+    event_item *line;
+    size_t index;
+    int type_state, has_quantity, quantity_ok, price_state;
+    char errstr[160];
+} line_ctx;
 
-static int decode_items(json_t *items, event *ev, char *errstr, size_t errstr_size) {
-    if (!items || json_is_null(items)) return 0;
-    if (!json_is_array(items)) {
-        snprintf(errstr, errstr_size, "field 'items' is not an array");
-        return -1;
-    }
-    if (json_array_size(items) > CODEC_MAX_ITEMS) {
-        snprintf(errstr, errstr_size, "more than %d items", CODEC_MAX_ITEMS);
-        return -1;
-    }
-    size_t i;
-    json_t *line;
-    json_array_foreach(items, i, line) {
-        event_item *it = &ev->items[i];
-        if (!json_is_object(line)) {
-            snprintf(errstr, errstr_size, "items[%zu] is not an object", i);
-            return -1;
-        }
-        if (get_string(line, "item_type", it->item_type, sizeof it->item_type, 0, errstr,
-                       errstr_size))
-            return -1;
-        if (!codec_identifier_ok(it->item_type)) {
-            snprintf(errstr, errstr_size, "items[%zu].item_type is not a valid identifier", i);
-            return -1;
-        }
-        json_t *q = json_object_get(line, "quantity");
-        if (!json_is_integer(q) || json_integer_value(q) < 1 ||
-            json_integer_value(q) > CODEC_QUANTITY_MAX) {
-            snprintf(errstr, errstr_size, "items[%zu].quantity is not an integer in 1..%d", i,
-                     CODEC_QUANTITY_MAX);
-            return -1;
-        }
-        it->quantity = json_integer_value(q);
-        json_t *p = json_object_get(line, "unit_price");
-        if (p && !json_is_null(p)) {
-            if (!json_is_integer(p) || json_integer_value(p) < 0) {
-                snprintf(errstr, errstr_size, "items[%zu].unit_price is not a non-negative integer",
-                         i);
-                return -1;
+static int line_member(scanner *sc, const char *key, void *arg, int depth) {
+    line_ctx *lc = arg;
+    int64_t number;
+    int is_integer;
+    if (strcmp(key, "item_type") == 0)
+        return scan_field_string(sc, lc->line->item_type, sizeof lc->line->item_type,
+                                 &lc->type_state);
+    if (strcmp(key, "quantity") == 0 || strcmp(key, "unit_price") == 0) {
+        int is_quantity = key[0] == 'q';
+        if (sc->p < sc->end && ((*sc->p >= '0' && *sc->p <= '9') || *sc->p == '-')) {
+            if (scan_number(sc, &number, &is_integer)) return -1;
+        } else {
+            is_integer = 0;
+            if (sc->p < sc->end && *sc->p == 'n' && !is_quantity) {
+                lc->price_state = 0;
+                return scan_literal(sc, "null");
             }
-            it->unit_price = json_integer_value(p);
-            it->has_unit_price = 1;
+            if (skip_value(sc, depth + 1)) return -1;
         }
-        ev->item_count = i + 1;
+        if (is_quantity) {
+            lc->has_quantity = 1;
+            lc->quantity_ok = is_integer && number >= 1 && number <= CODEC_QUANTITY_MAX;
+            if (lc->quantity_ok) lc->line->quantity = number;
+        } else {
+            lc->price_state = is_integer && number >= 0 ? 1 : -1;
+            if (lc->price_state == 1) {
+                lc->line->unit_price = number;
+                lc->line->has_unit_price = 1;
+            }
+        }
+        return 0;
     }
+    return skip_value(sc, depth + 1);
+}
+
+/* Scans the items array into ev->items, validating each line as the old decoder did. */
+static int scan_items(scanner *sc, decode_ctx *ctx, int depth) {
+    event *ev = ctx->ev;
+    if (sc->p < sc->end && *sc->p == 'n') {
+        ctx->items_state = 0;
+        return scan_literal(sc, "null");
+    }
+    if (sc->p >= sc->end || *sc->p != '[') {
+        ctx->items_state = -1;
+        return skip_value(sc, depth + 1);
+    }
+    ctx->items_state = 1;
+    sc->p++;
+    ev->item_count = 0;
+    if (accept(sc, ']')) return 0;
+    size_t i = 0;
+    do {
+        skip_ws(sc);
+        if (i >= CODEC_MAX_ITEMS) {
+            if (!ctx->items_error)
+                snprintf(sc->errstr, sc->errstr_size, "more than %d items", CODEC_MAX_ITEMS);
+            ctx->items_error = 1;
+            if (skip_value(sc, depth + 1)) return -1;
+            i++;
+            continue;
+        }
+        event_item *line = &ev->items[i];
+        memset(line, 0, sizeof *line);
+        if (sc->p >= sc->end || *sc->p != '{') {
+            if (!ctx->items_error)
+                snprintf(sc->errstr, sc->errstr_size, "items[%zu] is not an object", i);
+            ctx->items_error = 1;
+            if (skip_value(sc, depth + 1)) return -1;
+            i++;
+            continue;
+        }
+        line_ctx lc = {.ctx = ctx, .line = line, .index = i};
+        if (scan_object(sc, depth + 1, line_member, &lc)) return -1;
+        if (!ctx->items_error) {
+            if (lc.type_state != 1) {
+                if (lc.type_state == 0) snprintf(sc->errstr, sc->errstr_size, "missing field 'item_type'");
+                else field_error("item_type", lc.type_state, sc->errstr, sc->errstr_size, 0);
+                ctx->items_error = 1;
+            } else if (!codec_identifier_ok(line->item_type)) {
+                snprintf(sc->errstr, sc->errstr_size,
+                         "items[%zu].item_type is not a valid identifier", i);
+                ctx->items_error = 1;
+            } else if (!lc.has_quantity || !lc.quantity_ok) {
+                snprintf(sc->errstr, sc->errstr_size, "items[%zu].quantity is not an integer in 1..%d",
+                         i, CODEC_QUANTITY_MAX);
+                ctx->items_error = 1;
+            } else if (lc.price_state == -1) {
+                snprintf(sc->errstr, sc->errstr_size,
+                         "items[%zu].unit_price is not a non-negative integer", i);
+                ctx->items_error = 1;
+            }
+        }
+        i++;
+    } while (accept(sc, ','));
+    if (!accept(sc, ']')) return syntax(sc, "',' or ']' was expected");
+    if (!ctx->items_error) ev->item_count = i;
     return 0;
+}
+
+static int meta_member(scanner *sc, const char *key, void *arg, int depth) {
+    event_metadata *m = arg;
+    char *dst = NULL;
+    size_t size = 0;
+    int overflow;
+    if (strcmp(key, "remote_addr") == 0) dst = m->remote_addr, size = sizeof m->remote_addr;
+    else if (strcmp(key, "host") == 0) dst = m->host, size = sizeof m->host;
+    else if (strcmp(key, "user_agent") == 0) dst = m->user_agent, size = sizeof m->user_agent;
+    else if (strcmp(key, "accept_language") == 0)
+        dst = m->accept_language, size = sizeof m->accept_language;
+    /* Metadata is informational: a long value is cut (at a character), a non-string is
+     * ignored; neither dead-letters a valid event. */
+    if (dst && sc->p < sc->end && *sc->p == '"') return scan_string(sc, dst, size, &overflow, NULL);
+    return skip_value(sc, depth + 1);
+}
+
+enum {
+    KEY_V = 1 << 0,
+    KEY_EVENT_ID = 1 << 1,
+    KEY_EVENT_TYPE = 1 << 2,
+    KEY_USER_ID = 1 << 3,
+    KEY_TS = 1 << 4,
+    KEY_ITEMS = 1 << 5,
+    KEY_GUILD_ID = 1 << 6,
+    KEY_EXPECTED = 1 << 7,
+    KEY_METADATA = 1 << 8,
+};
+
+static int top_member(scanner *sc, const char *key, void *arg, int depth) {
+    decode_ctx *ctx = arg;
+    event *ev = ctx->ev;
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } keys[] = {{"v", KEY_V},           {"event_id", KEY_EVENT_ID}, {"event_type", KEY_EVENT_TYPE},
+                {"user_id", KEY_USER_ID}, {"ts", KEY_TS},         {"items", KEY_ITEMS},
+                {"guild_id", KEY_GUILD_ID}, {"expected_version", KEY_EXPECTED},
+                {"metadata", KEY_METADATA}};
+    unsigned bit = 0;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (strcmp(key, keys[i].name) == 0) bit = keys[i].bit;
+    if (!bit) return skip_value(sc, depth + 1);
+    if (ctx->seen & bit) return scan_fail(sc, "invalid JSON: duplicate object key '%s'", key);
+    ctx->seen |= bit;
+    int64_t number;
+    int is_integer;
+    switch (bit) {
+    case KEY_V:
+    case KEY_EXPECTED:
+        if (sc->p < sc->end && *sc->p == 'n') {
+            if (bit == KEY_EXPECTED) ctx->expected_state = 0;
+            return scan_literal(sc, "null");
+        }
+        if (sc->p < sc->end && ((*sc->p >= '0' && *sc->p <= '9') || *sc->p == '-')) {
+            if (scan_number(sc, &number, &is_integer)) return -1;
+        } else {
+            is_integer = 0;
+            if (skip_value(sc, depth + 1)) return -1;
+        }
+        if (bit == KEY_V) {
+            ctx->has_v = 1;
+            ctx->v_is_int = is_integer;
+            ctx->v = number;
+        } else {
+            ctx->expected_state = is_integer && number >= 0 ? 1 : -1;
+            if (ctx->expected_state == 1) {
+                ev->has_expected_version = 1;
+                ev->expected_version = number;
+            }
+        }
+        return 0;
+    case KEY_EVENT_ID:
+        return scan_field_string(sc, ev->event_id, sizeof ev->event_id, &ctx->event_id_state);
+    case KEY_EVENT_TYPE:
+        return scan_field_string(sc, ctx->type_name, sizeof ctx->type_name, &ctx->event_type_state);
+    case KEY_USER_ID:
+        return scan_field_string(sc, ev->user_id, sizeof ev->user_id, &ctx->user_id_state);
+    case KEY_TS: return scan_field_string(sc, ev->ts, sizeof ev->ts, &ctx->ts_state);
+    case KEY_GUILD_ID:
+        return scan_field_string(sc, ev->guild_id, sizeof ev->guild_id, &ctx->guild_state);
+    case KEY_ITEMS: return scan_items(sc, ctx, depth);
+    default: /* KEY_METADATA */
+        if (sc->p < sc->end && *sc->p == '{') return scan_object(sc, depth + 1, meta_member, &ev->metadata);
+        return skip_value(sc, depth + 1);
+    }
 }
 
 /* Checks the fields each type needs, once the generic fields are known good. */
@@ -270,78 +691,64 @@ static int check_type_shape(const event *ev, char *errstr, size_t errstr_size) {
 }
 
 int codec_decode(const char *json, size_t len, event *ev, char *errstr, size_t errstr_size) {
-    json_error_t jerr;
-    json_t *root = NULL;
-    char type_name[32];
-    int rc = -1;
+    decode_ctx ctx;
+    scanner sc = {.p = json, .end = json + len, .errstr = errstr, .errstr_size = errstr_size};
 
-    memset(ev, 0, sizeof *ev);
+    /* Only the fixed fields are cleared: the items array is written line by line. */
+    memset(ev, 0, offsetof(event, items));
+    ev->item_count = 0;
+    memset(ev->guild_id, 0, sizeof *ev - offsetof(event, guild_id));
+    memset(&ctx, 0, sizeof ctx);
+    ctx.ev = ev;
     if (len == 0) {
         snprintf(errstr, errstr_size, "empty message");
         return -1;
     }
-    root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        snprintf(errstr, errstr_size, "invalid JSON: %s", jerr.text);
+    skip_ws(&sc);
+    if (sc.p < sc.end && *sc.p != '{') {
+        /* Still tell invalid JSON from valid non-objects, as a reader would expect. */
+        if (skip_value(&sc, 0) == 0 && (skip_ws(&sc), sc.p == sc.end))
+            snprintf(errstr, errstr_size, "event is not a JSON object");
         return -1;
     }
-    if (!json_is_object(root)) {
-        snprintf(errstr, errstr_size, "event is not a JSON object");
-        goto done;
-    }
-    json_t *v = json_object_get(root, "v");
-    if (!json_is_integer(v)) {
+    if (scan_object(&sc, 0, top_member, &ctx)) return -1;
+    skip_ws(&sc);
+    if (sc.p != sc.end) return syntax(&sc, "text after the event");
+
+    if (!ctx.has_v || !ctx.v_is_int) {
         snprintf(errstr, errstr_size, "missing or non-integer field 'v'");
-        goto done;
+        return -1;
     }
-    if (json_integer_value(v) != CODEC_EVENT_VERSION) {
-        snprintf(errstr, errstr_size, "unknown event version %lld",
-                 (long long)json_integer_value(v));
-        goto done;
+    if (ctx.v != CODEC_EVENT_VERSION) {
+        snprintf(errstr, errstr_size, "unknown event version %lld", (long long)ctx.v);
+        return -1;
     }
     ev->version = CODEC_EVENT_VERSION;
-    if (get_string(root, "event_id", ev->event_id, sizeof ev->event_id, 0, errstr, errstr_size))
-        goto done;
+    if (field_error("event_id", ctx.event_id_state, errstr, errstr_size, 0)) return -1;
     if (!codec_identifier_ok(ev->event_id)) {
         snprintf(errstr, errstr_size, "event_id is not a valid identifier");
-        goto done;
+        return -1;
     }
-    if (get_string(root, "event_type", type_name, sizeof type_name, 0, errstr, errstr_size))
-        goto done;
-    if (codec_type_parse(type_name, &ev->type)) {
-        snprintf(errstr, errstr_size, "unknown event_type '%s'", type_name);
-        goto done;
+    if (field_error("event_type", ctx.event_type_state, errstr, errstr_size, 0)) return -1;
+    if (codec_type_parse(ctx.type_name, &ev->type)) {
+        snprintf(errstr, errstr_size, "unknown event_type '%s'", ctx.type_name);
+        return -1;
     }
-    if (get_string(root, "user_id", ev->user_id, sizeof ev->user_id, 0, errstr, errstr_size))
-        goto done;
+    if (field_error("user_id", ctx.user_id_state, errstr, errstr_size, 0)) return -1;
     if (!codec_identifier_ok(ev->user_id)) {
         snprintf(errstr, errstr_size, "user_id is not a valid identifier");
-        goto done;
+        return -1;
     }
-    if (get_string(root, "ts", ev->ts, sizeof ev->ts, 0, errstr, errstr_size)) goto done;
-    if (decode_items(json_object_get(root, "items"), ev, errstr, errstr_size)) goto done;
-    if (get_string(root, "guild_id", ev->guild_id, sizeof ev->guild_id, 1, errstr, errstr_size))
-        goto done;
-    json_t *expected = json_object_get(root, "expected_version");
-    if (expected && !json_is_null(expected)) {
-        if (!json_is_integer(expected) || json_integer_value(expected) < 0) {
-            snprintf(errstr, errstr_size, "expected_version is not a non-negative integer");
-            goto done;
-        }
-        ev->has_expected_version = 1;
-        ev->expected_version = json_integer_value(expected);
+    if (field_error("ts", ctx.ts_state, errstr, errstr_size, 0)) return -1;
+    if (ctx.items_state == -1) {
+        snprintf(errstr, errstr_size, "field 'items' is not an array");
+        return -1;
     }
-    json_t *meta = json_object_get(root, "metadata");
-    if (json_is_object(meta)) {
-        get_meta(meta, "remote_addr", ev->metadata.remote_addr, sizeof ev->metadata.remote_addr);
-        get_meta(meta, "host", ev->metadata.host, sizeof ev->metadata.host);
-        get_meta(meta, "user_agent", ev->metadata.user_agent, sizeof ev->metadata.user_agent);
-        get_meta(meta, "accept_language", ev->metadata.accept_language,
-                 sizeof ev->metadata.accept_language);
+    if (ctx.items_error) return -1; /* errstr holds the first bad line's reason */
+    if (field_error("guild_id", ctx.guild_state, errstr, errstr_size, 1)) return -1;
+    if (ctx.expected_state == -1) {
+        snprintf(errstr, errstr_size, "expected_version is not a non-negative integer");
+        return -1;
     }
-    if (check_type_shape(ev, errstr, errstr_size)) goto done;
-    rc = 0;
-done:
-    json_decref(root);
-    return rc;
+    return check_type_shape(ev, errstr, errstr_size);
 }

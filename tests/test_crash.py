@@ -114,23 +114,35 @@ def test_sigkill_at_random_instants_loses_nothing_and_applies_nothing_twice(serv
     # fresh database fold them all before it is ready.
     topic = create_topic("crash-" + uuid.uuid4().hex[:8])
     db = str(tmp_path / "crash.db")
-    rate = 25000
+    # The stream lasts about 30 s, so that the kills land while events still arrive.
+    rate = max(1000, min(25000, EVENTS // 30))
     gen = subprocess.Popen([BIN, "gen", "--brokers", BROKERS, "--topic", topic, "--rate", str(rate),
                             "--users", "3000", "--duration", str(EVENTS / rate), "--seed", "42",
                             "--user-prefix", prefix], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     rng = random.Random(2026)
     kills = []
+
+    def folded():
+        try:
+            con = sqlite3.connect(db)
+            at = dict(con.execute("SELECT partition, next_offset FROM offsets"))
+            con.close()
+            return at
+        except sqlite3.OperationalError:  # the file or its schema does not exist yet
+            return {}
+
     for i in range(KILLS):
         s = server_factory(name=f"crash{i}", db=db, topic=topic,
                            extra_args=["--guild-capacity", "1000000000"])
+        before = sum(folded().values())
         s.start(wait_ready=False)
-        time.sleep(rng.uniform(0.1, 0.8))  # the random instant of the kill
+        # Kill mid-stream: once this life has committed something, at a random instant.
+        wait_until(lambda: sum(folded().values()) > before or gen.poll() is not None, 60,
+                   "the fold to commit")
+        time.sleep(rng.uniform(0.0, 0.3))
         s.stop(signal.SIGKILL)
-        con = sqlite3.connect(db)
-        at = dict(con.execute("SELECT partition, next_offset FROM offsets"))
-        con.close()
-        kills.append(at)
+        kills.append(folded())
     gen_out, _ = gen.communicate(timeout=300)
     assert gen.returncode == 0, gen_out
     ends = end_offsets(topic)

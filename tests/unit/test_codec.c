@@ -123,8 +123,44 @@ static void test_utf8_copy(void) {
     CHECK_STR(dst, "???x");
 }
 
+/* The scanner against JSON's corners: escapes, unknown members, numbers, nesting. */
+static void test_scanner(void) {
+    char err[256];
+    event ev;
+    const char *ok =
+        " {\"extra\":[1,{\"a\":[true,false,null,-0.5e3]}],\"v\":1,\"event_id\":\"e\\u0031\","
+        "\"event_type\":\"purchase_item\",\"user_id\":\"bob\",\"ts\":\"t\",\"items\":"
+        "[{\"quantity\":2,\"item_type\":\"gem\",\"note\":\"x\"}],\"metadata\":"
+        "{\"host\":\"caf\\u00e9 \\ud83d\\ude00\",\"user_agent\":7}} ";
+    CHECK(codec_decode(ok, strlen(ok), &ev, err, sizeof err) == 0);
+    CHECK_STR(ev.event_id, "e1");
+    CHECK(ev.item_count == 1 && ev.items[0].quantity == 2);
+    CHECK_STR(ev.metadata.host, "caf\xc3\xa9 \xf0\x9f\x98\x80");
+    CHECK_STR(ev.metadata.user_agent, "");
+    expect_refused("{\"v\":1.0}", "'v'");
+    expect_refused("{\"v\":1} x", "invalid JSON");
+    expect_refused("{\"v\":1,}", "invalid JSON");
+    expect_refused("{\"v\":01}", "invalid JSON");
+    expect_refused("{\"ts\":\"\xff\"}", "invalid JSON");
+    expect_refused("{\"ts\":\"\\ud800\"}", "invalid JSON");
+    expect_refused("{\"ts\":\"a\nb\"}", "invalid JSON");
+    expect_refused("{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+                   "nested too deeply");
+    expect_refused("{\"v\":1,\"event_id\":\"a\\u0000b\"}", "NUL");
+    /* A long metadata value is cut at a character, never refused. */
+    char big[700];
+    int n = snprintf(big, sizeof big,
+                     "{\"v\":1,\"event_id\":\"a\",\"event_type\":\"default\",\"user_id\":\"u\","
+                     "\"ts\":\"t\",\"metadata\":{\"host\":\"");
+    for (int i = 0; i < 200; i++) n += snprintf(big + n, sizeof big - (size_t)n, "\xc3\xa9");
+    snprintf(big + n, sizeof big - (size_t)n, "\"}}");
+    CHECK(codec_decode(big, strlen(big), &ev, err, sizeof err) == 0);
+    CHECK(strlen(ev.metadata.host) == CODEC_META_MAX - 2); /* 127 two-byte characters */
+}
+
 int main(void) {
     test_utf8_copy();
+    test_scanner();
     test_round_trip();
     test_refusals();
     test_identifiers();
