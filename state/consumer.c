@@ -152,6 +152,8 @@ static int fold_batch(consumer *c, rd_kafka_message_t *first) {
         if (events >= c->config.batch_max_events || now_ms() >= deadline) break;
         msg = rd_kafka_consume_queue(c->queue, 0);
     }
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++)
+        if (touched[p] >= 0 && store_set_offset(c->st, p, touched[p])) goto store_failed;
     if (store_commit(c->st)) goto store_failed;
     for (int p = 0; p < STORE_MAX_PARTITIONS; p++)
         if (touched[p] >= 0) atomic_store(&c->next_offset[p], touched[p]);

@@ -175,15 +175,12 @@ int fold_message(store *st, const fold_config *config, int32_t partition, int64_
         if (!key || key_len != strlen(ev->user_id) || memcmp(key, ev->user_id, key_len) != 0) {
             snprintf(reason, sizeof reason, "message key is not the event's user_id");
         } else {
-            if (fold_event(st, config, ev, partition, offset, result)) return -1;
-            return store_set_offset(st, partition, offset + 1);
+            return fold_event(st, config, ev, partition, offset, result);
         }
     }
     result->outcome = FOLD_DEAD_LETTER;
     snprintf(result->reason, sizeof result->reason, "%s", reason);
     size_t kept = value_len < FOLD_DEAD_LETTER_PAYLOAD_MAX ? value_len : FOLD_DEAD_LETTER_PAYLOAD_MAX;
     size_t key_kept = key_len < 256 ? key_len : 256;
-    if (store_record_dead_letter(st, partition, offset, reason, key, key_kept, value, kept))
-        return -1;
-    return store_set_offset(st, partition, offset + 1);
+    return store_record_dead_letter(st, partition, offset, reason, key, key_kept, value, kept);
 }

@@ -35,10 +35,11 @@ typedef struct {
 const char *fold_outcome_name(fold_outcome outcome);
 
 /* Folds one Kafka record (partition, offset, key, value) into the store: decodes it,
- * dead-letters it if invalid, else applies the rules and records the outcome, and
- * stores offset + 1 as the partition's next offset. Must run inside a writer
- * transaction. Returns 0 with *result filled, or -1 on a store error (the caller rolls
- * the batch back and retries; no rule outcome is an error). */
+ * dead-letters it if invalid, else applies the rules and records the outcome. Must run
+ * inside a writer transaction; the caller stores each partition's next offset
+ * (store_set_offset) once per batch, in the same transaction, before committing.
+ * Returns 0 with *result filled, or -1 on a store error (the caller rolls the batch
+ * back and retries; no rule outcome is an error). */
 int fold_message(store *st, const fold_config *config, int32_t partition, int64_t offset,
                  const void *key, size_t key_len, const void *value, size_t value_len,
                  fold_result *result);

@@ -19,8 +19,19 @@ typedef struct {
     int32_t partition;
     int64_t start; /* first offset to fold */
     int64_t end;   /* stop before this offset */
+    int64_t next;  /* next offset to store at the batch's commit; -1: nothing new */
     int done;
 } slice;
+
+/* Stores each slice's next offset (once per batch) and commits. */
+static int commit_batch(store *st, slice *slices, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        if (slices[i].next < 0) continue;
+        if (store_set_offset(st, slices[i].partition, slices[i].next)) return -1;
+        slices[i].next = -1;
+    }
+    return store_commit(st);
+}
 
 typedef struct {
     char *user_id;
@@ -197,6 +208,7 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
     for (int i = 0; i < md->topics[0].partition_cnt && slice_count < STORE_MAX_PARTITIONS; i++) {
         slice *s = &slices[slice_count++];
         s->partition = md->topics[0].partitions[i].id;
+        s->next = -1;
         int64_t low, high;
         err = rd_kafka_query_watermark_offsets(rk, config->topic, s->partition, &low, &high, 10000);
         if (err) {
@@ -290,7 +302,7 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
             }
             rd_kafka_topic_partition_list_destroy(pos);
             if (remaining == 0) {
-                if (store_commit(st)) goto store_fail;
+                if (commit_batch(st, slices, slice_count)) goto store_fail;
             }
             continue;
         }
@@ -314,6 +326,7 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
             summary->rejected += result.outcome == FOLD_REJECTED;
             summary->duplicates += result.outcome == FOLD_DUPLICATE;
             summary->dead_letters += result.outcome == FOLD_DEAD_LETTER;
+            s->next = msg->offset + 1;
             in_batch++;
         }
         if (s && !s->done && msg->offset + 1 >= s->end) {
@@ -322,7 +335,7 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
         }
         rd_kafka_message_destroy(msg);
         if (in_batch >= config->batch_events || remaining == 0) {
-            if (store_commit(st)) goto store_fail;
+            if (commit_batch(st, slices, slice_count)) goto store_fail;
             in_batch = 0;
             if (remaining && store_begin(st)) goto store_fail;
         }

@@ -152,9 +152,10 @@ def test_migrations_upgrade_refuse_and_roll_back(tmp_path):
     con.execute("INSERT INTO inventory VALUES ('old-timer', 'sword', 9)")
     con.commit()
     con.close()
-    assert "1 -> 2" in run("migrate", "--db", db).stdout
+    assert "1 -> 3" in run("migrate", "--db", db).stdout
     con = sqlite3.connect(db)
-    assert con.execute("PRAGMA user_version").fetchone() == (2,)
+    assert con.execute("PRAGMA user_version").fetchone() == (3,)
+    assert not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_by_type'").fetchall()
     assert con.execute("SELECT version, guild_id, created_ts FROM players").fetchall() == \
         [(3, "owls", "2026-01-01T00:00:00.000Z")]
     assert con.execute("SELECT * FROM inventory").fetchall() == [("old-timer", "sword", 9)]
