@@ -603,14 +603,20 @@ static int require_shard(routes *r, struct evhttp_request *req, const char *user
     return -1;
 }
 
-static void handle_inventory(routes *r, struct evhttp_request *req, const char *user_id) {
+/* The checks every read about one player shares: this server folds, the id is valid,
+ * and the player's partition is folded here. Returns 0, or -1 after answering. */
+static int require_player_here(routes *r, struct evhttp_request *req, const char *user_id) {
     validate_error err;
-    if (require_fold_for(r, req, user_id)) return;
+    if (require_fold_for(r, req, user_id)) return -1;
     if (validate_identifier("user_id", user_id, &err)) {
         reply_validation(req, &err);
-        return;
+        return -1;
     }
-    if (require_shard(r, req, user_id)) return;
+    return require_shard(r, req, user_id);
+}
+
+static void handle_inventory(routes *r, struct evhttp_request *req, const char *user_id) {
+    if (require_player_here(r, req, user_id)) return;
     char *after = http_query_param(req, "after");
     char *item_types = http_query_param(req, "item_type");
     char *category = http_query_param(req, "category");
@@ -786,13 +792,7 @@ static void add_history(void *arg, const store_history_row *row) {
 }
 
 static void handle_history(routes *r, struct evhttp_request *req, const char *user_id) {
-    validate_error err;
-    if (require_fold_for(r, req, user_id)) return;
-    if (validate_identifier("user_id", user_id, &err)) {
-        reply_validation(req, &err);
-        return;
-    }
-    if (require_shard(r, req, user_id)) return;
+    if (require_player_here(r, req, user_id)) return;
     history_page page = {.events = json_array(), .last_offset = -1};
     if (limit_param(req, &page.limit)) {
         json_decref(page.events);
