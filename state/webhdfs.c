@@ -793,6 +793,23 @@ fail:
     return rc;
 }
 
+/* A read-only NameNode call answered with JSON (LISTSTATUS, GETFILESTATUS): runs it and
+ * parses the answer into *root (caller decrefs). Returns 1 with *root, 0 when HDFS says
+ * the path does not exist, -1 with errstr on any other failure. */
+static int namenode_read_json(webhdfs *w, exchange *x, const char *op, const char *path,
+                              const char *label, json_t **root, char *errstr,
+                              size_t errstr_size) {
+    *root = NULL;
+    if (namenode_call(w, x, "GET", op, path, "", label, errstr, errstr_size) != 0) return -1;
+    if (is_not_found(x)) return 0;
+    if (x->status != 200) {
+        describe_refusal(w, x, label, errstr, errstr_size);
+        return -1;
+    }
+    *root = answer_json(w, x, label, errstr, errstr_size);
+    return *root ? 1 : -1;
+}
+
 int webhdfs_list(webhdfs *w, const char *path, webhdfs_entry **entries, size_t *count,
                  int *missing, char *errstr, size_t errstr_size) {
     char label[LABEL_SIZE];
@@ -804,19 +821,13 @@ int webhdfs_list(webhdfs *w, const char *path, webhdfs_entry **entries, size_t *
     *count = 0;
     if (missing) *missing = 0;
     if (make_label(label, "LISTSTATUS", path, errstr, errstr_size) != 0) goto fail;
-    if (namenode_call(w, &x, "GET", "LISTSTATUS", path, "", label, errstr, errstr_size) != 0)
-        goto fail;
-    if (is_not_found(&x)) {
+    int found = namenode_read_json(w, &x, "LISTSTATUS", path, label, &root, errstr, errstr_size);
+    if (found < 0) goto fail;
+    if (found == 0) {
         snprintf(errstr, errstr_size, "%s: the folder does not exist", label);
         if (missing) *missing = 1;
         goto fail;
     }
-    if (x.status != 200) {
-        describe_refusal(w, &x, label, errstr, errstr_size);
-        goto fail;
-    }
-    root = answer_json(w, &x, label, errstr, errstr_size);
-    if (!root) goto fail;
     json_t *statuses = json_object_get(json_object_get(root, "FileStatuses"), "FileStatus");
     if (!json_is_array(statuses)) {
         snprintf(errstr, errstr_size, "%s: WebHDFS at %s answered without FileStatuses.FileStatus",
@@ -855,18 +866,9 @@ int webhdfs_status(webhdfs *w, const char *path, webhdfs_entry *entry, char *err
     webhdfs_entry found;
     int rc = -1;
     if (make_label(label, "GETFILESTATUS", path, errstr, errstr_size) != 0) goto fail;
-    if (namenode_call(w, &x, "GET", "GETFILESTATUS", path, "", label, errstr, errstr_size) != 0)
-        goto fail;
-    if (is_not_found(&x)) {
-        rc = 0;
-        goto fail;
-    }
-    if (x.status != 200) {
-        describe_refusal(w, &x, label, errstr, errstr_size);
-        goto fail;
-    }
-    root = answer_json(w, &x, label, errstr, errstr_size);
-    if (!root) goto fail;
+    rc = namenode_read_json(w, &x, "GETFILESTATUS", path, label, &root, errstr, errstr_size);
+    if (rc <= 0) goto fail;
+    rc = -1;
     if (read_file_status(json_object_get(root, "FileStatus"), &found, label, errstr,
                          errstr_size) != 0)
         goto fail;

@@ -63,6 +63,18 @@ def test_poison_messages_are_dead_lettered_and_the_fold_goes_on(server, user):
     assert server.get("/readyz").status_code == 200
 
 
+def held_in(db, user, item=None):
+    """What a rebuilt database file says user holds (of item, or in all)."""
+    con = sqlite3.connect(db)
+    if item:
+        rows = con.execute("SELECT quantity FROM inventory WHERE user_id = ? AND item_type = ?",
+                           (user, item)).fetchall()
+    else:
+        rows = con.execute("SELECT quantity FROM inventory WHERE user_id = ?", (user,)).fetchall()
+    con.close()
+    return rows[0] if rows else None
+
+
 def run(*args, check=True):
     return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=300, check=check)
 
@@ -81,20 +93,14 @@ def test_replay_slices_and_verify(server, user, tmp_path):
     out = run("replay", "--brokers", BROKERS, "--db", str(until),
               "--until-offset", str(tokens[2]["offset"]))
     assert "replay:" in out.stdout
-    con = sqlite3.connect(until)
-    held = con.execute("SELECT quantity FROM inventory WHERE user_id = ? AND item_type = 'potion'",
-                       (user,)).fetchone()
-    con.close()
+    held = held_in(until, user, "potion")
     # Other partitions' offsets are cut at the same number, this one exactly so.
     assert held == (3,)
 
     # From the second purchase's offset on: only 2 + 3 + 4 are folded.
     since = tmp_path / "since.db"
     run("replay", "--brokers", BROKERS, "--db", str(since), "--from-offset", str(tokens[1]["offset"]))
-    con = sqlite3.connect(since)
-    held = con.execute("SELECT quantity FROM inventory WHERE user_id = ? AND item_type = 'potion'",
-                       (user,)).fetchone()
-    con.close()
+    held = held_in(since, user, "potion")
     assert held == (9,)
 
     # A replay into a file that already holds state is refused.
@@ -130,16 +136,12 @@ def test_replay_until_time(server, user, tmp_path):
     assert server.quantities(user, after=second["token"]) == {"scroll": 12}
     db = tmp_path / "yesterday.db"
     run("replay", "--brokers", BROKERS, "--db", str(db), "--until-time", cut_iso)
-    con = sqlite3.connect(db)
-    held = con.execute("SELECT quantity FROM inventory WHERE user_id = ?", (user,)).fetchone()
-    con.close()
+    held = held_in(db, user)
     assert held == (5,)
     # And from that instant on: only the second purchase.
     since = tmp_path / "since-time.db"
     run("replay", "--brokers", BROKERS, "--db", str(since), "--from-time", cut_iso)
-    con = sqlite3.connect(since)
-    held = con.execute("SELECT quantity FROM inventory WHERE user_id = ?", (user,)).fetchone()
-    con.close()
+    held = held_in(since, user)
     assert held == (7,)
 
 
