@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* renameat2 */
 /* lootlog: one binary, several verbs (design.md "CLI"). main parses options (flags, then
  * LOOTLOG_<NAME> from the environment, then defaults), wires the modules of state/ and
  * server/ together, and owns the event loop and the shutdown order. */
@@ -12,14 +13,18 @@
 #include "state/replay.h"
 #include "state/snapshot.h"
 #include "state/store.h"
+#include "state/store_set.h"
 #include "state/waiters.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <curl/curl.h>
 #include <limits.h>
 #include <unistd.h>
 #include <event2/event.h>
 #include <getopt.h>
+#include <sys/stat.h>
 #include <jansson.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -50,6 +55,7 @@ typedef struct {
     int64_t guild_capacity;
     int64_t ready_max_lag;
     int batch_events, batch_ms;
+    int fold_threads;
     int http_set, brokers_set; /* given explicitly (gen picks its target by them) */
     double gen_rate, gen_duration_s;
     int gen_users, gen_connections;
@@ -69,25 +75,28 @@ static const char usage_text[] =
     "lootlog " LOOTLOG_VERSION " — event-sourced player state on Kafka and SQLite\n"
     "\n"
     "usage:\n"
-    "  lootlog serve   [--http ADDR] [--brokers LIST] [--topic events] [--db FILE]\n"
+    "  lootlog serve   [--http ADDR] [--brokers LIST] [--topic events] [--db DIR]\n"
     "                  [--catalog FILE] [--partitions A-B] [--no-fold] [--no-http]\n"
     "                  [--guild-capacity N] [--request-timeout-ms MS] [--wait-ms MS]\n"
     "                  [--ready-max-lag N] [--batch-events N] [--batch-ms MS]\n"
+    "                  [--fold-threads N]\n"
     "                  [--snapshot-url URL] [--snapshot-interval SEC] [--retain K]\n"
     "                  [--admin-token-file F]\n"
     "                  [-X librdkafka.key=value ...]\n"
-    "  lootlog migrate --db FILE [--to VERSION]\n"
-    "  lootlog replay  --db NEW.db [--from-offset N | --from-time ISO]\n"
-    "                  [--until-offset N | --until-time ISO] [--verify LIVE.db]\n"
+    "  lootlog migrate --db DIR|FILE [--to VERSION]\n"
+    "  lootlog replay  --db NEWDIR [--from-offset N | --from-time ISO]\n"
+    "                  [--until-offset N | --until-time ISO] [--verify LIVEDIR]\n"
+    "                  [--fold-threads N]\n"
     "                  [--swap --http ADDR]   (admin token: LOOTLOG_ADMIN_TOKEN)\n"
-    "  lootlog snapshot --db FILE --snapshot-url URL [--retain K]\n"
-    "  lootlog restore --snapshot-url URL [--id ID|latest] --db FILE\n"
+    "  lootlog snapshot --db DIR --snapshot-url URL [--retain K]\n"
+    "  lootlog restore --snapshot-url URL [--id ID|latest] --db DIR\n"
     "  lootlog gen     --rate N --users N --duration SEC [--http URL | --brokers LIST]\n"
     "                  [--topic events] [--connections N] [--seed N] [--user-prefix P]\n"
     "  lootlog --help | --version\n"
     "\n"
     "Every option also reads LOOTLOG_<NAME> from the environment (--db: LOOTLOG_DB,\n"
-    "--request-timeout-ms: LOOTLOG_REQUEST_TIMEOUT_MS); a flag wins over the environment.\n";
+    "--request-timeout-ms: LOOTLOG_REQUEST_TIMEOUT_MS); a flag wins over the environment.\n"
+    "--db names a folder holding one store per partition (p0.db, p1.db, ...).\n";
 
 /* The environment's value for a long option name, e.g. "db" -> $LOOTLOG_DB. */
 static const char *env_option(const char *name) {
@@ -134,7 +143,7 @@ enum {
     OPT_GUILD_CAPACITY, OPT_REQUEST_TIMEOUT_MS, OPT_WAIT_MS, OPT_READY_MAX_LAG,
     OPT_BATCH_EVENTS, OPT_BATCH_MS, OPT_RATE, OPT_USERS, OPT_DURATION, OPT_CONNECTIONS,
     OPT_SEED, OPT_USER_PREFIX, OPT_FROM_OFFSET, OPT_UNTIL_OFFSET, OPT_FROM_TIME,
-    OPT_UNTIL_TIME, OPT_VERIFY, OPT_SWAP, OPT_TO, OPT_RETAIN, OPT_ID,
+    OPT_UNTIL_TIME, OPT_VERIFY, OPT_SWAP, OPT_TO, OPT_RETAIN, OPT_ID, OPT_FOLD_THREADS,
 };
 
 static const struct option long_options[] = {
@@ -155,6 +164,7 @@ static const struct option long_options[] = {
     {"ready-max-lag", required_argument, NULL, OPT_READY_MAX_LAG},
     {"batch-events", required_argument, NULL, OPT_BATCH_EVENTS},
     {"batch-ms", required_argument, NULL, OPT_BATCH_MS},
+    {"fold-threads", required_argument, NULL, OPT_FOLD_THREADS},
     {"rate", required_argument, NULL, OPT_RATE},
     {"users", required_argument, NULL, OPT_USERS},
     {"duration", required_argument, NULL, OPT_DURATION},
@@ -277,6 +287,10 @@ static int apply_option(options *opt, int code, const char *value) {
         if (parse_int("batch-ms", value, 1, 60000, &n)) return -1;
         opt->batch_ms = (int)n;
         return 0;
+    case OPT_FOLD_THREADS:
+        if (parse_int("fold-threads", value, 0, STORE_MAX_PARTITIONS, &n)) return -1;
+        opt->fold_threads = (int)n;
+        return 0;
     }
     return -1;
 }
@@ -287,13 +301,13 @@ static int parse_options(int argc, char **argv, options *opt) {
     opt->http = "127.0.0.1:8080";
     opt->brokers = "127.0.0.1:9092";
     opt->topic = "events";
-    opt->db = "lootlog.db";
+    opt->db = "lootlog-state";
     opt->partition_first = opt->partition_last = -1;
     opt->delivery_timeout_ms = 5000;
     opt->wait_ms = 2000;
     opt->guild_capacity = FOLD_DEFAULT_GUILD_CAPACITY;
     opt->ready_max_lag = 10000;
-    opt->batch_events = 5000;
+    opt->batch_events = 20000;
     opt->batch_ms = 20;
     opt->gen_rate = 1000;
     opt->gen_duration_s = 10;
@@ -342,12 +356,13 @@ static int parse_options(int argc, char **argv, options *opt) {
     return 0;
 }
 
-static int cmd_migrate(options *opt) {
+/* Migrates one SQLite file. Returns 0 or 1. */
+static int migrate_file(const options *opt, const char *path) {
     char errstr[512];
     sqlite3 *db = NULL;
     int from, to;
-    if (sqlite3_open(opt->db, &db) != SQLITE_OK) {
-        fprintf(stderr, "lootlog: opening %s: %s\n", opt->db, sqlite3_errmsg(db));
+    if (sqlite3_open(path, &db) != SQLITE_OK) {
+        fprintf(stderr, "lootlog: opening %s: %s\n", path, sqlite3_errmsg(db));
         sqlite3_close(db);
         return 1;
     }
@@ -358,8 +373,29 @@ static int cmd_migrate(options *opt) {
         fprintf(stderr, "lootlog: %s\n", errstr);
         return 1;
     }
-    printf("%s: schema version %d -> %d\n", opt->db, from, to);
+    printf("%s: schema version %d -> %d\n", path, from, to);
     return 0;
+}
+
+/* --db names a folder of stores (each is migrated) or one store file. */
+static int cmd_migrate(options *opt) {
+    char errstr[512], path[PATH_MAX];
+    int32_t partitions[STORE_MAX_PARTITIONS];
+    size_t count = 0;
+    struct stat info;
+    if (stat(opt->db, &info) != 0 || !S_ISDIR(info.st_mode)) return migrate_file(opt, opt->db);
+    if (store_list_partitions(opt->db, partitions, STORE_MAX_PARTITIONS, &count, errstr,
+                              sizeof errstr)) {
+        fprintf(stderr, "lootlog: %s\n", errstr);
+        return 1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < count && rc == 0; i++) {
+        store_path(opt->db, partitions[i], path, sizeof path);
+        rc = migrate_file(opt, path);
+    }
+    if (count == 0) printf("%s: no stores yet\n", opt->db);
+    return rc;
 }
 
 static int cmd_gen(options *opt) {
@@ -470,7 +506,8 @@ static int cmd_replay(options *opt) {
         .until_offset = opt->until_offset,
         .until_time_ms = opt->until_time_ms,
         .verify_path = opt->verify_path,
-        .batch_events = 20000,
+        .batch_events = (size_t)opt->batch_events,
+        .threads = opt->fold_threads,
         .kafka_props = opt->kafka_props,
         .kafka_prop_count = opt->kafka_prop_count,
     };
@@ -567,7 +604,7 @@ typedef struct {
     producer *prod;
     routes *rts;
     consumer *fold;
-    store *reader;
+    store_set *readers;
     consumer_config fold_config;
     const char *db_path;
     waiters *fold_waiters;
@@ -607,48 +644,58 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
         event_base_loopexit(s->base, NULL);
 }
 
-/* POST /admin/swap: the fold finishes its batch and stops, the rebuilt file replaces
- * the state file by an atomic rename, and a new fold resumes from the rebuilt file's
- * offsets. It runs on the loop thread, so no request sees a half-swapped state; they
- * wait for the few ms the fold needs to finish its batch. */
+/* 1 when dir holds at least one store with folded state. */
+static int folder_holds_state(const char *dir, char *errstr, size_t errstr_size) {
+    int32_t partitions[STORE_MAX_PARTITIONS];
+    size_t count = 0;
+    char path[PATH_MAX];
+    if (store_list_partitions(dir, partitions, STORE_MAX_PARTITIONS, &count, errstr, errstr_size))
+        return 0;
+    for (size_t i = 0; i < count; i++) {
+        int64_t next = -1;
+        store_path(dir, partitions[i], path, sizeof path);
+        store *probe = store_open(path, partitions[i], STORE_READER, errstr, errstr_size);
+        if (!probe) return 0;
+        int rc = store_get_next_offset(probe, &next);
+        store_close(probe);
+        if (rc == 0 && next >= 0) return 1;
+    }
+    snprintf(errstr, errstr_size, "%s holds no folded state", dir);
+    return 0;
+}
+
+/* POST /admin/swap: the fold finishes its batches and stops, the rebuilt folder and the
+ * live one trade places in one atomic rename (each store keeps its WAL beside it, so
+ * nothing is deleted under another reader), and a new fold resumes from the rebuilt
+ * stores' offsets. The previous state stays at the rebuilt folder's path for the
+ * operator to inspect or delete. It runs on the loop thread, so no request sees a
+ * half-swapped state; they wait for the ms the fold needs to finish its batches. */
 static int swap_state(void *opaque, const char *path, char *errstr, size_t errstr_size) {
     serve_state *s = opaque;
-    store_offset offsets[STORE_MAX_PARTITIONS];
-    size_t count = 0;
-    char side[PATH_MAX + 8];
-    store *probe = store_open(path, STORE_READER, errstr, errstr_size);
-    if (!probe) return -1;
-    int rc = store_load_offsets(probe, offsets, STORE_MAX_PARTITIONS, &count);
-    store_close(probe);
-    if (rc || count == 0) {
-        snprintf(errstr, errstr_size, "%s holds no folded state", path);
-        return -1;
-    }
+    if (!folder_holds_state(path, errstr, errstr_size)) return -1;
     log_info("serve", "swap: replacing %s with %s", s->db_path, path);
     routes_set_state(s->rts, NULL, NULL);
     consumer_stop(s->fold);
-    store_close(s->reader);
+    store_set_free(s->readers);
     s->fold = NULL;
-    s->reader = NULL;
-    /* The old file's WAL and shared memory must not be applied to the new one. */
-    snprintf(side, sizeof side, "%s-wal", s->db_path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", s->db_path);
-    unlink(side);
-    int renamed = rename(path, s->db_path);
-    if (renamed) snprintf(errstr, errstr_size, "rename %s -> %s failed", path, s->db_path);
+    s->readers = NULL;
+    int renamed = renameat2(AT_FDCWD, path, AT_FDCWD, s->db_path, RENAME_EXCHANGE);
+    if (renamed)
+        snprintf(errstr, errstr_size, "exchanging %s and %s failed: %s", path, s->db_path,
+                 strerror(errno));
     char start_err[512];
     s->fold = consumer_start(&s->fold_config, start_err, sizeof start_err);
-    if (s->fold) s->reader = store_open(s->db_path, STORE_READER, start_err, sizeof start_err);
-    if (!s->fold || !s->reader) {
+    if (s->fold) s->readers = store_set_new(s->db_path, start_err, sizeof start_err);
+    if (!s->fold || !s->readers) {
         /* Without state we cannot serve reads honestly: stop cleanly. */
         log_error("serve", "swap: cannot reopen state: %s", start_err);
         event_base_loopexit(s->base, NULL);
         snprintf(errstr, errstr_size, "reopening failed: %s", start_err);
         return -1;
     }
-    routes_set_state(s->rts, s->reader, s->fold);
-    log_info("serve", "swap: done%s", renamed ? " (rename failed; kept the old file)" : "");
+    routes_set_state(s->rts, s->readers, s->fold);
+    log_info("serve", "swap: done%s", renamed ? " (exchange failed; kept the old state)"
+                                              : "; the previous state is at the rebuilt path");
     return renamed ? -1 : 0;
 }
 
@@ -688,8 +735,10 @@ static int cmd_serve(options *opt) {
         consumer_config cc = {
             .brokers = opt->brokers,
             .topic = opt->topic,
-            .db_path = opt->db,
+            .db_dir = opt->db,
             .fold = {.guild_capacity = opt->guild_capacity},
+            .threads = opt->fold_threads,
+            .nice = 5, /* on a busy machine the HTTP loop's reads go first */
             .partition_first = opt->partition_first,
             .partition_last = opt->partition_last,
             .batch_max_events = (size_t)opt->batch_events,
@@ -703,8 +752,8 @@ static int cmd_serve(options *opt) {
         s.db_path = opt->db;
         s.fold = consumer_start(&cc, errstr, sizeof errstr);
         if (!s.fold) goto fail;
-        s.reader = store_open(opt->db, STORE_READER, errstr, sizeof errstr);
-        if (!s.reader) goto fail;
+        s.readers = store_set_new(opt->db, errstr, sizeof errstr);
+        if (!s.readers) goto fail;
     }
     if (load_admin_token(opt, &admin_token, errstr, sizeof errstr)) goto fail;
     if (opt->snapshot_url && !opt->no_fold) {
@@ -718,7 +767,7 @@ static int cmd_serve(options *opt) {
         .base = s.base,
         .cat = cat,
         .prod = s.prod,
-        .reader = s.reader,
+        .readers = s.readers,
         .fold = s.fold,
         .default_wait_ms = opt->wait_ms,
         .ready_max_lag = opt->ready_max_lag,
@@ -779,7 +828,7 @@ cleanup:
     http_server_free(http);
     snapshot_scheduler_stop(snapshots);
     consumer_stop(s.fold);
-    store_close(s.reader);
+    store_set_free(s.readers);
     free(admin_token);
     if (drain_ev) event_free(drain_ev);
     if (wake_ev) event_free(wake_ev);

@@ -1,58 +1,275 @@
-"""The fold peer: a straightforward Python fold of the same topic into SQLite (the way a
-script or a batch job would do it): confluent-kafka consumer, json.loads, one
-transaction per 5000 events. Prints events/s."""
+#!/usr/bin/env python3
+"""The fold peer: the fold of design.md's rules written the way a Python team would
+write it as a script or batch job — confluent-kafka consumer, json.loads, sqlite3 (WAL),
+one transaction per 5000 events — applying the SAME rules as lootlog's fold
+(state/fold.c), so the comparison is work for work:
+
+  - dedupe per player on (user_id, event_id), kept forever: a repeat is `duplicate`;
+  - version = the player's applied non-default events; `expected_version` set and
+    different -> rejected `version_conflict`;
+  - purchase: all cart lines apply together (lines of one type merged);
+  - consume: holding fewer of any line -> rejected `insufficient_quantity`, nothing
+    changes; a row that reaches 0 is deleted;
+  - join_guild: in another guild -> `already_in_guild`; the same one -> applied, no-op;
+    a guild at capacity -> `guild_full`; leave_guild outside a guild -> `not_in_guild`;
+  - `default` events are recorded but touch no player; invalid messages are
+    dead-lettered; every outcome is recorded with its partition and offset.
+
+It folds the topic as it is when it starts (end offsets fixed then), into DB, and prints
+`peer-fold: N events in S s (R/s): A applied, B rejected, C duplicate, D dead-lettered`
+(with --json, one JSON object instead).
+
+  python bench/peer_fold.py BROKERS TOPIC DB [--guild-capacity 100] [--batch 5000] [--json]
+"""
+import argparse
 import json
+import re
 import sqlite3
-import sys
 import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-brokers, topic, db = sys.argv[1], sys.argv[2], sys.argv[3]
-c = Consumer({"bootstrap.servers": brokers, "group.id": f"peer-{time.time()}",
-              "enable.auto.commit": False})
-md = c.list_topics(topic, timeout=10).topics[topic]
-ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in md.partitions}
-total = sum(hi - lo for lo, hi in ends.values())
-c.assign([TopicPartition(topic, p, lo) for p, (lo, hi) in ends.items() if hi > lo])
-con = sqlite3.connect(db)
-con.execute("PRAGMA journal_mode=WAL")
-con.execute("PRAGMA synchronous=NORMAL")
-con.execute("CREATE TABLE IF NOT EXISTS inventory (user_id TEXT, item_type TEXT, quantity INTEGER, "
-            "PRIMARY KEY (user_id, item_type))")
-con.execute("CREATE TABLE IF NOT EXISTS events (partition INTEGER, offset INTEGER, event_id TEXT, "
-            "outcome TEXT, PRIMARY KEY (partition, offset))")
-start = time.monotonic()
-done = 0
-pending = 0
-con.execute("BEGIN")
-while done < total:
-    msg = c.poll(1.0)
-    if msg is None or msg.error():
-        continue
-    done += 1
+EVENT_TYPES = {"default", "purchase_sword", "purchase_item", "consume_item", "join_guild",
+               "leave_guild"}
+IDENTIFIER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+INT64_MAX = 2 ** 63 - 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS players (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL,
+                                    guild_id TEXT);
+CREATE TABLE IF NOT EXISTS inventory (user_id TEXT NOT NULL, item_type TEXT NOT NULL,
+                                      quantity INTEGER NOT NULL,
+                                      PRIMARY KEY (user_id, item_type));
+CREATE TABLE IF NOT EXISTS guilds (guild_id TEXT PRIMARY KEY, member_count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (user_id TEXT NOT NULL, event_id TEXT NOT NULL,
+                                 PRIMARY KEY (user_id, event_id));
+CREATE TABLE IF NOT EXISTS outcomes (partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+                                     event_id TEXT, user_id TEXT, event_type TEXT,
+                                     outcome TEXT NOT NULL, reason TEXT,
+                                     PRIMARY KEY (partition, offset));
+CREATE TABLE IF NOT EXISTS offsets (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);
+"""
+
+
+class Invalid(Exception):
+    pass
+
+
+def decode(key, value):
+    """The event in a message, or Invalid (dead-lettered) with the reason."""
     try:
-        ev = json.loads(msg.value())
-    except ValueError:
-        continue
-    outcome = "applied"
-    for line in ev.get("items") or []:
-        sign = -1 if ev.get("event_type") == "consume_item" else 1
-        row = con.execute("SELECT quantity FROM inventory WHERE user_id=? AND item_type=?",
-                          (ev["user_id"], line["item_type"])).fetchone()
-        held = row[0] if row else 0
-        if held + sign * line["quantity"] < 0:
-            outcome = "rejected"
-            break
-        con.execute("INSERT INTO inventory VALUES (?,?,?) ON CONFLICT DO UPDATE SET quantity=excluded.quantity",
-                    (ev["user_id"], line["item_type"], held + sign * line["quantity"]))
-    con.execute("INSERT OR REPLACE INTO events VALUES (?,?,?,?)",
-                (msg.partition(), msg.offset(), ev.get("event_id"), outcome))
-    pending += 1
-    if pending >= 5000:
+        ev = json.loads(value)
+    except (ValueError, TypeError):
+        raise Invalid("invalid JSON")
+    if not isinstance(ev, dict):
+        raise Invalid("event is not a JSON object")
+    if ev.get("v") != 1 or isinstance(ev.get("v"), bool):
+        raise Invalid("missing or unknown version")
+    for field in ("event_id", "user_id"):
+        if not isinstance(ev.get(field), str) or not IDENTIFIER.match(ev[field]):
+            raise Invalid(f"{field} is not a valid identifier")
+    if ev.get("event_type") not in EVENT_TYPES:
+        raise Invalid("unknown event_type")
+    if not isinstance(ev.get("ts"), str):
+        raise Invalid("missing field 'ts'")
+    items = ev.get("items") or []
+    if not isinstance(items, list):
+        raise Invalid("field 'items' is not an array")
+    for line in items:
+        q = line.get("quantity") if isinstance(line, dict) else None
+        if (not isinstance(line.get("item_type"), str) or not isinstance(q, int)
+                or isinstance(q, bool) or not 1 <= q <= 1_000_000):
+            raise Invalid("bad item line")
+    guild = ev.get("guild_id")
+    if guild is not None and not (isinstance(guild, str) and IDENTIFIER.match(guild)):
+        raise Invalid("guild_id is not a valid identifier")
+    expected = ev.get("expected_version")
+    if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)
+                                 or expected < 0):
+        raise Invalid("expected_version is not a non-negative integer")
+    kind = ev["event_type"]
+    if kind in ("purchase_sword", "purchase_item", "consume_item") and not items:
+        raise Invalid(f"{kind} needs items")
+    if kind == "join_guild" and guild is None:
+        raise Invalid("join_guild needs a valid guild_id")
+    if key is None or key.decode("utf-8", "replace") != ev["user_id"]:
+        raise Invalid("message key is not the event's user_id")
+    return ev
+
+
+class Fold:
+    def __init__(self, con, guild_capacity):
+        self.con = con
+        self.capacity = guild_capacity
+        self.counts = {"applied": 0, "rejected": 0, "duplicate": 0, "dead_lettered": 0}
+
+    def held(self, user, item_type):
+        row = self.con.execute("SELECT quantity FROM inventory WHERE user_id=? AND item_type=?",
+                               (user, item_type)).fetchone()
+        return row[0] if row else 0
+
+    def set_quantity(self, user, item_type, quantity):
+        if quantity == 0:
+            self.con.execute("DELETE FROM inventory WHERE user_id=? AND item_type=?",
+                             (user, item_type))
+        else:
+            self.con.execute("INSERT INTO inventory VALUES (?,?,?) ON CONFLICT DO UPDATE "
+                             "SET quantity=excluded.quantity", (user, item_type, quantity))
+
+    def apply_items(self, user, items, sign):
+        """None when applied, else the rejection reason. Checks every line, then writes."""
+        merged = {}
+        for line in items:
+            merged[line["item_type"]] = merged.get(line["item_type"], 0) + line["quantity"]
+        held = {t: self.held(user, t) for t in merged}
+        for t, q in merged.items():
+            if sign < 0 and held[t] < q:
+                return "insufficient_quantity"
+            if sign > 0 and held[t] > INT64_MAX - q:
+                return "quantity_overflow"
+        for t, q in merged.items():
+            self.set_quantity(user, t, held[t] + sign * q)
+        return None
+
+    def members(self, guild):
+        row = self.con.execute("SELECT member_count FROM guilds WHERE guild_id=?",
+                               (guild,)).fetchone()
+        return row[0] if row else 0
+
+    def set_members(self, guild, count):
+        if count <= 0:
+            self.con.execute("DELETE FROM guilds WHERE guild_id=?", (guild,))
+        else:
+            self.con.execute("INSERT INTO guilds VALUES (?,?) ON CONFLICT DO UPDATE "
+                             "SET member_count=excluded.member_count", (guild, count))
+
+    def apply(self, ev):
+        """Returns (outcome, reason) and writes the state change of one decoded event."""
+        user, kind = ev["user_id"], ev["event_type"]
+        cur = self.con.execute("INSERT OR IGNORE INTO seen VALUES (?,?)", (user, ev["event_id"]))
+        if cur.rowcount == 0:
+            return "duplicate", None
+        if kind == "default":
+            return "applied", None
+        row = self.con.execute("SELECT version, guild_id FROM players WHERE user_id=?",
+                               (user,)).fetchone()
+        version, guild = row if row else (0, None)
+        expected = ev.get("expected_version")
+        if expected is not None and expected != version:
+            return "rejected", "version_conflict"
+        reason = None
+        if kind in ("purchase_sword", "purchase_item"):
+            reason = self.apply_items(user, ev["items"], +1)
+        elif kind == "consume_item":
+            reason = self.apply_items(user, ev["items"], -1)
+        elif kind == "join_guild":
+            if guild is not None:
+                if guild != ev["guild_id"]:
+                    reason = "already_in_guild"
+            else:
+                count = self.members(ev["guild_id"])
+                if count >= self.capacity:
+                    reason = "guild_full"
+                else:
+                    self.set_members(ev["guild_id"], count + 1)
+                    guild = ev["guild_id"]
+        elif kind == "leave_guild":
+            if guild is None:
+                reason = "not_in_guild"
+            else:
+                self.set_members(guild, self.members(guild) - 1)
+                guild = None
+        if reason:
+            return "rejected", reason
+        self.con.execute("INSERT INTO players VALUES (?,?,?) ON CONFLICT DO UPDATE "
+                         "SET version=excluded.version, guild_id=excluded.guild_id",
+                         (user, version + 1, guild))
+        return "applied", None
+
+    def fold_message(self, msg):
+        try:
+            ev = decode(msg.key(), msg.value())
+        except Invalid as e:
+            outcome, reason, ev = "dead_lettered", str(e), {}
+        else:
+            outcome, reason = self.apply(ev)
+        self.counts[outcome] += 1
+        self.con.execute("INSERT INTO outcomes VALUES (?,?,?,?,?,?,?)",
+                         (msg.partition(), msg.offset(), ev.get("event_id"), ev.get("user_id"),
+                          ev.get("event_type"), outcome, reason))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("brokers")
+    parser.add_argument("topic")
+    parser.add_argument("db")
+    parser.add_argument("--guild-capacity", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    start = time.monotonic()
+    consumer = Consumer({"bootstrap.servers": args.brokers, "group.id": f"peer-fold-{time.time()}",
+                         "enable.auto.commit": False, "enable.partition.eof": False})
+    meta = consumer.list_topics(args.topic, timeout=10).topics[args.topic]
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10)
+            for p in meta.partitions}
+    remaining = {p: hi for p, (lo, hi) in ends.items() if hi > lo}
+    consumer.assign([TopicPartition(args.topic, p, ends[p][0]) for p in remaining])
+
+    con = sqlite3.connect(args.db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.executescript(SCHEMA)
+    fold = Fold(con, args.guild_capacity)
+    next_offset = {}
+    done = pending = 0
+
+    def commit():
+        for p, o in next_offset.items():
+            con.execute("INSERT OR REPLACE INTO offsets VALUES (?,?)", (p, o))
         con.execute("COMMIT")
-        con.execute("BEGIN")
-        pending = 0
-con.execute("COMMIT")
-elapsed = time.monotonic() - start
-print(f"peer-fold: {done} events in {elapsed:.1f} s ({done / elapsed:.0f}/s)")
+
+    con.execute("BEGIN")
+    while remaining:
+        batch = consumer.consume(num_messages=1000, timeout=1.0)
+        if not batch:
+            # Quiet: a partition whose position passed its end (no records left) is done.
+            for tp in consumer.position([TopicPartition(args.topic, p) for p in remaining]):
+                if tp.offset >= remaining.get(tp.partition, 0):
+                    remaining.pop(tp.partition, None)
+            continue
+        for msg in batch:
+            if msg.error():
+                continue
+            p, o = msg.partition(), msg.offset()
+            end = remaining.get(p)
+            if end is None or o >= end:
+                continue
+            fold.fold_message(msg)
+            next_offset[p] = o + 1
+            done += 1
+            pending += 1
+            if o + 1 >= end:
+                del remaining[p]
+            if pending >= args.batch:
+                commit()
+                con.execute("BEGIN")
+                pending = 0
+    commit()
+    consumer.close()
+    con.close()
+    elapsed = time.monotonic() - start
+    c = fold.counts
+    if args.json:
+        print(json.dumps({"events": done, "seconds": round(elapsed, 3),
+                          "rate": round(done / elapsed) if elapsed else 0, "outcomes": c}))
+    else:
+        print(f"peer-fold: {done} events in {elapsed:.1f} s ({done / elapsed:.0f}/s): "
+              f"{c['applied']} applied, {c['rejected']} rejected, {c['duplicate']} duplicate, "
+              f"{c['dead_lettered']} dead-lettered")
+
+
+if __name__ == "__main__":
+    main()

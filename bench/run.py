@@ -1,36 +1,144 @@
 #!/usr/bin/env python3
-"""lootlog's benchmarks, side by side with peers in the same run, written to
-docs/benchmarks.md as ratios. Starts its own Kafka + HDFS stack (stack/stack) on bench
-ports, a fresh topic, lootlog and the peers; tears everything down at the end.
+"""lootlog's benchmark suite (issue 8): every measure beside its peer and its ceiling,
+in one run on one machine, written to docs/benchmarks.md with one SVG chart per
+benchmark (bench/charts/). Every benchmark checks its answer, so a fast wrong fold fails.
 
-  .cache/venv/bin/python bench/run.py [--duration 10] [--connections 64]
+  .cache/venv/bin/python bench/run.py [--quick] [--out docs/benchmarks.md]
+        [--only live,replay,reads,freshness,writes,footprint] [--fold-threads N]
+        [--guild-capacity N] [--build] [--keep] [--keep-stack]
 
-Needs wrk (Debian) and flask + kafka-python (bench/requirements.txt); installs them when
-missing. Not part of ./dev test: numbers are measured here, never asserted in tests."""
+  1. fold and replay: `lootlog replay` of a `lootlog gen` topic (>= 1M events; --quick
+     ~100k) beside `kcat` consume-only (ceiling) and bench/peer_fold.py (a Python fold of
+     the same rules); state compared with the peer's through GET /inventory
+  2. live fold: `lootlog serve` folding while `lootlog gen` produces (100k/s for 20 s);
+     lag from GET /metrics every 250 ms
+  3. reads: open-loop GET /inventory at 10k/s over 1M seeded players (--quick 20k),
+     idle and while the fold drains a backlog; GET /healthz at the same rate as ceiling
+  4. freshness: POST purchases at 10k/s, each 202 followed by GET ?after=<token>
+  5. writes over HTTP: lootlog, the Flask + kafka-python peer under gunicorn and under the
+     Flask dev server, and the no-HTTP produce ceiling (`lootlog gen --brokers`)
+  6. footprint: database bytes per event, peak RSS of serve, snapshot restore time
+
+It starts its own Kafka + HDFS (stack/stack, .dev/bench-stack, ports 29xxx), works in
+.dev/bench-work, installs what it lacks (bench/requirements.txt into this Python, kcat),
+builds bench/loadgen.c, and stops everything it started, also on failure. Exit status:
+1 when a benchmark could not run or answered wrong; never because of a speed."""
 import argparse
+import dataclasses
+import glob
+import http.client
+import importlib.util
+import json
+import math
 import os
+import platform
+import random
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import traceback
+import urllib.error
 import urllib.request
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import svgchart  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
 PY = sys.executable
 BIN = os.path.join(ROOT, "build", "lootlog")
+LOADGEN = os.path.join(ROOT, ".cache", "bench", "loadgen")
 STACK = os.path.join(ROOT, "stack", "stack")
 STACK_DIR = os.path.join(ROOT, ".dev", "bench-stack")
+WORK = os.path.join(ROOT, ".dev", "bench-work")
+CHARTS = os.path.join(BENCH, "charts")
 PORTS = ["--kafka-port", "29292", "--controller-port", "29293", "--nn-rpc-port", "28220",
          "--nn-http-port", "29270", "--dn-port", "29266", "--dn-http-port", "29264",
          "--dn-ipc-port", "29267"]
 BROKERS = "127.0.0.1:29292"
+WEBHDFS = "127.0.0.1:29270"
+PARTITIONS = 6
+ITEM_TYPES = ["sword", "axe", "bow", "shield", "helmet", "armor", "potion", "elixir", "scroll",
+              "arrow", "gem", "mount"]
+HISTORY_MARK = "<!-- bench/run.py keeps everything below this line -->"
+STARTED = time.monotonic()
 
 
-def sh(*args, **kw):
-    return subprocess.run(args, check=True, text=True, capture_output=True, **kw).stdout
+class WrongAnswer(Exception):
+    """The benchmark ran, and lootlog's state is not what the events say."""
+
+
+class CannotRun(Exception):
+    """The benchmark could not run (a process failed, a wait timed out)."""
+
+
+def log(msg):
+    print(f"[bench {time.monotonic() - STARTED:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ parameters
+
+@dataclasses.dataclass
+class Params:
+    quick: bool
+    live_rate: int           # gen --rate while serve folds (benchmark 2)
+    live_seconds: int
+    gen_users: int           # gen --users (Zipf: fewer distinct players)
+    replay_min_events: int   # the replayed topic is topped up to at least this
+    read_players: int        # seeded distinct players: reads (3) and peak RSS (6)
+    read_rate: int
+    read_seconds: float
+    backlog_cap: int         # events queued for the fold during "reads while folding"
+    fresh_rate: int
+    fresh_seconds: float
+    fresh_users: int
+    write_seconds: float
+    write_connections: int
+    write_users: int
+    snapshot_players: int
+    sample: int              # players compared one by one through GET /inventory
+    guild_capacity: int
+
+
+def make_params(quick, guild_capacity):
+    if quick:
+        return Params(quick=True, live_rate=20_000, live_seconds=5, gen_users=20_000,
+                      replay_min_events=100_000, read_players=20_000, read_rate=10_000,
+                      read_seconds=4, backlog_cap=150_000, fresh_rate=10_000, fresh_seconds=4,
+                      fresh_users=10_000, write_seconds=4, write_connections=64,
+                      write_users=1000, snapshot_players=10_000, sample=200,
+                      guild_capacity=guild_capacity)
+    return Params(quick=False, live_rate=100_000, live_seconds=20, gen_users=100_000,
+                  replay_min_events=1_000_000, read_players=1_000_000, read_rate=10_000,
+                  read_seconds=15, backlog_cap=3_000_000, fresh_rate=10_000, fresh_seconds=15,
+                  fresh_users=100_000, write_seconds=10, write_connections=64,
+                  write_users=1000, snapshot_players=100_000, sample=200,
+                  guild_capacity=guild_capacity)
+
+
+# ------------------------------------------------------------------ processes and tools
+
+def run(cmd, timeout=None, env=None, check=False):
+    """Runs cmd; returns (wall seconds, CompletedProcess)."""
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    wall = time.monotonic() - start
+    if check and proc.returncode != 0:
+        raise CannotRun(f"{os.path.basename(cmd[0])} {cmd[1] if len(cmd) > 1 else ''} exited "
+                        f"{proc.returncode}: {last_line(proc.stderr or proc.stdout)}")
+    return wall, proc
+
+
+def last_line(text):
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip()[:300] if lines else "(no output)"
 
 
 def free_port():
@@ -39,9 +147,1043 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_http(url, timeout=60):
+def ensure_tools(force_build):
+    """Python packages into this interpreter, kcat, the lootlog binary and the loadgen."""
+    if not all(importlib.util.find_spec(m) for m in ("flask", "gunicorn", "kafka")):
+        log("installing bench/requirements.txt")
+        subprocess.run([PY, "-m", "pip", "install", "-q", "-r",
+                        os.path.join(BENCH, "requirements.txt")], check=True)
+    if not shutil.which("kcat"):
+        log("installing kcat")
+        if subprocess.run(["apt-get", "install", "-y", "-qq", "kcat"]).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "kcat"], check=True)
+    if force_build or not os.path.exists(BIN):
+        log("building lootlog (ninja -C build)")
+        if not os.path.exists(os.path.join(ROOT, "build", "build.ninja")):
+            subprocess.run(["meson", "setup", "build"], cwd=ROOT, check=True)
+        subprocess.run(["ninja", "-C", "build"], cwd=ROOT, check=True)
+    source = os.path.join(BENCH, "loadgen.c")
+    if not os.path.exists(LOADGEN) or os.path.getmtime(LOADGEN) < os.path.getmtime(source):
+        log("building bench/loadgen.c")
+        os.makedirs(os.path.dirname(LOADGEN), exist_ok=True)
+        subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", source, "-levent",
+                        "-lpthread", "-o", LOADGEN], check=True)
+
+
+class Procs:
+    """Every long-running process this run started, stopped at the end by its pid."""
+
+    def __init__(self):
+        self.running = []
+
+    def start(self, name, cmd, env=None):
+        logfile = open(os.path.join(WORK, f"{name}.log"), "w")
+        proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env,
+                                cwd=ROOT)
+        proc.logfile = logfile
+        proc.logpath = logfile.name
+        self.running.append(proc)
+        return proc
+
+    def stop(self, proc, timeout=30):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.logfile.close()
+        if proc in self.running:
+            self.running.remove(proc)
+
+    def stop_all(self):
+        for proc in list(self.running):
+            self.stop(proc)
+
+
+def log_tail(path, lines=5):
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(line.strip() for line in f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ------------------------------------------------------------------ Kafka
+
+def admin():
+    from confluent_kafka.admin import AdminClient
+    return AdminClient({"bootstrap.servers": BROKERS, "log_level": 3})
+
+
+def create_topic(name, partitions=PARTITIONS):
+    from confluent_kafka.admin import NewTopic
+    client = admin()  # kept alive until the future resolves
+    client.create_topics([NewTopic(name, num_partitions=partitions,
+                                   replication_factor=1)])[name].result(30)
+
+
+def delete_topics(names):
+    if names:
+        client = admin()
+        for future in client.delete_topics(list(names)).values():
+            try:
+                future.result(30)
+            except Exception:  # noqa: BLE001 - best effort clean-up
+                pass
+
+
+def watermarks(topic):
+    """{partition: (low, high)} of the topic now."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": "bench-watermarks", "log_level": 3})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
+    finally:
+        c.close()
+
+
+def record_count(topic):
+    return sum(hi - lo for lo, hi in watermarks(topic).values())
+
+
+def seed_item(i):
+    """What seeded player i bought: one line, known without reading anything back."""
+    return ITEM_TYPES[i % len(ITEM_TYPES)], 1 + i % 5
+
+
+def seed_players(topic, prefix, count):
+    """Produces one purchase_item event for each of count distinct players (prefix0..),
+    keyed and partitioned (murmur2) the way lootlog's producer does."""
+    from confluent_kafka import Producer
+    failed = []
+    producer = Producer({"bootstrap.servers": BROKERS, "acks": "all", "enable.idempotence": True,
+                         "partitioner": "murmur2_random", "linger.ms": 20,
+                         "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    template = ('{"v":1,"event_id":"%s","event_type":"purchase_item","user_id":"%s","ts":"' + ts +
+                '","items":[{"item_type":"%s","quantity":%d,"unit_price":10}],"guild_id":null,'
+                '"expected_version":null,"metadata":{"remote_addr":null,"host":null,'
+                '"user_agent":null,"accept_language":null}}')
+
+    def delivered(err, _msg):
+        if err:
+            failed.append(err)
+    for i in range(count):
+        user = f"{prefix}{i}"
+        item, quantity = seed_item(i)
+        value = template % (uuid.uuid4(), user, item, quantity)
+        while True:
+            try:
+                producer.produce(topic, value=value, key=user, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10000 == 0:
+            producer.poll(0)
+    if producer.flush(120) or failed:
+        raise CannotRun(f"seeding {topic}: {len(failed)} failed deliveries {failed[:1]}")
+    if record_count(topic) != count:
+        raise CannotRun(f"seeding {topic}: {record_count(topic)} records, expected {count}")
+
+
+def seed_expect(prefix, count):
+    """The expected GET /inventory answer of a seeded player: (version, guild, items)."""
+    def expect(user):
+        if not user.startswith(prefix) or not user[len(prefix):].isdigit():
+            return None
+        i = int(user[len(prefix):])
+        if i >= count:
+            return None
+        item, quantity = seed_item(i)
+        return 1, None, {item: quantity}
+    return expect
+
+
+GEN_LINE = re.compile(r"gen: sent (\d+), ok (\d+), failed (\d+), ([\d.]+) s, achieved (\d+)/s")
+
+
+def gen(topic, rate, seconds, users, seed, prefix):
+    """lootlog gen straight to Kafka; returns its summary."""
+    wall, proc = run([BIN, "gen", "--brokers", BROKERS, "--topic", topic, "--rate", str(rate),
+                      "--users", str(users), "--duration", str(seconds), "--seed", str(seed),
+                      "--user-prefix", prefix], timeout=seconds + 120)
+    m = GEN_LINE.search(proc.stdout)
+    if not m:
+        raise CannotRun(f"gen: {last_line(proc.stderr or proc.stdout)}")
+    sent, ok, failed = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    return {"sent": sent, "ok": ok, "failed": failed, "seconds": float(m.group(4)),
+            "achieved_per_s": int(m.group(5)), "target_per_s": rate, "wall_s": round(wall, 2)}
+
+
+# ------------------------------------------------------------------ lootlog serve, HTTP
+
+class Http:
+    """One keep-alive connection for checks."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def get(self, path):
+        for attempt in (0, 1):
+            try:
+                self.conn.request("GET", path)
+                r = self.conn.getresponse()
+                return r.status, r.read()
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self):
+        self.conn.close()
+
+
+def parse_metrics(text):
+    """[(name, labels, value)] of a Prometheus text exposition."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if m:
+            try:
+                out.append((m.group(1), m.group(2) or "", float(m.group(3))))
+            except ValueError:
+                pass
+    return out
+
+
+def fold_lag(samples):
+    """The fold's lag in events: the sum of per-partition lag series when serve exports
+    them, else the single lootlog_fold_lag gauge. None while unknown (-1)."""
+    series = [(n, lab, v) for n, lab, v in samples if n.startswith("lootlog_fold") and "lag" in n
+              and not n.endswith(("_seconds", "_ms"))]
+    per_partition = [v for _, lab, v in series if "partition=" in lab]
+    if per_partition:
+        return None if any(v < 0 for v in per_partition) else sum(per_partition)
+    plain = [v for n, lab, v in series if n == "lootlog_fold_lag" and not lab]
+    return plain[0] if plain and plain[0] >= 0 else None
+
+
+def folded_total(samples):
+    return sum(v for n, _, v in samples if n == "lootlog_fold_events_total")
+
+
+class Serve:
+    """A `lootlog serve` of this run on a free port."""
+
+    def __init__(self, bench, name, db, topic, extra=()):
+        self.bench, self.name, self.db, self.topic = bench, name, db, topic
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        cmd = [BIN, "serve", "--http", f"127.0.0.1:{self.port}", "--brokers", BROKERS,
+               "--topic", topic, "--db", db, *bench.fold_flags, *extra]
+        self.proc = bench.procs.start(f"serve-{name}", cmd)
+
+    def alive_or_raise(self):
+        if self.proc.poll() is not None:
+            raise CannotRun(f"serve ({self.name}) exited {self.proc.returncode}: "
+                            f"{log_tail(self.proc.logpath)}")
+
+    def status(self, path, timeout=5):
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except OSError:
+            return None, b""
+
+    def wait_for(self, path, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.alive_or_raise()
+            if self.status(path)[0] == 200:
+                return
+            time.sleep(0.1)
+        raise CannotRun(f"serve ({self.name}): {path} not 200 within {timeout} s")
+
+    def wait_ready(self, timeout=120):
+        self.wait_for("/readyz", timeout)
+
+    def metrics(self):
+        status, body = self.status("/metrics")
+        return parse_metrics(body.decode()) if status == 200 else []
+
+    def wait_folded(self, timeout):
+        """Until the fold has passed the last record of every partition as it is now:
+        GET /inventory/<any>?after=<p>:<last offset> answers (200 or 404) once it has."""
+        deadline = time.monotonic() + timeout
+        http_ = Http(self.port)
+        try:
+            for p, (lo, hi) in sorted(watermarks(self.topic).items()):
+                while hi > lo:
+                    self.alive_or_raise()
+                    if time.monotonic() > deadline:
+                        raise CannotRun(f"serve ({self.name}): fold did not reach the end of "
+                                        f"partition {p} within {timeout} s")
+                    status, _ = http_.get(f"/inventory/bench-probe?after={p}:{hi - 1}"
+                                          "&timeout_ms=2000")
+                    if status in (200, 404):
+                        break
+                    if status == 400:  # tokens not understood: fall back on the lag gauge
+                        return self._wait_lag_zero(deadline)
+                    if status != 504:
+                        time.sleep(0.1)
+        finally:
+            http_.close()
+
+    def _wait_lag_zero(self, deadline):
+        zeros = 0
+        while zeros < 3:
+            self.alive_or_raise()
+            if time.monotonic() > deadline:
+                raise CannotRun(f"serve ({self.name}): lag not 0 in time")
+            zeros = zeros + 1 if fold_lag(self.metrics()) == 0 else 0
+            time.sleep(0.25)
+
+    def memory_kb(self, field="VmHWM"):
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return None
+
+    def stop(self):
+        self.bench.procs.stop(self.proc)
+
+
+class LagSampler(threading.Thread):
+    """GET /metrics every 250 ms: (seconds since start, lag events, folded records)."""
+
+    def __init__(self, serve, every=0.25):
+        super().__init__(daemon=True)
+        self.serve, self.every = serve, every
+        self.points = []
+        self.halt = threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self):
+        next_at = self.t0
+        while not self.halt.is_set():
+            samples = self.serve.metrics()
+            self.points.append((time.monotonic() - self.t0, fold_lag(samples),
+                                folded_total(samples)))
+            next_at += self.every
+            self.halt.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop(self):
+        self.halt.set()
+        self.join()
+
+
+def loadgen(url, rate, seconds, connections=32, threads=1, users=1, prefix="", method="GET",
+            body=None, follow=None, follow_connections=512, acks_out=None, timeout_ms=10000):
+    cmd = [LOADGEN, "--url", url, "--rate", str(rate), "--duration", str(seconds),
+           "--connections", str(connections), "--threads", str(threads), "--users", str(users),
+           "--prefix", prefix, "--method", method, "--timeout-ms", str(timeout_ms)]
+    if body:
+        cmd += ["--body", body]
+    if follow:
+        cmd += ["--follow", follow, "--follow-connections", str(follow_connections)]
+    if acks_out:
+        cmd += ["--acks-out", acks_out]
+    _, proc = run(cmd, timeout=seconds + 3 * timeout_ms / 1000 + 60, check=True)
+    return json.loads(proc.stdout)
+
+
+def non_2xx(status_counts):
+    return sum(n for code, n in status_counts.items() if not code.startswith("2"))
+
+
+# ------------------------------------------------------------------ stores and checks
+
+def store_files(path):
+    """The SQLite files of a store: the file itself, or the p<N>.db of a folder."""
+    if os.path.isdir(path):
+        return sorted(glob.glob(os.path.join(path, "**", "*.db"), recursive=True))
+    return [path] if os.path.exists(path) else []
+
+
+def du_bytes(path):
+    """Bytes on disk of a store, file (with its -wal) or folder (recursive)."""
+    total = 0
+    for p in [path, path + "-wal"]:
+        if os.path.isdir(p):
+            _, proc = run(["du", "-sb", p])
+            total += int(proc.stdout.split()[0])
+        elif os.path.exists(p):
+            total += os.path.getsize(p)
+    return total
+
+
+def store_counts(path):
+    """{"players": players with version > 0, "inventory_rows": n} over a store's files,
+    or None when the tables are not there (a layout this script does not know)."""
+    totals = {"players": 0, "inventory_rows": 0}
+    files = store_files(path)
+    if not files:
+        return None
+    for f in files:
+        con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not {"players", "inventory"} <= tables:
+                continue
+            totals["players"] += con.execute(
+                "SELECT count(*) FROM players WHERE version > 0").fetchone()[0]
+            totals["inventory_rows"] += con.execute("SELECT count(*) FROM inventory").fetchone()[0]
+        except sqlite3.Error:
+            return None
+        finally:
+            con.close()
+    return totals
+
+
+def check_sample(port, users, expect, check_version=lambda u: True):
+    """GET /inventory of each user against expect(user) -> None (404) or
+    (version, guild_id, {item_type: quantity}). Returns the mismatches."""
+    client = Http(port)
+    mismatches = []
+    try:
+        for user in users:
+            want = expect(user)
+            status, body = client.get(f"/inventory/{user}")
+            if want is None:
+                if status != 404:
+                    mismatches.append(f"{user}: expected 404, got {status}")
+                continue
+            if status != 200:
+                mismatches.append(f"{user}: expected 200, got {status} {body[:100]!r}")
+                continue
+            got = json.loads(body)
+            items = {i["item_type"]: i["quantity"] for i in got.get("items", [])}
+            version, guild, want_items = want
+            if items != want_items:
+                mismatches.append(f"{user}: items {items} != expected {want_items}")
+            elif check_version(user) and (got.get("version") != version
+                                          or got.get("guild_id") != guild):
+                mismatches.append(f"{user}: version/guild {got.get('version')}/"
+                                  f"{got.get('guild_id')} != expected {version}/{guild}")
+    finally:
+        client.close()
+    return mismatches
+
+
+class PeerDb:
+    """Read side of bench/peer_fold.py's SQLite file: the expected state."""
+
+    def __init__(self, path):
+        self.con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+    def players(self):
+        return [r[0] for r in self.con.execute("SELECT user_id FROM players ORDER BY user_id")]
+
+    def guild_users(self):
+        return {r[0] for r in self.con.execute(
+            "SELECT DISTINCT user_id FROM outcomes WHERE event_type IN ('join_guild','leave_guild')")}
+
+    def counts(self):
+        return {"players": self.con.execute("SELECT count(*) FROM players").fetchone()[0],
+                "inventory_rows": self.con.execute("SELECT count(*) FROM inventory").fetchone()[0]}
+
+    def expect(self, user):
+        row = self.con.execute("SELECT version, guild_id FROM players WHERE user_id=?",
+                               (user,)).fetchone()
+        if not row:
+            return None
+        items = dict(self.con.execute("SELECT item_type, quantity FROM inventory WHERE user_id=?",
+                                      (user,)))
+        return row[0], row[1], items
+
+    def close(self):
+        self.con.close()
+
+
+# ------------------------------------------------------------------ the run
+
+class Bench:
+    def __init__(self, params, args):
+        self.p = params
+        self.args = args
+        self.procs = Procs()
+        self.run_id = time.strftime("%Y%m%d-%H%M%S")
+        self.topics = []
+        self.shared = {}       # values one benchmark hands to another
+        self.results = {}      # benchmark key -> section of the report
+        self.goals = []        # (goal, target, this run, met)
+        self.soft_failures = []
+        self.rng = random.Random(1)
+        _, proc = run([BIN, "--help"])
+        self.help_text = proc.stdout + proc.stderr
+        self.has_capacity_flag = "--guild-capacity" in self.help_text
+        self.has_fold_threads = "--fold-threads" in self.help_text
+        self.fold_flags = []
+        if self.has_capacity_flag:
+            self.fold_flags += ["--guild-capacity", str(params.guild_capacity)]
+        if args.fold_threads and self.has_fold_threads:
+            self.fold_flags += ["--fold-threads", str(args.fold_threads)]
+        # With a capacity no guild reaches, every outcome depends on the player's own
+        # partition only, so lootlog and the peer must agree on every player whatever
+        # order the partitions were interleaved in.
+        self.deterministic = self.has_capacity_flag and params.guild_capacity >= 10 ** 8
+
+    def topic(self, name):
+        t = f"bench-{self.run_id}-{name}"
+        create_topic(t)
+        self.topics.append(t)
+        return t
+
+    def serve(self, name, db, topic, extra=()):
+        return Serve(self, name, db, topic, extra)
+
+    def goal(self, name, target, value, met):
+        self.goals.append((name, target, value, met))
+
+    # ---- the peer fold of the gen topic, shared by benchmarks 1 and 2
+
+    def peer_fold(self, topic):
+        if self.shared.get("peer_topic") != topic:
+            db = os.path.join(WORK, "peer-fold.db")
+            for f in glob.glob(db + "*"):
+                os.remove(f)
+            log(f"peer fold of {topic} (bench/peer_fold.py)")
+            wall, proc = run([PY, os.path.join(BENCH, "peer_fold.py"), BROKERS, topic, db,
+                              "--guild-capacity", str(self.p.guild_capacity), "--json"],
+                             timeout=3600, check=True)
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            result.update(wall_s=round(wall, 2), wall_rate=round(result["events"] / wall),
+                          db=db, bytes=du_bytes(db))
+            self.shared.update(peer_topic=topic, peer=result)
+        return self.shared["peer"]
+
+    def gen_topic(self):
+        """The topic of benchmarks 1 and 2 (made by benchmark 2; made here if it failed)."""
+        if "gen_topic" not in self.shared:
+            topic = self.topic("gen")
+            g = gen(topic, self.p.live_rate, self.p.live_seconds, self.p.gen_users, 1, "g")
+            self.shared.update(gen_topic=topic, gen=g)
+        topic = self.shared["gen_topic"]
+        return topic
+
+    def check_against_peer(self, serve, store, topic):
+        """lootlog's state (through GET /inventory, row counts from its store) against the
+        peer's fold of the same topic. Raises WrongAnswer on any difference."""
+        peer = self.peer_fold(topic)
+        db = PeerDb(peer["db"])
+        try:
+            players = db.players()
+            users = self.rng.sample(players, min(len(players), self.p.sample - 30))
+            users += [f"g{i}" for i in range(10)]                    # the busiest players
+            users += [f"g{self.rng.randrange(self.p.gen_users)}" for _ in range(15)]
+            users += [f"g{self.p.gen_users + i}" for i in range(5)]  # never seen: 404
+            loose = set() if self.deterministic else db.guild_users()
+            mismatches = check_sample(serve.port, users, db.expect, lambda u: u not in loose)
+            want_counts = db.counts()
+        finally:
+            db.close()
+        got_counts = store_counts(store)
+        problems = list(mismatches)
+        if got_counts is not None:
+            if got_counts["inventory_rows"] != want_counts["inventory_rows"]:
+                problems.append(f"inventory rows {got_counts['inventory_rows']} != peer "
+                                f"{want_counts['inventory_rows']}")
+            if self.deterministic and got_counts["players"] != want_counts["players"]:
+                problems.append(f"players {got_counts['players']} != peer {want_counts['players']}")
+        check = {"players_sampled": len(users), "mismatches": len(mismatches),
+                 "lootlog_rows": got_counts, "peer_rows": want_counts,
+                 "versions_checked": "all sampled players" if not loose else
+                 "players without guild events (guild capacity reachable: order-dependent)"}
+        if problems:
+            raise WrongAnswer("; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)"
+                                                         if len(problems) > 5 else ""))
+        return check
+
+
+def section(title, about, rows, check, chart=None, raw=None, notes=()):
+    return {"title": title, "about": about, "rows": rows, "check": check, "chart": chart,
+            "raw": raw or {}, "notes": list(notes), "status": "ok"}
+
+
+def row(measure, unit, lootlog, peer=None, ceiling=None, goal="", peer_name="", ceiling_name=""):
+    return {"measure": measure, "unit": unit, "lootlog": lootlog, "peer": peer, "ceiling": ceiling,
+            "goal": goal, "peer_name": peer_name, "ceiling_name": ceiling_name}
+
+
+def write_chart(name, svg):
+    os.makedirs(CHARTS, exist_ok=True)
+    with open(os.path.join(CHARTS, name), "w") as f:
+        f.write(svg)
+    return f"bench/charts/{name}"
+
+
+# ------------------------------------------------------------------ 2. live fold
+
+def bench_live(b):
+    p = b.p
+    topic = b.topic("gen")
+    store = os.path.join(WORK, "live-store")
+    serve = b.serve("live", store, topic)
+    serve.wait_ready()
+    sampler = LagSampler(serve)
+    sampler.start()
+    log(f"live: gen {p.live_rate}/s for {p.live_seconds} s while serve folds")
+    g = gen(topic, p.live_rate, p.live_seconds, p.gen_users, 1, "g")
+    gen_end = time.monotonic() - sampler.t0
+    records = record_count(topic)
+    serve.wait_folded(timeout=max(120, records / 5000))
+    caught_up = time.monotonic() - sampler.t0
+    sampler.stop()
+    b.shared.update(gen_topic=topic, gen=g)
+
+    lags = [(t, lag) for t, lag, _ in sampler.points if lag is not None]
+    max_lag = max((lag for _, lag in lags), default=None)
+    produce_rate = g["ok"] / g["seconds"] if g["seconds"] else None
+    max_lag_s = max_lag / produce_rate if max_lag is not None and produce_rate else None
+    fold_rate = records / caught_up if caught_up else None
+    b.shared["fold_rate_live"] = fold_rate
+    log(f"live: max lag {max_lag} events, caught up {caught_up - gen_end:.1f} s after gen")
+
+    if records < 0.95 * p.replay_min_events:  # top up for benchmark 1 (not measured here)
+        need = p.replay_min_events - records
+        seconds = max(1, math.ceil(need / 100_000))
+        log(f"live: topping the topic up by ~{need:,} events for the replay benchmark")
+        gen(topic, math.ceil(need / seconds), seconds, p.gen_users, 2, "g")
+        records = record_count(topic)
+        serve.wait_folded(timeout=max(120, records / 5000))
+    check = b.check_against_peer(serve, store, topic)
+    b.shared["live_store"] = store
+    b.shared["live_records"] = records
+    serve.stop()
+
+    note = (f"max lag {max_lag:,.0f} events = {max_lag_s:.2f} s of traffic; caught up "
+            f"{caught_up - gen_end:.1f} s after produce ended" if max_lag_s is not None
+            else "no lag samples (GET /metrics exported no fold lag)")
+    chart = write_chart("live-lag.svg", svgchart.line_chart(
+        f"2. Fold lag while gen produces {g['achieved_per_s']:,}/s",
+        [(t, lag) for t, lag in lags], "seconds", "lag (events not folded yet)",
+        band=(0, gen_end, "gen producing"),
+        hline=(produce_rate, "1 s of traffic (goal: lag below)") if produce_rate else None,
+        note=note))
+    b.goal("live fold under sustained produce", "lag < 1 s of traffic at ≥ 100k events/s",
+           f"max {max_lag_s:.2f} s at {produce_rate:,.0f}/s" if max_lag_s is not None else "n/a",
+           None if max_lag_s is None else max_lag_s < 1 and produce_rate >= 100_000)
+    rows = [
+        row("produce rate achieved (gen --brokers)", "events/s", produce_rate,
+            goal=f"target {p.live_rate:,}/s"),
+        row("max fold lag", "events", max_lag),
+        row("max fold lag in seconds of traffic", "s", max_lag_s, goal="< 1 s"),
+        row("caught up after produce ended", "s", caught_up - gen_end),
+        row("live fold rate (records / time to catch up)", "events/s", fold_rate,
+            ceiling=produce_rate, ceiling_name="produce rate"),
+    ]
+    return section(
+        "2. Live fold under sustained produce",
+        f"`lootlog serve` folds a fresh topic while `lootlog gen --brokers` produces "
+        f"{p.live_rate:,} events/s for {p.live_seconds} s ({p.gen_users:,} Zipf users, seed 1); "
+        "the fold lag is read from GET /metrics every 250 ms (the per-partition lag series "
+        "summed when serve exports them, else `lootlog_fold_lag`).",
+        rows, check, chart,
+        raw={"gen": g, "records": records, "samples": len(sampler.points),
+             "lag_points": [[round(t, 2), lag] for t, lag in lags]})
+
+
+# ------------------------------------------------------------------ 1. fold and replay
+
+REPLAY_LINE = re.compile(r"(\d+) events in ([\d.]+) s \((\d+)/s\)")
+REPLAY_OUTCOMES = re.compile(r"(\d+) applied, (\d+) rejected, (\d+) duplicates?, (\d+) dead")
+
+
+def bench_replay(b):
+    topic = b.gen_topic()
+    records = record_count(topic)
+    log(f"replay: kcat consume-only of {records:,} records")
+    wall_kcat, proc = run(["kcat", "-C", "-b", BROKERS, "-t", topic, "-e", "-o", "beginning",
+                           "-q", "-f", "."], timeout=3600)
+    consumed = len(proc.stdout)
+    if proc.returncode != 0 or consumed != records:
+        raise CannotRun(f"kcat read {consumed} of {records} records: {last_line(proc.stderr)}")
+
+    store = os.path.join(WORK, "replay-store")
+    log("replay: lootlog replay")
+    wall, proc = run([BIN, "replay", "--brokers", BROKERS, "--topic", topic, "--db", store,
+                      *b.fold_flags], timeout=7200)
+    if proc.returncode != 0:
+        raise CannotRun(f"replay exited {proc.returncode}: {last_line(proc.stderr or proc.stdout)}")
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    m, mo = REPLAY_LINE.search(summary), REPLAY_OUTCOMES.search(summary)
+    if not m or int(m.group(1)) != records:
+        raise WrongAnswer(f"replay folded {m.group(1) if m else '?'} of {records} records: {summary}")
+    reported_rate = int(m.group(3))
+    ours = records / wall
+    b.shared["replay_rate"] = ours
+
+    peer = b.peer_fold(topic)
+    if peer["events"] != records:
+        raise CannotRun(f"peer folded {peer['events']} of {records} records")
+    outcomes = None
+    if mo:
+        outcomes = dict(zip(["applied", "rejected", "duplicate", "dead_lettered"],
+                            map(int, mo.groups())))
+        if b.deterministic and outcomes != peer["outcomes"]:
+            raise WrongAnswer(f"replay outcomes {outcomes} != peer {peer['outcomes']}")
+    log("replay: comparing the replayed store with the peer through GET /inventory")
+    serve = b.serve("replayed", store, topic)
+    try:
+        serve.wait_ready()
+        check = b.check_against_peer(serve, store, topic)
+    finally:
+        serve.stop()
+    check["outcomes"] = ("equal to the peer's" if outcomes and b.deterministic
+                         else outcomes or "not printed by replay")
+    b.shared["replay_store"] = store
+    b.shared["replay_bytes"] = du_bytes(store)
+    b.shared["replay_records"] = records
+    b.shared["kafka_bytes"] = sum(os.path.getsize(f) for f in glob.glob(  # segments, not indexes
+        os.path.join(STACK_DIR, "kafka", "data", f"{topic}-*", "*.log")))
+
+    kcat_rate = records / wall_kcat
+    b.goal("replay of a gen topic", "≥ 300,000 events/s", f"{ours:,.0f} events/s", ours >= 300_000)
+    b.goal("replay vs kcat consume-only", "≥ 0.5×", f"{ours / kcat_rate:.2f}×",
+           ours / kcat_rate >= 0.5)
+    b.goal("replay vs the same-rules Python fold", "≥ 10×", f"{ours / peer['wall_rate']:.1f}×",
+           ours / peer["wall_rate"] >= 10)
+    chart = write_chart("replay.svg", svgchart.bar_chart(
+        f"1. Fold of {records:,} gen events (events/s, wall time)",
+        [("replay / fold", [("lootlog", ours, None), ("peer", peer["wall_rate"], None),
+                            ("ceiling", kcat_rate, None)])],
+        "events/s (higher is better)",
+        note="lootlog = lootlog replay; peer = bench/peer_fold.py (same rules); "
+             "ceiling = kcat -C consume-only"))
+    rows = [
+        row("events folded per second (wall time)", "events/s", ours, peer["wall_rate"], kcat_rate,
+            "≥ 300,000; ≥ 0.5× ceiling; ≥ 10× peer", "bench/peer_fold.py", "kcat -C"),
+        row("events/s as printed by the tool itself", "events/s", reported_rate, peer["rate"]),
+        row("wall time", "s", wall, peer["wall_s"], wall_kcat),
+    ]
+    return section(
+        "1. Fold and replay",
+        f"`lootlog replay` of the {records:,}-event topic that benchmark 2 produced with "
+        f"`lootlog gen` (seed 1, {b.p.gen_users:,} Zipf users; carts, consumes, guild joins and "
+        "leaves, 1% retried event ids), into a new store; beside it `kcat -C -e -o beginning` "
+        "reading the same topic (consume-only ceiling) and `bench/peer_fold.py`, a Python fold "
+        "applying the same rules (dedupe forever, versions, expected_version, stock checks, "
+        "guild rules, outcomes recorded, commits of 5000 events, SQLite WAL).",
+        rows, check, chart,
+        raw={"records": records, "replay_summary": summary, "replay_wall_s": round(wall, 2),
+             "kcat_wall_s": round(wall_kcat, 2), "peer": {k: v for k, v in peer.items() if k != "db"}})
+
+
+# ------------------------------------------------------------------ 3. reads (+ RSS for 6)
+
+def bench_reads(b):
+    p = b.p
+    topic = b.topic("players")
+    log(f"reads: seeding {p.read_players:,} distinct players")
+    seed_players(topic, "r", p.read_players)
+    store = os.path.join(WORK, "reads-store")
+    serve = b.serve("reads", store, topic)
+    serve.wait_for("/healthz")
+    start = time.monotonic()
+    serve.wait_folded(timeout=max(120, p.read_players / 2000))
+    fold_s = time.monotonic() - start
+    rss_folded = serve.memory_kb()
+    expect = seed_expect("r", p.read_players)
+    sample = [f"r{b.rng.randrange(p.read_players)}" for _ in range(p.sample - 10)]
+    sample += [f"r{p.read_players + i}" for i in range(10)]
+    mismatches = check_sample(serve.port, sample, expect)
+    if mismatches:
+        raise WrongAnswer(f"after folding the seeded players: {mismatches[:3]}")
+
+    url = serve.base + "/inventory/{u}"
+    log(f"reads: idle, {p.read_rate}/s open loop for {p.read_seconds} s")
+    loadgen(url, p.read_rate, 1, users=p.read_players, prefix="r")  # warm-up, not measured
+    idle = loadgen(url, p.read_rate, p.read_seconds, users=p.read_players, prefix="r")
+    ceiling = loadgen(serve.base + "/healthz", p.read_rate, p.read_seconds)
+    rss_idle = serve.memory_kb()
+    serve.stop()
+
+    fold_rate = b.shared.get("replay_rate") or b.shared.get("fold_rate_live") or 20_000
+    backlog = int(min(p.backlog_cap, max(50_000, fold_rate * (p.read_seconds + 1) * 1.5)))
+    log(f"reads: queueing a backlog of ~{backlog:,} events for the fold")
+    g = gen(topic, 150_000, max(1, math.ceil(backlog / 100_000)), 100_000, 3, "bk")
+    busy_serve = b.serve("reads-busy", store, topic)
+    busy_serve.wait_for("/healthz")
+    loadgen(busy_serve.base + "/inventory/{u}", p.read_rate, 1, users=p.read_players,
+            prefix="r")  # warm-up, not measured (the fold is draining meanwhile)
+    sampler = LagSampler(busy_serve)
+    sampler.start()
+    log(f"reads: while the fold drains the backlog, {p.read_rate}/s for {p.read_seconds} s")
+    busy = loadgen(busy_serve.base + "/inventory/{u}", p.read_rate, p.read_seconds,
+                   users=p.read_players, prefix="r")
+    sampler.stop()
+    lags = [lag for t, lag, _ in sampler.points if t <= p.read_seconds]
+    folding_share = (sum(1 for lag in lags if lag and lag > 0) / len(lags)) if lags else None
+    busy_serve.wait_folded(timeout=max(120, g["ok"] / 2000))
+    rss_busy = busy_serve.memory_kb()
+    mismatches = check_sample(busy_serve.port, sample, expect)
+    busy_serve.stop()
+    if mismatches:
+        raise WrongAnswer(f"after the backlog: {mismatches[:3]}")
+    for name, res in (("idle", idle), ("while folding", busy)):
+        wrong = {c: n for c, n in res["primary"]["status"].items() if c == "404"}
+        if wrong:
+            raise WrongAnswer(f"reads {name}: {wrong} for seeded players")
+    b.shared.update(rss_players=p.read_players, rss_folded_kb=rss_folded, rss_idle_kb=rss_idle,
+                    rss_busy_kb=rss_busy, players_fold_s=fold_s)
+
+    b.goal(f"GET /inventory p99 at {p.read_rate:,}/s while the fold runs flat out", "≤ 2 ms",
+           f"{busy['p99_ms']:.2f} ms", busy["p99_ms"] <= 2)
+    groups = []
+    for pct in ("p50_ms", "p99_ms", "p999_ms"):
+        groups.append((pct.replace("_ms", ""), [("lootlog", idle[pct], f"{idle[pct]:.2f}"),
+                                                ("lootlog while folding", busy[pct], f"{busy[pct]:.2f}"),
+                                                ("ceiling", ceiling[pct], f"{ceiling[pct]:.2f}")]))
+    chart = write_chart("reads.svg", svgchart.bar_chart(
+        f"3. GET /inventory latency at {p.read_rate:,}/s open loop ({p.read_players:,} players)",
+        groups, "milliseconds from the intended send time (lower is better)",
+        note="ceiling = GET /healthz at the same rate (HTTP path without a store read)"))
+
+    def rows_of(label, res, ceil=None, goal=""):
+        return [row(f"{label}: p50", "ms", res["p50_ms"], ceiling=ceil and ceil["p50_ms"],
+                    ceiling_name="GET /healthz"),
+                row(f"{label}: p99", "ms", res["p99_ms"], ceiling=ceil and ceil["p99_ms"], goal=goal),
+                row(f"{label}: p99.9", "ms", res["p999_ms"], ceiling=ceil and ceil["p999_ms"]),
+                row(f"{label}: max", "ms", res["max_ms"], ceiling=ceil and ceil["max_ms"]),
+                row(f"{label}: answered / non-2xx / errors", "count",
+                    f"{res['count']:,} / {non_2xx(res['primary']['status'])} / {res['errors']}")]
+    rows = rows_of("idle", idle, ceiling) + rows_of("while folding", busy, None, "≤ 2 ms")
+    rows.append(row("share of the loaded window with the fold behind (lag > 0)", "%",
+                    folding_share * 100 if folding_share is not None else None))
+    return section(
+        "3. Reads",
+        f"Open-loop GET /inventory/<player> at a fixed {p.read_rate:,} requests/s for "
+        f"{p.read_seconds} s over {p.read_players:,} seeded players picked uniformly at random "
+        "(bench/loadgen.c: 32 keep-alive connections, latency from each request's intended "
+        "send time, so stalls are charged to every request queued behind them). Idle: the fold "
+        f"has caught up. While folding: serve restarted with ~{g['ok']:,} `gen` events queued, "
+        "so the fold drains a backlog flat out during the reads.",
+        rows, {"players_sampled": len(sample), "mismatches": 0,
+               "statuses": {"idle": idle["primary"]["status"], "busy": busy["primary"]["status"]}},
+        chart, raw={"idle": idle, "while_folding": busy, "ceiling_healthz": ceiling,
+                    "backlog_gen": g, "lag_samples": len(lags)},
+        notes=[f"The fold was behind during {folding_share * 100:.0f}% of the loaded window."
+               if folding_share is not None else "No lag samples."])
+
+
+# ------------------------------------------------------------------ 4. freshness
+
+def bench_freshness(b):
+    p = b.p
+    topic = b.topic("fresh")
+    serve = b.serve("fresh", os.path.join(WORK, "fresh-store"), topic)
+    serve.wait_ready()
+    body = '{"item_type":"gem","quantity":1}'
+    url = serve.base + "/v1/users/{u}/purchases"
+    loadgen(url, 1000, 1, users=100, prefix="warm", method="POST", body=body)  # warm-up
+    acks_file = os.path.join(WORK, "fresh-acks.txt")
+    log(f"freshness: POST at {p.fresh_rate}/s for {p.fresh_seconds} s, each 202 followed by "
+        "GET ?after=<token>")
+    res = loadgen(url, p.fresh_rate, p.fresh_seconds, connections=64, users=p.fresh_users,
+                  prefix="fr", method="POST", body=body,
+                  follow=serve.base + "/inventory/{u}?after={token}&timeout_ms=2000",
+                  acks_out=acks_file)
+    serve.wait_folded(timeout=300)
+    follow = res["follow"]
+    if "404" in follow["status"]:
+        raise WrongAnswer(f"GET ?after=<token of an acked purchase> answered 404 "
+                          f"{follow['status']['404']} times")
+    check = check_acks(b, serve, acks_file, "gem", slack=res["errors"] + non_2xx(res["primary"]["status"]))
+    serve.stop()
+    visible = follow["status"].get("200", 0)
+    b.goal(f"freshness p99 at {p.fresh_rate:,} writes/s", "≤ 50 ms",
+           f"{follow['p99_ms']:.1f} ms", follow["p99_ms"] <= 50)
+    chart = write_chart("freshness.svg", svgchart.bar_chart(
+        f"4. Freshness at {p.fresh_rate:,} writes/s (ms)",
+        [(pct.replace("_ms", ""), [("lootlog", follow[pct], f"{follow[pct]:.1f}"),
+                                   ("write 202", res["primary"][pct], f"{res['primary'][pct]:.1f}")])
+         for pct in ("p50_ms", "p99_ms", "p999_ms")],
+        "milliseconds (lower is better)",
+        note="lootlog = 202 received -> GET ?after=<token> answered; write 202 = POST latency "
+             "from its intended send time"))
+    rows = [
+        row("202 -> visible (GET ?after=token answered): p50", "ms", follow["p50_ms"]),
+        row("202 -> visible: p99", "ms", follow["p99_ms"], goal="≤ 50 ms"),
+        row("202 -> visible: p99.9 / max", "ms",
+            f"{follow['p999_ms']:.1f} / {follow['max_ms']:.1f}"),
+        row("visible within 2 s / not (504) / errors", "count",
+            f"{visible:,} / {follow['status'].get('504', 0)} / {follow['errors']}"),
+        row("POST 202 latency from intended send: p50 / p99", "ms",
+            f"{res['primary']['p50_ms']:.1f} / {res['primary']['p99_ms']:.1f}"),
+        row("writes acked / scheduled", "count", f"{res['primary']['status'].get('202', 0):,} / "
+                                                 f"{res['scheduled']:,}"),
+    ]
+    return section(
+        "4. Freshness under write load",
+        f"Open-loop POST /v1/users/<u>/purchases at {p.fresh_rate:,}/s for {p.fresh_seconds} s "
+        f"({p.fresh_users:,} players, 64 connections); the moment each 202 arrives, loadgen "
+        "sends GET /inventory/<u>?after=<its token>&timeout_ms=2000 on a second pool of 512 "
+        "connections (a parked GET holds its connection until the fold passes the token). "
+        "The time from the 202 to that answer is the write's time to visible (an upper bound: "
+        "it includes one GET round trip).",
+        rows, check, chart, raw=res)
+
+
+def check_acks(b, serve, acks_file, item_type, slack):
+    """Each player's quantity of item_type must equal its acked writes, give or take the
+    writes whose answer was lost (slack = errors + non-2xx in the run)."""
+    acked = {}
+    with open(acks_file) as f:
+        for line in f:
+            user, n = line.split()
+            acked[user] = int(n)
+    users = list(acked)
+    sample = b.rng.sample(users, min(len(users), b.p.sample))
+    client = Http(serve.port)
+    problems = []
+    try:
+        for user in sample:
+            status, body = client.get(f"/inventory/{user}")
+            items = ({i["item_type"]: i["quantity"] for i in json.loads(body)["items"]}
+                     if status == 200 else {})
+            q = items.get(item_type, 0)
+            if not acked[user] <= q <= acked[user] + slack:
+                problems.append(f"{user}: {item_type} {q}, acked {acked[user]}")
+    finally:
+        client.close()
+    if problems:
+        raise WrongAnswer(f"inventory vs acked writes: {problems[:3]}")
+    return {"players_sampled": len(sample), "mismatches": 0, "players_written": len(users),
+            "acked_writes": sum(acked.values())}
+
+
+# ------------------------------------------------------------------ 5. writes
+
+def bench_writes(b):
+    p = b.p
+    secs, conns = p.write_seconds, p.write_connections
+    results = {}
+    topic = b.topic("writes")
+    serve = b.serve("writes", os.path.join(WORK, "writes-store"), topic)
+    serve.wait_ready()
+    loadgen(serve.base + "/healthz", 0, 1, connections=conns)
+    log(f"writes: lootlog POST purchases and GET /purchase_a_sword, closed loop, {conns} "
+        f"connections, {secs} s each")
+    post_acks, sword_acks = os.path.join(WORK, "post-acks.txt"), os.path.join(WORK, "sword-acks.txt")
+    results["post"] = loadgen(serve.base + "/v1/users/{u}/purchases", 0, secs, connections=conns,
+                              threads=2, users=p.write_users, prefix="wp", method="POST",
+                              body='{"item_type":"potion","quantity":1}', acks_out=post_acks)
+    results["sword"] = loadgen(serve.base + "/purchase_a_sword?user_id={u}", 0, secs,
+                               connections=conns, threads=2, users=p.write_users, prefix="ws",
+                               acks_out=sword_acks)
+    serve.wait_folded(timeout=300)
+    check = {
+        "post": check_acks(b, serve, post_acks, "potion", results["post"]["errors"] +
+                           non_2xx(results["post"]["primary"]["status"])),
+        "sword": check_acks(b, serve, sword_acks, "sword", results["sword"]["errors"] +
+                            non_2xx(results["sword"]["primary"]["status"])),
+    }
+    serve.stop()
+
+    workers = 2 * (os.cpu_count() or 1) + 1
+    for key, label, cmd in (
+            ("gunicorn", f"gunicorn, {workers} sync workers",
+             [PY, "-m", "gunicorn", "-w", str(workers), "--chdir", BENCH, "--log-level", "warning",
+              "peer_flask:app"]),
+            ("flask_dev", "Flask dev server (threaded)",
+             [PY, os.path.join(BENCH, "peer_flask.py")])):
+        ptopic = b.topic(f"peer-{key.replace('_', '-')}")
+        port = free_port()
+        env = dict(os.environ, PEER_BROKERS=BROKERS, PEER_TOPIC=ptopic)
+        if key == "gunicorn":
+            cmd = cmd[:-1] + ["-b", f"127.0.0.1:{port}", cmd[-1]]
+        else:
+            cmd = cmd + ["--port", str(port), "--brokers", BROKERS, "--topic", ptopic]
+        proc = b.procs.start(f"peer-{key}", cmd, env=env)
+        try:
+            wait_http(proc, f"http://127.0.0.1:{port}/healthz")
+            log(f"writes: peer ({label}) GET /purchase_a_sword")
+            url = f"http://127.0.0.1:{port}/purchase_a_sword?user_id={{u}}"
+            warm = loadgen(url, 0, 1, connections=conns, users=p.write_users, prefix="pw")
+            res = loadgen(url, 0, secs, connections=conns, threads=2, users=p.write_users,
+                          prefix="pw")
+        finally:
+            b.procs.stop(proc)
+        acked = sum(n for c, n in list(warm["primary"]["status"].items()) +
+                    list(res["primary"]["status"].items()) if c.startswith("2"))
+        records = record_count(ptopic)
+        if not acked <= records <= warm["sent"] + res["sent"]:
+            raise WrongAnswer(f"peer {label}: {records} records in its topic for {acked} acked")
+        res["label"], res["records"] = label, records
+        results[key] = res
+
+    ctopic = b.topic("ceiling")
+    log("writes: produce ceiling (lootlog gen --brokers, max rate)")
+    ceiling = gen(ctopic, 1_000_000, max(2, int(secs)), 100_000, 4, "c")
+    if record_count(ctopic) != ceiling["ok"]:
+        raise WrongAnswer(f"ceiling: {record_count(ctopic)} records for {ceiling['ok']} acked")
+    results["ceiling"] = ceiling
+
+    def rate(res):
+        return sum(n for c, n in res["primary"]["status"].items() if c.startswith("2")) / secs
+    post, sword = rate(results["post"]), rate(results["sword"])
+    guni, dev, ceil = rate(results["gunicorn"]), rate(results["flask_dev"]), ceiling["achieved_per_s"]
+    b.goal("acknowledged HTTP writes vs the no-HTTP produce ceiling", "≥ 0.5×",
+           f"{max(post, sword) / ceil:.2f}× ({max(post, sword):,.0f} of {ceil:,.0f}/s)",
+           max(post, sword) / ceil >= 0.5)
+    chart = write_chart("writes.svg", svgchart.bar_chart(
+        "5. Acknowledged writes/s over HTTP",
+        [("POST /v1/users/{u}/purchases", [("lootlog", post, None), ("ceiling", ceil, None)]),
+         ("GET /purchase_a_sword", [("lootlog", sword, None), ("peer", guni, None),
+                                    ("peer (Flask dev server)", dev, None),
+                                    ("ceiling", ceil, None)])],
+        "acknowledged writes per second (higher is better)",
+        note=f"peer = Flask + kafka-python under gunicorn ({workers} workers); ceiling = lootlog "
+             "gen --brokers (no HTTP)"))
+    rows = [
+        row("POST /v1/users/{u}/purchases", "writes/s", post, None, ceil, "≥ 0.5× ceiling",
+            ceiling_name="gen --brokers"),
+        row("GET /purchase_a_sword", "writes/s", sword, guni, ceil, "≥ 0.5× ceiling",
+            f"Flask+kafka-python, gunicorn -w {workers}", "gen --brokers"),
+        row("GET /purchase_a_sword vs the Flask dev server", "writes/s", sword, dev, None,
+            peer_name="Flask dev server"),
+        row("POST p50 / p99 latency", "ms",
+            f"{results['post']['p50_ms']:.1f} / {results['post']['p99_ms']:.1f}"),
+        row("GET /purchase_a_sword p50 / p99 latency", "ms",
+            f"{results['sword']['p50_ms']:.1f} / {results['sword']['p99_ms']:.1f}",
+            f"{results['gunicorn']['p50_ms']:.1f} / {results['gunicorn']['p99_ms']:.1f}"),
+        row("non-2xx / errors", "count",
+            f"{non_2xx(results['post']['primary']['status']) + non_2xx(results['sword']['primary']['status'])}"
+            f" / {results['post']['errors'] + results['sword']['errors']}",
+            f"{non_2xx(results['gunicorn']['primary']['status'])} / {results['gunicorn']['errors']}"),
+    ]
+    return section(
+        "5. Writes over HTTP",
+        f"Closed loop (each of {conns} connections sends its next request when the previous "
+        f"answer arrives; bench/loadgen.c with --rate 0, 2 threads) for {secs} s, writes spread "
+        f"over {p.write_users:,} players. lootlog answers 202 only after Kafka acked (acks=all, "
+        "idempotent); the peer is the classic game API (bench/peer_flask.py: Flask + kafka-python, "
+        "waits for acks=all too), served by gunicorn the way a team would deploy it and by the "
+        "Flask dev server. The ceiling is the no-HTTP produce rate of `lootlog gen --brokers` at "
+        "an unreachable target rate (the same events, librdkafka, acks=all).",
+        rows, check, chart, raw=results)
+
+
+def wait_http(proc, url, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CannotRun(f"{url}: process exited {proc.returncode}: {log_tail(proc.logpath)}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -49,132 +1191,417 @@ def wait_http(url, timeout=60):
         except OSError:
             pass
         time.sleep(0.1)
-    raise SystemExit(f"bench: {url} not ready")
+    raise CannotRun(f"{url} not ready within {timeout} s")
 
 
-def ensure_tools():
-    if not shutil.which("wrk"):
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+# ------------------------------------------------------------------ 6. footprint
+
+def bench_footprint(b):
+    p = b.p
+    rows, raw, notes = [], {}, []
+    records = b.shared.get("replay_records")
+    if records:
+        ours = b.shared["replay_bytes"] / records
+        peer = b.shared["peer"]["bytes"] / records
+        kafka = b.shared["kafka_bytes"] / records if b.shared.get("kafka_bytes") else None
+        live = du_bytes(b.shared["live_store"]) / b.shared["live_records"] \
+            if b.shared.get("live_store") else None
+        rows.append(row("database bytes per event (replayed store)", "bytes", ours, peer, kafka,
+                        "≤ 100", "peer_fold.py SQLite", "Kafka log (lz4)"))
+        if live:
+            rows.append(row("database bytes per event (live store)", "bytes", live))
+        b.goal("database bytes per event", "≤ 100", f"{ours:.0f}", ours <= 100)
+        raw.update(replay_store_bytes=b.shared["replay_bytes"], records=records,
+                   peer_bytes=b.shared["peer"]["bytes"], kafka_bytes=b.shared.get("kafka_bytes"))
+        chart = write_chart("footprint.svg", svgchart.bar_chart(
+            f"6. Bytes on disk per event ({records:,} gen events)",
+            [("bytes / event", [("lootlog", ours, f"{ours:.0f}"), ("peer", peer, f"{peer:.0f}"),
+                                ("ceiling", kafka, f"{kafka:.0f}" if kafka else None)])],
+            "bytes per event (lower is better)",
+            note="lootlog = du of the replayed store; peer = peer_fold.py's SQLite; "
+                 "ceiling = the topic's Kafka log segments"))
+    else:
+        chart = None
+        notes.append("bytes per event: no replayed store (benchmark 1 did not run)")
+
+    if b.shared.get("rss_folded_kb"):
+        players = b.shared["rss_players"]
+        mb = b.shared["rss_idle_kb"] / 1024
+        rows.append(row(f"serve peak RSS (VmHWM), {players:,} players folded + idle reads", "MB",
+                        mb, goal="≤ 100 MB at 1M players"))
+        rows.append(row("serve peak RSS right after folding them", "MB",
+                        b.shared["rss_folded_kb"] / 1024))
+        rows.append(row("serve peak RSS, backlog fold + reads (second process)", "MB",
+                        b.shared["rss_busy_kb"] / 1024))
+        rows.append(row(f"time to fold {players:,} new players (serve)", "s",
+                        b.shared["players_fold_s"]))
+        b.goal(f"serve peak RSS with {players:,} players", "≤ 100 MB (1M players)", f"{mb:.0f} MB",
+               mb <= 100 if players >= 1_000_000 else None)
+    else:
+        notes.append("peak RSS: benchmark 3 did not run")
+
     try:
-        import flask  # noqa: F401
-        import kafka  # noqa: F401
-    except ImportError:
-        subprocess.run([PY, "-m", "pip", "install", "-q", "-r",
-                        os.path.join(ROOT, "bench", "requirements.txt")], check=True)
+        snap = snapshot_restore(b)
+    except CannotRun as e:
+        snap = {"failed": str(e)}
+    raw["snapshot"] = snap
+    failed = f"failed: {snap['failed']}" if "failed" in snap else None
+    rows.append(row(f"restore of a {p.snapshot_players:,}-player snapshot", "s",
+                    snap.get("restore_s", failed)))
+    rows.append(row("taking that snapshot (lootlog snapshot)", "s", snap.get("snapshot_s", failed)))
+    if "failed" in snap:
+        b.soft_failures.append(f"6. snapshot/restore: {snap['failed']}")
+    return section(
+        "6. Footprint",
+        "Bytes per event: a recursive `du` of the store that `lootlog replay` built in "
+        "benchmark 1 (a file, or a folder of per-partition stores), over the events folded. "
+        f"Peak RSS: VmHWM of the `serve` of benchmark 3 after folding {p.read_players:,} "
+        "distinct players and serving the idle reads. Restore: `lootlog snapshot` of a store "
+        f"replayed from {p.snapshot_players:,} seeded players to WebHDFS, then "
+        "`lootlog restore` into a new path, timed; the restored store is checked through "
+        "GET /inventory and its row counts.",
+        rows, snap.get("check", {}), chart, raw=raw, notes=notes)
 
 
-def wrk(url, duration, connections, script=None):
-    """Runs wrk; returns (requests/s, p50 ms, p99 ms, non-2xx count)."""
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
-    if script:
-        args += ["-s", script]
-    out = sh(*args, url)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+def snapshot_restore(b):
+    """Snapshot and restore; {"failed": reason} when the verbs fail (recorded, not fatal);
+    a restored store with the wrong state raises WrongAnswer."""
+    p = b.p
+    topic = b.topic("snap")
+    seed_players(topic, "s", p.snapshot_players)
+    store, restored = os.path.join(WORK, "snap-store"), os.path.join(WORK, "restored-store")
+    run([BIN, "replay", "--brokers", BROKERS, "--topic", topic, "--db", store, *b.fold_flags],
+        timeout=3600, check=True)
+    url = f"webhdfs://{WEBHDFS}/bench/{b.run_id}"
+    log("footprint: lootlog snapshot + restore")
+    snap_s, proc = run([BIN, "snapshot", "--db", store, "--snapshot-url", url], timeout=1800)
+    if proc.returncode != 0:
+        return {"failed": f"snapshot: {last_line(proc.stderr or proc.stdout)}"}
+    m = re.search(r"snapshot: (\S+) written", proc.stdout)
+    restore_cmd = [BIN, "restore", "--snapshot-url", url, "--db", restored]
+    if m:
+        restore_cmd += ["--id", m.group(1)]
+    restore_s, proc = run(restore_cmd, timeout=1800)
+    if proc.returncode != 0:
+        return {"failed": f"restore: {last_line(proc.stderr or proc.stdout)}",
+                "snapshot_s": snap_s}
+    want, got = store_counts(store), store_counts(restored)
+    if want != got:
+        raise WrongAnswer(f"restored store rows {got} != snapshotted store {want}")
+    serve = b.serve("restored", restored, topic)
+    try:
+        serve.wait_ready()
+        sample = [f"s{b.rng.randrange(p.snapshot_players)}" for _ in range(p.sample - 5)]
+        sample += [f"s{p.snapshot_players + i}" for i in range(5)]
+        mismatches = check_sample(serve.port, sample, seed_expect("s", p.snapshot_players))
+    finally:
+        serve.stop()
+    if mismatches:
+        raise WrongAnswer(f"restored store: {mismatches[:3]}")
+    return {"snapshot_s": round(snap_s, 2), "restore_s": round(restore_s, 2),
+            "snapshot_id": m.group(1) if m else None, "bytes": du_bytes(restored),
+            "check": {"rows": got, "players_sampled": len(sample), "mismatches": 0}}
 
-    def pct(p):
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors:.*", out)
-    return rate, pct(50), pct(99), int(bad.group(1)) if bad else 0, errors.group(0) if errors else ""
+
+# ------------------------------------------------------------------ report
+
+def machine_info():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    os_name = platform.platform()
+    if os.path.exists("/etc/os-release"):
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    os_name = line.split("=", 1)[1].strip().strip('"')
+    return {"cores (nproc)": os.cpu_count(), "CPU": cpu, "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+            "OS": f"{os_name}, kernel {platform.release()}",
+            "placement": "Kafka, HDFS, lootlog, the peers and the load tools on this one machine"}
+
+
+def load_average():
+    """1-minute load average: other work on the machine skews every number here."""
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def versions():
+    def out(cmd):
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            return last_line(proc.stdout or proc.stderr) if proc.returncode == 0 else "n/a"
+        except OSError:
+            return "n/a"
+
+    def first(cmd):
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            lines = (proc.stdout or proc.stderr).strip().splitlines()
+            return lines[0].strip() if lines else "n/a"
+        except OSError:
+            return "n/a"
+
+    from importlib.metadata import version as pkg_version
+    import confluent_kafka
+    jars = glob.glob(os.path.join(ROOT, ".cache", "jars", "kafka", "kafka_2.13-*.jar"))
+    kafka = re.search(r"kafka_2\.13-(.+)\.jar", jars[0]).group(1) if jars else "n/a"
+    commit = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "lootlog": f"{first([BIN, '--version'])} (commit {commit}"
+                   f"{', with uncommitted changes' if dirty not in ('', 'n/a', '(no output)') else ''})",
+        "Kafka": f"{kafka} (jar), one KRaft node",
+        "SQLite": out(["pkg-config", "--modversion", "sqlite3"]),
+        "librdkafka": out(["pkg-config", "--modversion", "rdkafka"]),
+        "libevent": out(["pkg-config", "--modversion", "libevent"]),
+        "Python": platform.python_version(),
+        "confluent-kafka (peer fold)": f"{pkg_version('confluent-kafka')} "
+                                       f"(librdkafka {confluent_kafka.libversion()[0]})",
+        "Flask / kafka-python / gunicorn (peer API)": " / ".join(
+            pkg_version(n) for n in ("flask", "kafka-python", "gunicorn")),
+        "kcat": kcat_version(),
+        "Java": first(["java", "-version"]),
+        "compiler (loadgen)": first(["cc", "--version"]),
+    }
+
+
+def kcat_version():
+    proc = subprocess.run(["kcat", "-V"], capture_output=True, text=True)
+    m = re.search(r"Version (\S+).*?(librdkafka \S+)", proc.stdout + proc.stderr)
+    return f"{m.group(1)} ({m.group(2)})" if m else "n/a"
+
+
+def fmt(value, unit=""):
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    if unit in ("ms", "s"):
+        return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    if unit in ("MB", "%"):
+        return f"{value:.1f}"
+    if isinstance(value, float) and abs(value) < 10:
+        return f"{value:.2f}"
+    return f"{value:,.0f}"
+
+
+def ratio(a, b):
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+        r = a / b
+        return f"{r:.2f}×" if r < 10 else f"{r:.1f}×"
+    return ""
+
+
+DEFAULT_HISTORY = """## History
+
+Before/after measurements of changes, written by hand; bench/run.py keeps this section.
+
+### Before issue 8 (commit 7c27837: one SQLite file for all partitions)
+
+Measured with the previous bench/run.py (wrk, closed loop) and for issue 8, on the same
+2-core machine:
+
+| measure | before |
+|---|---|
+| `lootlog replay` of a 1.7M-event gen topic | 32k events/s (`kcat -C` 620k records/s; a naive Python fold without dedupe, versions or outcomes 52k/s) |
+| live fold draining a backlog | ~17k events/s; 15 s behind after a 4-second burst |
+| `GET /inventory` p99 (wrk, 32 connections, closed loop) | 1.8 ms idle, 18 ms while the fold drains a burst |
+| acknowledged HTTP writes | POST 11.4k/s; `GET /purchase_a_sword` 9.0k/s vs 503/s for the Flask + kafka-python peer (Flask dev server) |
+| database size | ~260 bytes per event |
+| `serve` RSS | 166 MB at 50k players |
+"""
+
+
+def write_report(b, path, wall_s, failures):
+    p = b.p
+    cmd = ".cache/venv/bin/python bench/run.py" + (" --quick" if p.quick else "")
+    lines = ["# lootlog benchmarks", "",
+             f"Written by `{cmd}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in "
+             f"{wall_s / 60:.1f} min" + (" — **a --quick run: small sizes, numbers are "
+                                         "indicative only**" if p.quick else "") + ". "
+             "Every benchmark checks its answer against an independent expectation (the Python "
+             "peer's fold of the same events, or the seeded state) and fails the run when it "
+             "differs; speed never fails it.", ""]
+    if failures:
+        lines += ["**Failed in this run:**", ""] + [f"- {f}" for f in failures] + [""]
+    if b.soft_failures:
+        lines += ["**Could not be measured in this run:**", ""] + \
+                 [f"- {f}" for f in b.soft_failures] + [""]
+    lines += ["## Goals (issue 8)", "", "| measure | goal | this run | met |", "|---|---|---|---|"]
+    for name, target, value, met in b.goals:
+        mark = "—" if met is None else "yes" if met else "**no**"
+        lines.append(f"| {name} | {target} | {value} | {mark} |")
+    lines += ["", "## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in machine_info().items()]
+    lines.append(f"| load average (1 min) before the stack started / at the end | "
+                 f"{b.load_before:.2f} / {b.load_after:.2f} |")
+    lines += ["", "## Versions", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in versions().items()]
+    lines += ["", "## Parameters", "", "| | |", "|---|---|"]
+    for k, v in dataclasses.asdict(p).items():
+        lines.append(f"| {k} | {v:,} |" if isinstance(v, int) and not isinstance(v, bool)
+                     else f"| {k} | {v} |")
+    lines.append(f"| lootlog flags for serve and replay | `{' '.join(b.fold_flags) or '(none)'}` |")
+    lines.append(f"| --fold-threads | {'accepted by this binary' if b.has_fold_threads else 'not in this binary'}"
+                 f"{' (given: ' + str(b.args.fold_threads) + ')' if b.args.fold_threads else ' (its default)'} |")
+    lines.append(f"| answer checks | {'every sampled player: items, version and guild' if b.deterministic else 'items of every sampled player; version and guild of players without guild events'} |")
+    lines.append("")
+    for key in ("replay", "live", "reads", "freshness", "writes", "footprint"):
+        sec = b.results.get(key)
+        if not sec:
+            continue
+        lines += [f"## {sec['title']}", ""]
+        if sec["status"] != "ok":
+            lines += [f"**{sec['status']}**", ""]
+        if sec.get("about"):
+            lines += [sec["about"], ""]
+        if sec.get("rows"):
+            peer_name = next((r["peer_name"] for r in sec["rows"] if r["peer_name"]), "")
+            ceil_name = next((r["ceiling_name"] for r in sec["rows"] if r["ceiling_name"]), "")
+            lines += [f"| measure | unit | lootlog | peer{f' ({peer_name})' if peer_name else ''} | "
+                      f"ceiling{f' ({ceil_name})' if ceil_name else ''} | lootlog / peer | "
+                      "lootlog / ceiling | goal |", "|---|---|---|---|---|---|---|---|"]
+            for r in sec["rows"]:
+                lines.append(f"| {r['measure']} | {r['unit']} | {fmt(r['lootlog'], r['unit'])} | "
+                             f"{fmt(r['peer'], r['unit'])} | {fmt(r['ceiling'], r['unit'])} | "
+                             f"{ratio(r['lootlog'], r['peer'])} | {ratio(r['lootlog'], r['ceiling'])} | "
+                             f"{r['goal']} |")
+            lines.append("")
+        if sec.get("chart"):
+            lines += [f"![{sec['title']}](../{sec['chart']})", ""]
+        if sec.get("check"):
+            lines += [f"Answer check: `{json.dumps(sec['check'], default=str)}`", ""]
+        for note in sec.get("notes", []):
+            lines += [note, ""]
+        if sec.get("raw"):
+            lines += ["<details><summary>raw numbers</summary>", "", "```json",
+                      json.dumps(sec["raw"], indent=1, default=str)[:20000], "```", "", "</details>",
+                      ""]
+    lines += ["## How to run", "",
+              "```", ".cache/venv/bin/python bench/run.py           # full sizes (>= 1M events, "
+              "1M players; roughly 10-15 min on 2 cores)", ".cache/venv/bin/python bench/run.py --quick   # small sizes, a few "
+              "minutes (CI)", "```", "",
+              "It starts its own Kafka + HDFS (`stack/stack`, `.dev/bench-stack`, ports 29xxx), "
+              "keeps its stores and logs in `.dev/bench-work`, writes this file and "
+              "`bench/charts/*.svg`, and exits 1 only when a benchmark could not run or answered "
+              "wrong. Load tool: `bench/loadgen.c` (libevent; open loop at a fixed rate with "
+              "latency from the intended send time, as wrk2 does; `--rate 0` for closed loop).",
+              ""]
+    history = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+        if HISTORY_MARK in text:
+            history = text.split(HISTORY_MARK, 1)[1].lstrip("\n")
+    if not history:
+        history = DEFAULT_HISTORY
+    lines += [HISTORY_MARK, "", history.rstrip("\n"), ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+# ------------------------------------------------------------------ main
+
+BENCHMARKS = [  # run order; the report lists them by number
+    ("live", bench_live),
+    ("replay", bench_replay),
+    ("reads", bench_reads),
+    ("freshness", bench_freshness),
+    ("writes", bench_writes),
+    ("footprint", bench_footprint),
+]
+TITLES = {"replay": "1. Fold and replay", "live": "2. Live fold under sustained produce",
+          "reads": "3. Reads", "freshness": "4. Freshness under write load",
+          "writes": "5. Writes over HTTP", "footprint": "6. Footprint"}
+
+
+def clean_up(b):
+    """Deletes this run's topics and snapshots (best effort: the stack goes down anyway)."""
+    try:
+        delete_topics(b.topics)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        req = urllib.request.Request(f"http://{WEBHDFS}/webhdfs/v1/bench/{b.run_id}?op=DELETE"
+                                     "&recursive=true&user.name=" + os.environ.get("USER", "root"),
+                                     method="DELETE")
+        urllib.request.urlopen(req, timeout=10).close()
+    except OSError:
+        pass
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=64)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes (CI)")
+    parser.add_argument("--only", default="", help="comma-separated: " +
+                        ",".join(k for k, _ in BENCHMARKS) + " (others skipped)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    parser.add_argument("--guild-capacity", type=int, default=1_000_000_000,
+                        help="for lootlog and the peer (default: unreachable, so every "
+                             "player's state is independent of partition interleaving)")
+    parser.add_argument("--fold-threads", type=int, default=0,
+                        help="passed to serve and replay when the binary has the flag")
+    parser.add_argument("--build", action="store_true", help="run ninja -C build first")
+    parser.add_argument("--keep", action="store_true", help="keep this run's topics")
+    parser.add_argument("--keep-stack", action="store_true",
+                        help="leave Kafka + HDFS running (stop: stack/stack stop .dev/bench-stack)")
     args = parser.parse_args()
-    ensure_tools()
-    procs = []
-    results = []
-    subprocess.run([STACK, "start", STACK_DIR, *PORTS], check=True)
+
+    ensure_tools(args.build)
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    params = make_params(args.quick, args.guild_capacity)
+    b = Bench(params, args)
+    only = {s for s in args.only.split(",") if s}
+    failures = []
+    b.load_before = load_average()
+    log(f"starting Kafka + HDFS in {os.path.relpath(STACK_DIR, ROOT)}")
     try:
-        from confluent_kafka.admin import AdminClient, NewTopic
-        topic = f"bench-{int(time.time())}"
-        admin = AdminClient({"bootstrap.servers": BROKERS})  # kept alive until the future resolves
-        admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])[topic].result(30)
-        work = os.path.join(ROOT, ".dev", "bench-work")
-        shutil.rmtree(work, ignore_errors=True)
-        os.makedirs(work)
-        lport, pport = free_port(), free_port()
-        log = open(os.path.join(work, "lootlog.log"), "w")
-        procs.append(subprocess.Popen([BIN, "serve", "--http", f"127.0.0.1:{lport}", "--brokers", BROKERS,
-                                       "--topic", topic, "--db", os.path.join(work, "live.db")],
-                                      stdout=log, stderr=log))
-        procs.append(subprocess.Popen([PY, os.path.join(ROOT, "bench", "peer_flask.py"), "--port", str(pport),
-                                       "--brokers", BROKERS, "--topic", topic],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_http(f"http://127.0.0.1:{lport}/readyz")
-        wait_http(f"http://127.0.0.1:{pport}/")
-
-        # 1. Acknowledged writes over HTTP with keep-alive: the seed endpoint on both.
-        d, c = args.duration, args.connections
-        ours = wrk(f"http://127.0.0.1:{lport}/purchase_a_sword?user_id=bench", d, c)
-        peer = wrk(f"http://127.0.0.1:{pport}/purchase_a_sword?user_id=bench", d, c)
-        results.append(("acknowledged writes/s, GET /purchase_a_sword (wrk, "
-                        f"{c} connections, {d} s)", ours[0], peer[0], "≥ 25,000 (≈ 50× the peer)"))
-        results.append(("  p50 / p99 latency ms", f"{ours[1]:.2f} / {ours[2]:.2f}",
-                         f"{peer[1]:.2f} / {peer[2]:.2f}", ""))
-        script = os.path.join(work, "post.lua")
-        with open(script, "w") as f:
-            f.write('wrk.method = "POST"\nwrk.body = \'{"item_type":"potion","quantity":1}\'\n'
-                    'wrk.headers["Content-Type"] = "application/json"\n')
-        post = wrk(f"http://127.0.0.1:{lport}/v1/users/bench2/purchases", d, c, script)
-        results.append(("acknowledged writes/s, POST /v1/users/{u}/purchases", post[0], "—", "≥ 25,000"))
-
-        # 2. Reads while the fold runs flat out (gen straight to Kafka meanwhile).
-        gen = subprocess.Popen([BIN, "gen", "--brokers", BROKERS, "--topic", topic, "--rate", "20000",
-                                "--duration", str(d + 2), "--users", "50000"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        reads = wrk(f"http://127.0.0.1:{lport}/inventory/bench", d, c)
-        gen.wait()
-        results.append(("GET /inventory reads/s while the fold runs", reads[0], "—", "10,000 at p99 ≤ 2 ms"))
-        results.append(("  p50 / p99 latency ms", f"{reads[1]:.2f} / {reads[2]:.2f}", "—", ""))
-
-        # 3. Fold / replay throughput over the whole topic, against the Python peer fold.
-        out = sh(BIN, "replay", "--brokers", BROKERS, "--topic", topic, "--db", os.path.join(work, "replay.db"))
-        m = re.search(r"replay: (\d+) events in [\d.]+ s \((\d+)/s\)", out)
-        peer_out = sh(PY, os.path.join(ROOT, "bench", "peer_fold.py"), BROKERS, topic,
-                      os.path.join(work, "peer.db"))
-        pm = re.search(r"\((\d+)/s\)", peer_out)
-        results.append((f"replay events/s ({m.group(1)} events)", int(m.group(2)), int(pm.group(1)),
-                        "≥ 300,000"))
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
+        if subprocess.run([STACK, "start", STACK_DIR, *PORTS]).returncode != 0:
+            raise SystemExit("bench: the stack did not start")
+        for key, fn in BENCHMARKS:
+            if only and key not in only:
+                continue
+            log(f"--- {TITLES[key]}")
             try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        subprocess.run([STACK, "stop", STACK_DIR])
-    write_report(results, args)
-
-
-def fmt(v):
-    return f"{v:,.0f}" if isinstance(v, (int, float)) else str(v)
-
-
-def write_report(results, args):
-    cpu = sh("sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
-    lines = ["# lootlog benchmarks", "",
-             f"Written by `bench/run.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-             f"{os.cpu_count()} cores ({cpu}); Kafka, HDFS, lootlog, the peers and the load "
-             "generator all on this one machine. Peers: the classic Flask + kafka-python game API "
-             "(`bench/peer_flask.py`, waits for acks=all like lootlog) and a plain Python fold "
-             "(`bench/peer_fold.py`: json.loads + sqlite3, far less work per event than lootlog's "
-             "fold, which also records outcomes, dedupe and versions).", "",
-             "| measure | lootlog | peer | lootlog / peer | design target |", "|---|---|---|---|---|"]
-    for name, ours, peer, target in results:
-        ratio = f"{ours / peer:.1f}×" if isinstance(ours, (int, float)) and isinstance(peer, (int, float)) and peer else ""
-        lines.append(f"| {name} | {fmt(ours)} | {fmt(peer)} | {ratio} | {target} |")
-    lines += ["", f"Run: `.cache/venv/bin/python bench/run.py --duration {args.duration} "
-              f"--connections {args.connections}`.", ""]
-    path = os.path.join(ROOT, "docs", "benchmarks.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+                b.results[key] = fn(b)
+            except Exception as e:  # noqa: BLE001 - every failure is reported, the run goes on
+                kind = ("wrong answer" if isinstance(e, WrongAnswer) else "could not run")
+                if not isinstance(e, (WrongAnswer, CannotRun)):
+                    traceback.print_exc()
+                msg = f"{TITLES[key]}: {kind}: {e}"
+                log(msg)
+                failures.append(msg)
+                b.results[key] = {"title": TITLES[key], "status": f"{kind}: {e}", "rows": [],
+                                  "check": None, "chart": None, "raw": {}, "notes": []}
+            finally:
+                b.procs.stop_all()
+    finally:
+        b.procs.stop_all()
+        if not args.keep:
+            clean_up(b)
+        b.load_after = load_average()
+        if not args.keep_stack:
+            subprocess.run([STACK, "stop", STACK_DIR])
+    write_report(b, args.out, time.monotonic() - STARTED, failures)
+    with open(os.path.join(WORK, "results.json"), "w") as f:
+        json.dump({"params": dataclasses.asdict(params), "goals": b.goals, "results": b.results,
+                   "failures": failures, "soft_failures": b.soft_failures}, f, indent=1, default=str)
+    print(f"\nbench: wrote {os.path.relpath(args.out, ROOT)} and bench/charts/ in "
+          f"{(time.monotonic() - STARTED) / 60:.1f} min")
+    for name, target, value, met in b.goals:
+        print(f"  {name}: {value} (goal {target}){'' if met is None else ' ok' if met else ' MISSED'}")
+    for f in b.soft_failures:
+        print(f"  not measured: {f}")
+    for f in failures:
+        print(f"  FAILED: {f}")
+    sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":

@@ -179,6 +179,8 @@ static int fold_passed(routes *r, int32_t partition, int64_t offset) {
 
 /* ---------------------------------------------------------------- inventory */
 
+static int32_t player_partition(routes *r, const char *user_id);
+
 /* 1 when item_type is in the comma-separated list. */
 static int in_list(const char *list, const char *item_type) {
     size_t n = strlen(item_type);
@@ -197,9 +199,18 @@ static int in_list(const char *list, const char *item_type) {
 static json_t *inventory_body(routes *r, const char *user_id, const char *item_types,
                               const char *category, int64_t *version, int *failed) {
     store_inventory inv;
+    char errstr[512];
     *failed = 0;
-    if (store_read_inventory(r->config.reader, user_id, &inv)) {
-        log_error("http", "inventory read: %s", store_errmsg(r->config.reader));
+    int32_t partition = player_partition(r, user_id);
+    store *st = store_set_get(r->config.readers, partition, errstr, sizeof errstr);
+    if (!st) {
+        if (!errstr[0]) return NULL; /* no store for the partition yet: no such player */
+        log_error("http", "inventory read: %s", errstr);
+        *failed = 1;
+        return NULL;
+    }
+    if (store_read_inventory(st, user_id, &inv)) {
+        log_error("http", "inventory read: %s", store_errmsg(st));
         *failed = 1;
         return NULL;
     }
@@ -227,10 +238,10 @@ static json_t *inventory_body(routes *r, const char *user_id, const char *item_t
         json_array_append_new(items, obj);
     }
     json_object_set_new(body, "items", items);
-    for (size_t i = 0; i < inv.offset_count; i++) {
+    if (inv.next_offset >= 0) {
         char key[16];
-        snprintf(key, sizeof key, "%d", (int)inv.offsets[i].partition);
-        json_object_set_new(as_of, key, json_integer(inv.offsets[i].next_offset));
+        snprintf(key, sizeof key, "%d", (int)partition);
+        json_object_set_new(as_of, key, json_integer(inv.next_offset));
     }
     json_object_set_new(body, "as_of", as_of);
     json_object_set_new(body, "version", json_integer(inv.player.version));
@@ -291,7 +302,9 @@ static void unpark(parked *pk) {
 /* Answers a parked write once its event is folded: 200 applied / 409 rejected. */
 static void answer_applied_write(routes *r, parked *pk) {
     store_event_outcome outcome;
-    int found = store_read_event(r->config.reader, pk->event_id, pk->user_id, &outcome);
+    char errstr[512];
+    store *st = store_set_get(r->config.readers, pk->partition, errstr, sizeof errstr);
+    int found = st ? store_read_event(st, pk->event_id, pk->user_id, &outcome) : 0;
     json_t *ack = pk->ack;
     pk->ack = NULL;
     if (found <= 0) {
@@ -565,7 +578,7 @@ static int32_t player_partition(routes *r, const char *user_id) {
 
 /* With --no-fold, reads answer 421 (with the player's partition when there is one). */
 static int require_fold_for(routes *r, struct evhttp_request *req, const char *user_id) {
-    if (r->config.reader) return 0;
+    if (r->config.readers) return 0;
     json_t *body = json_object();
     json_object_set_new(body, "error", json_string("no_state_here"));
     json_object_set_new(body, "message",
@@ -657,6 +670,27 @@ static void handle_inventory(routes *r, struct evhttp_request *req, const char *
     free(category);
 }
 
+/* The outcome of event_id: in the player's store when user_id is given, else the first
+ * store (by partition) that holds it. Returns 1 found, 0 not, -1 on a read error. */
+static int read_event_anywhere(routes *r, const char *event_id, const char *user_id,
+                               store_event_outcome *outcome) {
+    char errstr[512];
+    int partitions = producer_partition_count(r->config.prod);
+    int32_t first = 0, last = partitions - 1;
+    if (user_id) first = last = player_partition(r, user_id);
+    for (int32_t p = first; p >= 0 && p <= last; p++) {
+        store *st = store_set_get(r->config.readers, p, errstr, sizeof errstr);
+        if (!st) {
+            if (errstr[0]) log_error("http", "event read: %s", errstr);
+            continue;
+        }
+        int found = store_read_event(st, event_id, user_id, outcome);
+        if (found < 0) log_error("http", "event read: %s", store_errmsg(st));
+        if (found) return found;
+    }
+    return 0;
+}
+
 static void handle_event(routes *r, struct evhttp_request *req, const char *event_id) {
     validate_error err;
     store_event_outcome outcome;
@@ -671,10 +705,10 @@ static void handle_event(routes *r, struct evhttp_request *req, const char *even
         reply_validation(req, &err);
         return;
     }
-    int found = store_read_event(r->config.reader, event_id, user_id, &outcome);
+    int found = read_event_anywhere(r, event_id, user_id, &outcome);
     free(user_id);
     if (found < 0) {
-        http_reply_error(req, 500, "internal", store_errmsg(r->config.reader));
+        http_reply_error(req, 500, "internal", "reading the event failed");
         return;
     }
     if (!found) {
@@ -724,6 +758,58 @@ static void add_member(void *arg, const char *user_id) {
     snprintf(page->last, sizeof page->last, "%s", user_id);
 }
 
+typedef struct {
+    char (*ids)[CODEC_ID_MAX + 1];
+    size_t count, cap;
+    int failed;
+} member_list;
+
+static void collect_member(void *arg, const char *user_id) {
+    member_list *list = arg;
+    if (list->count == list->cap) {
+        size_t grown = list->cap ? list->cap * 2 : 64;
+        void *bigger = realloc(list->ids, grown * sizeof *list->ids);
+        if (!bigger) {
+            list->failed = 1;
+            return;
+        }
+        list->ids = bigger;
+        list->cap = grown;
+    }
+    snprintf(list->ids[list->count++], sizeof *list->ids, "%s", user_id);
+}
+
+static int compare_ids(const void *a, const void *b) { return strcmp(a, b); }
+
+/* A guild's members live with their players, in every partition's store: each store
+ * gives its first page after the cursor, and the merged, sorted page is the answer. */
+static int read_guild_everywhere(routes *r, const char *guild_id, const char *cursor,
+                                 guild_page *page, int64_t *member_count) {
+    char errstr[512];
+    member_list list = {0};
+    int partitions = producer_partition_count(r->config.prod);
+    *member_count = 0;
+    for (int32_t p = 0; p < partitions; p++) {
+        store *st = store_set_get(r->config.readers, p, errstr, sizeof errstr);
+        if (!st) continue;
+        int64_t count = 0;
+        if (store_read_guild(st, guild_id, cursor, page->limit + 1, &count, collect_member, &list)) {
+            log_error("http", "guild read: %s", store_errmsg(st));
+            free(list.ids);
+            return -1;
+        }
+        *member_count += count;
+    }
+    if (list.failed) {
+        free(list.ids);
+        return -1;
+    }
+    if (list.count) qsort(list.ids, list.count, sizeof *list.ids, compare_ids);
+    for (size_t i = 0; i < list.count; i++) add_member(page, list.ids[i]);
+    free(list.ids);
+    return 0;
+}
+
 static void handle_guild_info(routes *r, struct evhttp_request *req, const char *guild_id) {
     validate_error err;
     int64_t member_count = 0;
@@ -744,12 +830,11 @@ static void handle_guild_info(routes *r, struct evhttp_request *req, const char 
         http_reply_error(req, 400, "invalid_cursor", "cursor must come from next_cursor");
         return;
     }
-    int rc = store_read_guild(r->config.reader, guild_id, cursor ? cursor : "", page.limit + 1,
-                              &member_count, add_member, &page);
+    int rc = read_guild_everywhere(r, guild_id, cursor ? cursor : "", &page, &member_count);
     free(cursor);
     if (rc) {
         json_decref(page.members);
-        http_reply_error(req, 500, "internal", store_errmsg(r->config.reader));
+        http_reply_error(req, 500, "internal", "reading the guild failed");
         return;
     }
     if (member_count == 0) {
@@ -773,6 +858,22 @@ typedef struct {
     int64_t last_offset;
 } history_page;
 
+/* History keeps lines as "sword:1,arrow:20"; the API shows [{"item_type","quantity"}]. */
+static json_t *history_items(const char *items) {
+    json_t *lines = json_array();
+    for (const char *p = items; p && *p;) {
+        const char *colon = strchr(p, ':');
+        if (!colon) break;
+        json_t *line = json_object();
+        json_object_set_new(line, "item_type", json_stringn(p, (size_t)(colon - p)));
+        json_object_set_new(line, "quantity", json_integer(strtoll(colon + 1, NULL, 10)));
+        json_array_append_new(lines, line);
+        const char *comma = strchr(colon, ',');
+        p = comma ? comma + 1 : NULL;
+    }
+    return lines;
+}
+
 static void add_history(void *arg, const store_history_row *row) {
     history_page *page = arg;
     if (++page->seen > page->limit) return;
@@ -782,8 +883,7 @@ static void add_history(void *arg, const store_history_row *row) {
     json_object_set_new(entry, "outcome", json_string(row->outcome));
     json_object_set_new(entry, "reason", row->reason ? json_string(row->reason) : json_null());
     json_object_set_new(entry, "ts", json_string(row->ts));
-    json_t *items = row->items_json ? json_loads(row->items_json, 0, NULL) : NULL;
-    json_object_set_new(entry, "items", items ? items : json_array());
+    json_object_set_new(entry, "items", history_items(row->items));
     json_object_set_new(entry, "guild_id", row->guild_id ? json_string(row->guild_id) : json_null());
     json_object_set_new(entry, "partition", json_integer(row->partition));
     json_object_set_new(entry, "offset", json_integer(row->offset));
@@ -812,10 +912,12 @@ static void handle_history(routes *r, struct evhttp_request *req, const char *us
         }
         before = v;
     }
-    if (store_read_history(r->config.reader, user_id, before, page.limit + 1, add_history,
-                           &page)) {
+    char errstr[512];
+    store *st = store_set_get(r->config.readers, player_partition(r, user_id), errstr,
+                              sizeof errstr);
+    if (st && store_read_history(st, user_id, before, page.limit + 1, add_history, &page)) {
         json_decref(page.events);
-        http_reply_error(req, 500, "internal", store_errmsg(r->config.reader));
+        http_reply_error(req, 500, "internal", store_errmsg(st));
         return;
     }
     if (page.seen == 0 && before < 0) {
@@ -989,8 +1091,8 @@ static void on_admin_snapshots(routes *r, struct evhttp_request *req, const char
     free(text);
 }
 
-void routes_set_state(routes *r, store *reader, consumer *fold) {
-    r->config.reader = reader;
+void routes_set_state(routes *r, store_set *readers, consumer *fold) {
+    r->config.readers = readers;
     r->config.fold = fold;
 }
 

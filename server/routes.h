@@ -7,7 +7,7 @@
 #include "../state/catalog.h"
 #include "../state/consumer.h"
 #include "../state/snapshot.h"
-#include "../state/store.h"
+#include "../state/store_set.h"
 #include "producer.h"
 
 #include <event2/event.h>
@@ -20,7 +20,7 @@ typedef struct {
     struct event_base *base;
     const catalog *cat;
     producer *prod;
-    store *reader;  /* NULL with --no-fold */
+    store_set *readers; /* the stores' readers; NULL with --no-fold */
     consumer *fold; /* NULL with --no-fold */
     int default_wait_ms;  /* ?after= / ?wait=applied bound unless timeout_ms says */
     int64_t ready_max_lag; /* /readyz fails while the fold is further behind */
@@ -43,7 +43,7 @@ void routes_handle(struct evhttp_request *req, void *arg);
 void routes_on_fold_commit(routes *r);
 
 /* After a swap: the reader and fold that now serve the state. */
-void routes_set_state(routes *r, store *reader, consumer *fold);
+void routes_set_state(routes *r, store_set *readers, consumer *fold);
 
 /* Answers every parked request (503) and frees. */
 void routes_free(routes *r);

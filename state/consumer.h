@@ -1,6 +1,8 @@
-/* consumer: the fold thread. Reads the topic from the offsets stored in SQLite (never
- * from a consumer group), folds records in batches — many per transaction, bounded by
- * count and time — and commits state, outcomes and next offsets together. */
+/* consumer: the fold engine. Reads the topic from the offsets stored in each partition's
+ * store (never from a consumer group), folds each partition into its own store on a
+ * pool of fold threads, in batches bounded by count and time, and commits state,
+ * outcomes and the partition's next offset together. serve runs it without an end;
+ * replay runs it over fixed slices of the log until each partition reaches its end. */
 #ifndef LOOTLOG_CONSUMER_H
 #define LOOTLOG_CONSUMER_H
 
@@ -15,38 +17,49 @@ typedef struct consumer consumer;
 typedef struct {
     const char *brokers;
     const char *topic;
-    const char *db_path;
+    const char *db_dir;  /* the folder of per-partition stores (created if missing) */
     fold_config fold;
     int partition_first; /* -1: every partition of the topic */
     int partition_last;
+    int threads;             /* fold threads; 0: one per core */
+    int nice;                /* niceness of the fold threads (serve: let reads go first) */
     size_t batch_max_events; /* events per transaction at most */
     int batch_max_ms;        /* and no longer than this before committing */
+    /* Fixed slices (replay): per partition, where to start when its store holds no
+     * offset (-1: the log's start) and where to stop (-1: never). NULL: no slices. */
+    const int64_t *start_offsets; /* [STORE_MAX_PARTITIONS] */
+    const int64_t *end_offsets;   /* [STORE_MAX_PARTITIONS] */
     /* extra librdkafka properties, "key=value" strings */
     const char *const *kafka_props;
     size_t kafka_prop_count;
-    /* Called on the fold thread after every commit, e.g. to wake the HTTP loop. */
+    /* Called on a fold thread after every commit, e.g. to wake the HTTP loop. */
     void (*on_commit)(void *opaque);
     void *on_commit_opaque;
 } consumer_config;
 
 typedef struct {
     int assigned;           /* partitions assigned and fetching */
+    int finished;           /* with end offsets: every partition reached its end */
+    int failed;             /* the engine stopped on an error it cannot retry */
     size_t partition_count; /* of the topic, once known */
     int64_t lag;            /* sum over partitions of high watermark - next offset; -1 unknown */
     uint64_t batches, applied, rejected, duplicates, dead_letters;
 } consumer_stats;
 
-/* Opens the writer store and starts the fold thread. config strings must outlive the
- * consumer. NULL with errstr on failure (bad config, unusable database). */
+/* Starts the engine (its threads open the stores). config strings and arrays must
+ * outlive the consumer. NULL with errstr on failure (bad config). */
 consumer *consumer_start(const consumer_config *config, char *errstr, size_t errstr_size);
 
 /* A snapshot of the counters, readable from any thread. */
 void consumer_get_stats(consumer *c, consumer_stats *stats);
 
+/* The error that stopped the engine (stats.failed), as a sentence; "" when none. */
+void consumer_error(consumer *c, char *errstr, size_t errstr_size);
+
 /* The next offset committed for partition, or -1 before anything was; any thread. */
 int64_t consumer_next_offset(consumer *c, int32_t partition);
 
-/* Asks the thread to finish its batch, joins it, closes the store and frees. */
+/* Asks the threads to finish their batches, joins them, closes the stores and frees. */
 void consumer_stop(consumer *c);
 
 #endif

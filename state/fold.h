@@ -1,5 +1,8 @@
-/* fold: the rules that turn events into state. Pure over the store: the live consumer,
- * replay and the unit tests all call fold_message, inside a transaction they own. */
+/* fold: the rules that turn one partition's events into that partition's state. The
+ * rules run over players held in memory; a batch of events changes them there, and
+ * fold_partition_commit writes each changed row once, with the events' outcomes and the
+ * partition's next offset, in one transaction. The live fold, replay and the unit tests
+ * all call this same code. */
 #ifndef LOOTLOG_FOLD_H
 #define LOOTLOG_FOLD_H
 
@@ -13,9 +16,15 @@
 #define FOLD_DEAD_LETTER_PAYLOAD_MAX 4096 /* bytes of a bad payload kept */
 #define FOLD_MESSAGE_MAX (64 * 1024) /* a valid event is < 8 KiB; larger is dead-lettered */
 #define FOLD_REASON_MAX 160
+#define FOLD_DEFAULT_CACHED_PLAYERS 10000 /* per partition, kept between batches */
 
 typedef struct {
     int64_t guild_capacity;
+    size_t cached_players; /* players kept in memory between batches; 0: the default */
+    /* Members a guild has in other partitions' committed state (the interim capacity
+     * rule until guild decisions move into the log); NULL: none. */
+    int64_t (*members_elsewhere)(void *opaque, int32_t partition, const char *guild_id);
+    void *members_elsewhere_opaque;
 } fold_config;
 
 typedef enum {
@@ -34,18 +43,38 @@ typedef struct {
 /* The contract's name of an outcome ("applied", ...). */
 const char *fold_outcome_name(fold_outcome outcome);
 
-/* Folds one Kafka record (partition, offset, key, value) into the store: decodes it,
- * dead-letters it if invalid, else applies the rules and records the outcome. Must run
- * inside a writer transaction; the caller stores each partition's next offset
- * (store_set_offset) once per batch, in the same transaction, before committing.
- * Returns 0 with *result filled, or -1 on a store error (the caller rolls the batch
- * back and retries; no rule outcome is an error). */
-int fold_message(store *st, const fold_config *config, int32_t partition, int64_t offset,
-                 const void *key, size_t key_len, const void *value, size_t value_len,
-                 fold_result *result);
+typedef struct fold_partition fold_partition;
 
-/* Applies one decoded event (no offset bookkeeping). Exposed for unit tests. */
-int fold_event(store *st, const fold_config *config, const event *ev, int32_t partition,
-               int64_t offset, fold_result *result);
+/* The fold of one partition over its store st (a writer; the caller keeps it open
+ * longer than the fold). config is copied. NULL with errstr on failure. */
+fold_partition *fold_partition_new(store *st, const fold_config *config, char *errstr,
+                                   size_t errstr_size);
+void fold_partition_free(fold_partition *fp);
+
+/* Folds one Kafka record of the partition into memory: decodes it, dead-letters it if
+ * invalid, else applies the rules. Nothing reaches the store before the commit.
+ * Returns 0 with *result filled, or -1 on a store error while reading (then call
+ * fold_partition_discard; no rule outcome is an error). */
+int fold_partition_message(fold_partition *fp, int64_t offset, const void *key, size_t key_len,
+                           const void *value, size_t value_len, fold_result *result);
+
+/* Applies one decoded event at offset (no message checks). Exposed for unit tests. */
+int fold_partition_event(fold_partition *fp, const event *ev, int64_t offset,
+                         fold_result *result);
+
+/* The last error, as a sentence. */
+const char *fold_partition_errmsg(const fold_partition *fp);
+
+/* Records folded since the last commit (0: nothing to commit). */
+size_t fold_partition_pending(const fold_partition *fp);
+
+/* Writes every changed row, the outcomes and next_offset (the offset after the last
+ * record folded) in one transaction. Returns 0, or -1 with the store's error (then call
+ * fold_partition_discard). */
+int fold_partition_commit(fold_partition *fp, int64_t next_offset);
+
+/* Forgets everything since the last commit (and the cache, which may hold it), so the
+ * records can be folded again from the stored offset. */
+void fold_partition_discard(fold_partition *fp);
 
 #endif

@@ -1,9 +1,11 @@
-/* replay: a one-shot fold of a slice of the topic into a new file. Start and end offsets
+/* replay: a one-shot fold of a slice of the topic into a new folder of stores, with the
+ * same fold engine as serve. Start and end offsets
  * are fixed per partition before the first record is read, so "the end" means the log
  * as it was when the replay began, and --verify compares at exactly the live offsets. */
 #define _GNU_SOURCE /* strptime, timegm */
 #include "replay.h"
 
+#include "consumer.h"
 #include "kafka_conf.h"
 #include "log.h"
 #include "store.h"
@@ -19,19 +21,7 @@ typedef struct {
     int32_t partition;
     int64_t start; /* first offset to fold */
     int64_t end;   /* stop before this offset */
-    int64_t next;  /* next offset to store at the batch's commit; -1: nothing new */
-    int done;
 } slice;
-
-/* Stores each slice's next offset (once per batch) and commits. */
-static int commit_batch(store *st, slice *slices, size_t count) {
-    for (size_t i = 0; i < count; i++) {
-        if (slices[i].next < 0) continue;
-        if (store_set_offset(st, slices[i].partition, slices[i].next)) return -1;
-        slices[i].next = -1;
-    }
-    return store_commit(st);
-}
 
 typedef struct {
     char *user_id;
@@ -78,7 +68,7 @@ int replay_parse_time(const char *text, int64_t *ms) {
 
 /* Turns a timestamp into each slice's offset via Kafka's offsets-for-times: the first
  * offset whose timestamp is >= ms, or the log end when there is none. */
-static int offsets_for_time(rd_kafka_t *rk, const char *topic, slice *slices, size_t count,
+static int offsets_for_time(rd_kafka_t *rk, const char *topic, const slice *slices, size_t count,
                             int64_t ms, int64_t *out, char *errstr, size_t errstr_size) {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)count);
     for (size_t i = 0; i < count; i++)
@@ -157,62 +147,30 @@ static void print_progress(uint64_t done, uint64_t total, double started, int fi
             (unsigned long long)done, (unsigned long long)total, rate, eta, final ? "\n" : "");
 }
 
-int replay_run(const replay_config *config, replay_summary *summary, char *errstr,
-               size_t errstr_size) {
-    static const char *const defaults[] = {
-        "group.id", "lootlog-replay", "enable.auto.commit", "false",
-        "enable.auto.offset.store", "false", "enable.partition.eof", "false",
-        "client.id", "lootlog-replay", NULL};
-    char why[512];
-    int rc = -1;
-    rd_kafka_t *rk = NULL;
-    rd_kafka_queue_t *queue = NULL;
-    rd_kafka_topic_t *topic = NULL;
+
+/* Fixes each partition's slice from the topic's watermarks, the offsets and the times
+ * asked for. Returns 0 or -1 with errstr. */
+static int plan_slices(const replay_config *config, rd_kafka_t *rk, slice *slices,
+                       size_t *slice_count, char *errstr, size_t errstr_size) {
     const struct rd_kafka_metadata *md = NULL;
-    store *st = NULL, *live = NULL;
-    slice slices[STORE_MAX_PARTITIONS];
-    size_t slice_count = 0;
-    digest_list live_digests = {0}, new_digests = {0};
-    int tty = isatty(STDERR_FILENO);
-
-    memset(summary, 0, sizeof *summary);
-    double started = now_s();
-
-    st = store_open(config->db_path, STORE_WRITER, errstr, errstr_size);
-    if (!st) goto done;
-    store_offset existing[STORE_MAX_PARTITIONS];
-    size_t existing_count = 0;
-    if (store_load_offsets(st, existing, STORE_MAX_PARTITIONS, &existing_count)) goto store_fail;
-    if (existing_count > 0) {
-        snprintf(errstr, errstr_size, "%s already holds folded state; replay needs a new file",
-                 config->db_path);
-        goto done;
-    }
-
-    rd_kafka_conf_t *conf = kafka_conf_new(config->brokers, defaults, config->kafka_props,
-                                           config->kafka_prop_count, errstr, errstr_size);
-    if (!conf) goto done;
-    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        snprintf(errstr, errstr_size, "creating consumer: %s", why);
-        goto done;
-    }
-    topic = rd_kafka_topic_new(rk, config->topic, NULL);
+    rd_kafka_topic_t *topic = rd_kafka_topic_new(rk, config->topic, NULL);
+    int rc = -1;
+    *slice_count = 0;
     rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, topic, &md, 10000);
     if (err || md->topic_cnt != 1 || md->topics[0].err) {
         snprintf(errstr, errstr_size, "metadata for topic '%s': %s", config->topic,
                  rd_kafka_err2str(err ? err : md->topics[0].err));
         goto done;
     }
-    for (int i = 0; i < md->topics[0].partition_cnt && slice_count < STORE_MAX_PARTITIONS; i++) {
-        slice *s = &slices[slice_count++];
-        s->partition = md->topics[0].partitions[i].id;
-        s->next = -1;
+    for (int i = 0; i < md->topics[0].partition_cnt && *slice_count < STORE_MAX_PARTITIONS; i++) {
+        int32_t p = md->topics[0].partitions[i].id;
+        if (p < 0 || p >= STORE_MAX_PARTITIONS) continue;
+        slice *s = &slices[(*slice_count)++];
+        s->partition = p;
         int64_t low, high;
-        err = rd_kafka_query_watermark_offsets(rk, config->topic, s->partition, &low, &high, 10000);
+        err = rd_kafka_query_watermark_offsets(rk, config->topic, p, &low, &high, 10000);
         if (err) {
-            snprintf(errstr, errstr_size, "watermarks of partition %d: %s", (int)s->partition,
+            snprintf(errstr, errstr_size, "watermarks of partition %d: %s", (int)p,
                      rd_kafka_err2str(err));
             goto done;
         }
@@ -224,162 +182,226 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
     if (config->from_time_ms >= 0 || config->until_time_ms >= 0) {
         int64_t found[STORE_MAX_PARTITIONS];
         if (config->from_time_ms >= 0) {
-            if (offsets_for_time(rk, config->topic, slices, slice_count, config->from_time_ms,
+            if (offsets_for_time(rk, config->topic, slices, *slice_count, config->from_time_ms,
                                  found, errstr, errstr_size))
                 goto done;
-            for (size_t i = 0; i < slice_count; i++)
+            for (size_t i = 0; i < *slice_count; i++)
                 slices[i].start = found[i] >= 0 ? found[i] : slices[i].end;
         }
         if (config->until_time_ms >= 0) {
-            if (offsets_for_time(rk, config->topic, slices, slice_count, config->until_time_ms,
+            if (offsets_for_time(rk, config->topic, slices, *slice_count, config->until_time_ms,
                                  found, errstr, errstr_size))
                 goto done;
-            for (size_t i = 0; i < slice_count; i++)
+            for (size_t i = 0; i < *slice_count; i++)
                 if (found[i] >= 0 && found[i] < slices[i].end) slices[i].end = found[i];
         }
     }
-    if (config->verify_path) {
-        /* One read transaction on the live file for the whole replay: its snapshot is the
-         * state at the offsets read here, however far the live fold goes meanwhile. */
-        live = store_open(config->verify_path, STORE_READER, errstr, errstr_size);
-        if (!live) goto done;
-        store_offset live_offsets[STORE_MAX_PARTITIONS];
-        size_t live_count = 0;
-        if (store_begin(live) ||
-            store_load_offsets(live, live_offsets, STORE_MAX_PARTITIONS, &live_count)) {
-            snprintf(errstr, errstr_size, "%s", store_errmsg(live));
-            goto done;
-        }
-        for (size_t i = 0; i < slice_count; i++) {
-            int64_t live_next = slices[i].start; /* live folded nothing there: nor do we */
-            for (size_t j = 0; j < live_count; j++)
-                if (live_offsets[j].partition == slices[i].partition)
-                    live_next = live_offsets[j].next_offset;
-            slices[i].end = live_next;
-        }
-    }
+    rc = 0;
+done:
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(topic);
+    return rc;
+}
 
-    uint64_t total = 0;
-    rd_kafka_topic_partition_list_t *assignment =
-        rd_kafka_topic_partition_list_new((int)slice_count);
-    for (size_t i = 0; i < slice_count; i++) {
-        slice *s = &slices[i];
-        s->done = s->start >= s->end;
-        if (s->done) continue;
-        total += (uint64_t)(s->end - s->start);
-        rd_kafka_topic_partition_list_add(assignment, config->topic, s->partition)->offset = s->start;
+/* Refuses a folder that already holds folded state. Returns 0 or -1. */
+static int require_new_folder(const char *dir, char *errstr, size_t errstr_size) {
+    int32_t partitions[STORE_MAX_PARTITIONS];
+    size_t count = 0;
+    if (store_list_partitions(dir, partitions, STORE_MAX_PARTITIONS, &count, errstr, errstr_size))
+        return -1;
+    for (size_t i = 0; i < count; i++) {
+        char path[4096];
+        int64_t next = -1;
+        store_path(dir, partitions[i], path, sizeof path);
+        store *st = store_open(path, partitions[i], STORE_READER, errstr, errstr_size);
+        if (!st) return -1;
+        int rc = store_get_next_offset(st, &next);
+        store_close(st);
+        if (rc || next >= 0) {
+            snprintf(errstr, errstr_size, "%s already holds folded state; replay needs a new folder",
+                     dir);
+            return -1;
+        }
     }
-    err = rd_kafka_assign(rk, assignment);
-    rd_kafka_topic_partition_list_destroy(assignment);
-    if (err) {
-        snprintf(errstr, errstr_size, "assign: %s", rd_kafka_err2str(err));
+    return 0;
+}
+
+/* The live stores of --verify, each held in one read transaction for the whole replay:
+ * its snapshot is the state at the offsets read here, however far the live fold goes. */
+typedef struct {
+    store *stores[STORE_MAX_PARTITIONS];
+} live_set;
+
+static void close_live(live_set *live) {
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) {
+        if (!live->stores[p]) continue;
+        store_rollback(live->stores[p]);
+        store_close(live->stores[p]);
+        live->stores[p] = NULL;
+    }
+}
+
+/* Opens the live stores and cuts each slice at the live store's next offset. */
+static int open_live(const char *dir, slice *slices, size_t slice_count, live_set *live,
+                     char *errstr, size_t errstr_size) {
+    int32_t partitions[STORE_MAX_PARTITIONS];
+    size_t store_count = 0;
+    if (store_list_partitions(dir, partitions, STORE_MAX_PARTITIONS, &store_count, errstr,
+                              errstr_size))
+        return -1;
+    if (store_count == 0) {
+        snprintf(errstr, errstr_size, "%s holds no partition stores (p<N>.db) to verify against",
+                 dir);
+        return -1;
+    }
+    for (size_t i = 0; i < slice_count; i++) {
+        char path[4096];
+        int64_t live_next = -1;
+        int32_t p = slices[i].partition;
+        store_path(dir, p, path, sizeof path);
+        if (access(path, F_OK) == 0) {
+            live->stores[p] = store_open(path, p, STORE_READER, errstr, errstr_size);
+            if (!live->stores[p]) return -1;
+            if (store_begin(live->stores[p]) ||
+                store_get_next_offset(live->stores[p], &live_next)) {
+                snprintf(errstr, errstr_size, "%s", store_errmsg(live->stores[p]));
+                return -1;
+            }
+        }
+        /* Where live folded nothing, neither does the rebuild. */
+        slices[i].end = live_next >= 0 ? live_next : slices[i].start;
+        if (slices[i].end < slices[i].start) slices[i].start = slices[i].end;
+    }
+    return 0;
+}
+
+/* Compares every partition's players of the rebuilt folder with the live stores. */
+static int verify_against_live(const char *dir, const slice *slices, size_t slice_count,
+                               live_set *live, replay_summary *summary, char *errstr,
+                               size_t errstr_size) {
+    int rc = -1;
+    for (size_t i = 0; i < slice_count; i++) {
+        int32_t p = slices[i].partition;
+        digest_list live_digests = {0}, new_digests = {0};
+        char path[4096];
+        store_path(dir, p, path, sizeof path);
+        store *rebuilt = store_open(path, p, STORE_READER, errstr, errstr_size);
+        if (!rebuilt) return -1;
+        int failed = store_begin(rebuilt) ||
+                     store_player_digests(rebuilt, collect_digest, &new_digests);
+        if (failed) snprintf(errstr, errstr_size, "%s", store_errmsg(rebuilt));
+        store_rollback(rebuilt);
+        store_close(rebuilt);
+        if (!failed && live->stores[p] &&
+            store_player_digests(live->stores[p], collect_digest, &live_digests)) {
+            snprintf(errstr, errstr_size, "%s", store_errmsg(live->stores[p]));
+            failed = 1;
+        }
+        if (!failed && (live_digests.failed || new_digests.failed)) {
+            snprintf(errstr, errstr_size, "out of memory comparing players");
+            failed = 1;
+        }
+        if (!failed) {
+            uint64_t compared = 0;
+            summary->players_differing += compare_digests(&live_digests, &new_digests, &compared);
+            summary->players_compared += compared;
+        }
+        free_digests(&live_digests);
+        free_digests(&new_digests);
+        if (failed) goto done;
+    }
+    rc = 0;
+done:
+    return rc;
+}
+
+int replay_run(const replay_config *config, replay_summary *summary, char *errstr,
+               size_t errstr_size) {
+    static const char *const defaults[] = {"group.id", "lootlog-replay", "client.id",
+                                           "lootlog-replay", NULL};
+    char why[512];
+    int rc = -1;
+    rd_kafka_t *rk = NULL;
+    consumer *engine = NULL;
+    slice slices[STORE_MAX_PARTITIONS];
+    size_t slice_count = 0;
+    live_set live;
+    int tty = isatty(STDERR_FILENO);
+    int64_t start_offsets[STORE_MAX_PARTITIONS], end_offsets[STORE_MAX_PARTITIONS];
+
+    memset(&live, 0, sizeof live);
+    memset(summary, 0, sizeof *summary);
+    double started = now_s();
+    if (require_new_folder(config->db_path, errstr, errstr_size)) goto done;
+
+    rd_kafka_conf_t *conf = kafka_conf_new(config->brokers, defaults, config->kafka_props,
+                                           config->kafka_prop_count, errstr, errstr_size);
+    if (!conf) goto done;
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, errstr_size, "creating consumer: %s", why);
         goto done;
     }
-    queue = rd_kafka_queue_get_consumer(rk);
+    if (plan_slices(config, rk, slices, &slice_count, errstr, errstr_size)) goto done;
+    if (config->verify_path &&
+        open_live(config->verify_path, slices, slice_count, &live, errstr, errstr_size))
+        goto done;
 
-    size_t remaining = 0;
-    for (size_t i = 0; i < slice_count; i++) remaining += !slices[i].done;
-    size_t in_batch = 0;
-    double last_progress = 0;
-    if (remaining && store_begin(st)) goto store_fail;
-    while (remaining > 0) {
-        rd_kafka_message_t *msg = rd_kafka_consume_queue(queue, 1000);
-        if (!msg) {
-            /* Quiet for a second: a slice whose last offsets hold no record (e.g.
-             * transaction markers) is done once the consumer's position passed its end. */
-            rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_new(1);
-            for (size_t i = 0; i < slice_count; i++)
-                if (!slices[i].done)
-                    rd_kafka_topic_partition_list_add(pos, config->topic, slices[i].partition);
-            if (rd_kafka_position(rk, pos) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                for (int k = 0; k < pos->cnt; k++)
-                    for (size_t i = 0; i < slice_count; i++)
-                        if (slices[i].partition == pos->elems[k].partition && !slices[i].done &&
-                            pos->elems[k].offset >= slices[i].end) {
-                            slices[i].done = 1;
-                            remaining--;
-                        }
-            }
-            rd_kafka_topic_partition_list_destroy(pos);
-            if (remaining == 0) {
-                if (commit_batch(st, slices, slice_count)) goto store_fail;
-            }
-            continue;
-        }
-        if (msg->err) {
-            log_warn("replay", "%s", rd_kafka_message_errstr(msg));
-            rd_kafka_message_destroy(msg);
-            continue;
-        }
-        slice *s = NULL;
-        for (size_t i = 0; i < slice_count; i++)
-            if (slices[i].partition == msg->partition) s = &slices[i];
-        if (s && !s->done && msg->offset < s->end) {
-            fold_result result;
-            if (fold_message(st, &config->fold, msg->partition, msg->offset, msg->key,
-                             msg->key_len, msg->payload, msg->len, &result)) {
-                rd_kafka_message_destroy(msg);
-                goto store_fail;
-            }
-            summary->events++;
-            summary->applied += result.outcome == FOLD_APPLIED;
-            summary->rejected += result.outcome == FOLD_REJECTED;
-            summary->duplicates += result.outcome == FOLD_DUPLICATE;
-            summary->dead_letters += result.outcome == FOLD_DEAD_LETTER;
-            s->next = msg->offset + 1;
-            in_batch++;
-        }
-        if (s && !s->done && msg->offset + 1 >= s->end) {
-            s->done = 1;
-            remaining--;
-        }
-        rd_kafka_message_destroy(msg);
-        if (in_batch >= config->batch_events || remaining == 0) {
-            if (commit_batch(st, slices, slice_count)) goto store_fail;
-            in_batch = 0;
-            if (remaining && store_begin(st)) goto store_fail;
-        }
-        if (tty && now_s() - last_progress > 0.25) {
-            print_progress(summary->events, total, started, 0);
-            last_progress = now_s();
-        }
+    uint64_t total = 0;
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) start_offsets[p] = end_offsets[p] = 0;
+    for (size_t i = 0; i < slice_count; i++) {
+        start_offsets[slices[i].partition] = slices[i].start;
+        end_offsets[slices[i].partition] = slices[i].end;
+        if (slices[i].end > slices[i].start) total += (uint64_t)(slices[i].end - slices[i].start);
     }
-    if (tty) print_progress(summary->events, total, started, 1);
+    consumer_config cc = {
+        .brokers = config->brokers,
+        .topic = config->topic,
+        .db_dir = config->db_path,
+        .fold = config->fold,
+        .partition_first = -1,
+        .partition_last = -1,
+        .threads = config->threads,
+        .batch_max_events = config->batch_events,
+        .batch_max_ms = 1000, /* replay: batches bounded by count, not by freshness */
+        .start_offsets = start_offsets,
+        .end_offsets = end_offsets,
+        .kafka_props = config->kafka_props,
+        .kafka_prop_count = config->kafka_prop_count,
+    };
+    engine = consumer_start(&cc, errstr, errstr_size);
+    if (!engine) goto done;
+    consumer_stats stats;
+    for (;;) {
+        struct timespec pause = {0, 100 * 1000000L};
+        nanosleep(&pause, NULL);
+        consumer_get_stats(engine, &stats);
+        uint64_t done_events = stats.applied + stats.rejected + stats.duplicates + stats.dead_letters;
+        if (tty) print_progress(done_events, total, started, stats.finished || stats.failed);
+        if (stats.finished || stats.failed) break;
+    }
+    if (stats.failed) {
+        consumer_error(engine, errstr, errstr_size);
+        goto done;
+    }
+    summary->applied = stats.applied;
+    summary->rejected = stats.rejected;
+    summary->duplicates = stats.duplicates;
+    summary->dead_letters = stats.dead_letters;
+    summary->events = stats.applied + stats.rejected + stats.duplicates + stats.dead_letters;
+    consumer_stop(engine);
+    engine = NULL;
 
-    if (live) {
-        if (store_begin(st) || store_player_digests(st, collect_digest, &new_digests) ||
-            store_commit(st))
-            goto store_fail;
-        if (store_player_digests(live, collect_digest, &live_digests)) {
-            snprintf(errstr, errstr_size, "%s", store_errmsg(live));
-            goto done;
-        }
-        store_rollback(live);
-        if (live_digests.failed || new_digests.failed) {
-            snprintf(errstr, errstr_size, "out of memory comparing players");
-            goto done;
-        }
-        summary->players_differing =
-            compare_digests(&live_digests, &new_digests, &summary->players_compared);
-    }
+    if (config->verify_path &&
+        verify_against_live(config->db_path, slices, slice_count, &live, summary, errstr,
+                            errstr_size))
+        goto done;
     summary->seconds = now_s() - started;
     rc = summary->players_differing ? 1 : 0;
-    goto done;
-store_fail:
-    snprintf(errstr, errstr_size, "%s", store_errmsg(st));
-    store_rollback(st);
-    rc = -1;
 done:
-    free_digests(&live_digests);
-    free_digests(&new_digests);
-    if (md) rd_kafka_metadata_destroy(md);
-    if (queue) rd_kafka_queue_destroy(queue);
-    if (topic) rd_kafka_topic_destroy(topic);
-    if (rk) {
-        rd_kafka_consumer_close(rk);
-        rd_kafka_destroy(rk);
-    }
-    store_close(live);
-    store_close(st);
+    consumer_stop(engine);
+    close_live(&live);
+    if (rk) rd_kafka_destroy(rk);
     return rc;
 }

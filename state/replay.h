@@ -1,4 +1,4 @@
-/* replay: rebuilds state into a new SQLite file by folding the topic from a start point
+/* replay: rebuilds state into a new folder of per-partition stores by folding the topic from a start point
  * (offset or time) to an end point (offset, time, or the end of the log as it was when
  * the replay began), with the same fold code as the live consumer. Optionally compares
  * the result with a live database at the same offsets. */
@@ -13,7 +13,7 @@
 typedef struct {
     const char *brokers;
     const char *topic;
-    const char *db_path;      /* the new file; must not hold state yet */
+    const char *db_path;      /* the new folder of stores; must not hold state yet */
     fold_config fold;
     int64_t from_offset;      /* -1: from the beginning (or from_time) */
     int64_t from_time_ms;     /* -1: unused */
@@ -21,6 +21,7 @@ typedef struct {
     int64_t until_time_ms;    /* -1: unused; else stop before the first record at/after */
     const char *verify_path;  /* live database to compare with, or NULL */
     size_t batch_events;
+    int threads;              /* fold threads; 0: one per core */
     const char *const *kafka_props;
     size_t kafka_prop_count;
 } replay_config;

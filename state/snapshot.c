@@ -1,7 +1,7 @@
-/* snapshot: the analyst and restore copies on HDFS. The live database is read exactly
- * once, by one SQLite backup step into a local state.db; everything else (Avro tables,
- * extracts, manifest) is derived from that immutable copy, so all files of a snapshot
- * describe the same offsets. Extract boundaries come from the previous complete
+/* snapshot: the analyst and restore copies on HDFS. Each partition's live store is read
+ * exactly once, by one SQLite backup step into a local p<N>.db; everything else (Avro
+ * tables, extracts, manifest) is derived from those immutable copies, so all files of a
+ * snapshot describe the same offsets. Extract boundaries come from the previous complete
  * snapshot's manifest, so every folded record lands in exactly one extract. */
 #include "snapshot.h"
 
@@ -12,6 +12,8 @@
 #include "store.h"
 #include "webhdfs.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <jansson.h>
@@ -22,7 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SNAPSHOT_SCHEMA_VERSION 1
+/* 2: one p<N>.db per partition instead of one state.db. */
+#define SNAPSHOT_SCHEMA_VERSION 2
 
 typedef struct {
     char base[256]; /* http://host:port */
@@ -52,21 +55,46 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Removes a local scratch folder of plain files. */
+/* Removes a local scratch folder and the plain files in it. The folder is one this
+ * module made under a name of its own, so everything in it is ours; which files there
+ * are depends on the partitions and the event types seen. */
 static void remove_local_dir(const char *dir) {
-    static const char *const names[] = {"state.db",       "inventory.avro", "guild_members.avro",
-                                        "users.avro",     "manifest.json",  "prev-manifest.json",
-                                        "state.db-journal"};
-    char path[1024];
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        unlink(path);
-    }
-    for (int t = 0; t < EVENT_TYPE_COUNT; t++) {
-        snprintf(path, sizeof path, "%s/events-%s.avro", dir, codec_type_name((event_type)t));
-        unlink(path);
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *entry;
+        char path[1400];
+        while ((entry = readdir(d)) != NULL) {
+            if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
+            snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
+            unlink(path);
+        }
+        closedir(d);
     }
     rmdir(dir);
+}
+
+/* ---------------------------------------------------------------- file names */
+
+/* A partition's extract of one event type, as named in the scratch and the temporary
+ * folder (the final name carries the offset range instead). */
+static void extract_file_name(char *buf, size_t size, const char *type_name, int32_t partition) {
+    snprintf(buf, size, "events-%s-p%d.avro", type_name, (int)partition);
+}
+
+/* The partition of a store file name written exactly as store_path writes it: "p<N>.db"
+ * with N in decimal without sign or leading zero, so no two names mean one partition and
+ * a name from a manifest can never reach outside the folder it is joined to. Returns 1
+ * with *partition, or 0 for any other name. */
+static int store_file_partition(const char *name, int32_t *partition) {
+    char canonical[32];
+    if (name[0] != 'p' || !isdigit((unsigned char)name[1])) return 0;
+    char *end;
+    long p = strtol(name + 1, &end, 10);
+    if (strcmp(end, ".db") != 0 || p < 0 || p >= STORE_MAX_PARTITIONS) return 0;
+    snprintf(canonical, sizeof canonical, "p%ld.db", p);
+    if (strcmp(canonical, name) != 0) return 0;
+    *partition = (int32_t)p;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- table exports */
@@ -105,32 +133,77 @@ static int export_player_row(void *arg, const store_row *r) {
     return avro_export_row(x->out, v, 6, x->errstr, x->errstr_size);
 }
 
-/* Writes one table of the copy to path. Returns 0 with *rows, or -1. */
-static int export_table(store *copy, const catalog *cat, const char *path, avro_export_table table,
-                        unsigned long long *rows, char *errstr, size_t errstr_size) {
-    export_ctx x = {.cat = cat, .errstr = errstr, .errstr_size = errstr_size};
-    x.out = avro_export_open(path, table, errstr, errstr_size);
-    if (!x.out) return -1;
-    int rc = table == AVRO_EXPORT_INVENTORY       ? store_walk_inventory(copy, export_inventory_row, &x)
-             : table == AVRO_EXPORT_GUILD_MEMBERS ? store_walk_guild_members(copy, export_member_row, &x)
-                                                  : store_walk_players(copy, export_player_row, &x);
-    if (rc) {
-        char walk_err[512];
-        snprintf(walk_err, sizeof walk_err, "%s", store_errmsg(copy));
-        avro_export_close(x.out, NULL, errstr, errstr_size);
-        if (!strstr(walk_err, "stopped by its consumer"))
-            snprintf(errstr, errstr_size, "%s", walk_err);
-        return -1;
-    }
-    return avro_export_close(x.out, rows, errstr, errstr_size);
+/* The analyst tables: one Avro file each, holding the rows of every partition. */
+static const struct {
+    const char *file;
+    avro_export_table table;
+    int (*walk)(store *st, int (*row)(void *arg, const store_row *r), void *arg);
+    int (*row)(void *arg, const store_row *r);
+} analyst_tables[] = {
+    {"inventory.avro", AVRO_EXPORT_INVENTORY, store_walk_inventory, export_inventory_row},
+    {"guild_members.avro", AVRO_EXPORT_GUILD_MEMBERS, store_walk_guild_members, export_member_row},
+    {"users.avro", AVRO_EXPORT_USERS, store_walk_players, export_player_row},
+};
+#define ANALYST_TABLE_COUNT (sizeof analyst_tables / sizeof analyst_tables[0])
+
+static int is_analyst_file(const char *name) {
+    for (size_t t = 0; t < ANALYST_TABLE_COUNT; t++)
+        if (strcmp(name, analyst_tables[t].file) == 0) return 1;
+    return 0;
+}
+
+/* After a walk failed: a callback that stopped it has written errstr (cleared before the
+ * walk); otherwise the store's own message says why. Returns -1. */
+static int walk_failed(store *st, char *errstr, size_t errstr_size) {
+    if (!errstr[0]) snprintf(errstr, errstr_size, "%s", store_errmsg(st));
+    return -1;
 }
 
 /* ---------------------------------------------------------------- event extracts */
 
+/* The largest JSON items_to_json writes: a full cart of the longest item types and
+ * quantities, {"item_type":"<64>","quantity":<19 digits>} and a comma per line. */
+#define ITEMS_JSON_MAX (CODEC_MAX_ITEMS * (CODEC_ID_MAX + 48) + 3)
+
+/* History keeps an event's items as "sword:1,arrow:20"; the extracts carry the JSON
+ * text their schema has always documented, [{"item_type":"sword","quantity":1},...],
+ * so analysts' files keep their shape whatever the store's. Item types are identifiers
+ * (checked here), so nothing needs escaping. Returns 0, or -1 for text of another form. */
+static int items_to_json(const char *text, char *out, size_t out_size) {
+    size_t used = 0;
+    const char *line = text;
+    if (out_size < 3) return -1;
+    out[used++] = '[';
+    for (int i = 0;; i++) {
+        char type[CODEC_ID_MAX + 1], *end;
+        const char *colon = strchr(line, ':');
+        if (!colon || colon == line || (size_t)(colon - line) > CODEC_ID_MAX ||
+            !isdigit((unsigned char)colon[1]))
+            return -1;
+        memcpy(type, line, (size_t)(colon - line));
+        type[colon - line] = '\0';
+        errno = 0;
+        long long quantity = strtoll(colon + 1, &end, 10);
+        if (!codec_identifier_ok(type) || errno || (*end != ',' && *end != '\0')) return -1;
+        int n = snprintf(out + used, out_size - used, "%s{\"item_type\":\"%s\",\"quantity\":%lld}",
+                         i ? "," : "", type, quantity);
+        if (n < 0 || (size_t)n >= out_size - used) return -1;
+        used += (size_t)n;
+        if (*end == '\0') break;
+        line = end + 1;
+    }
+    if (used + 2 > out_size) return -1;
+    out[used++] = ']';
+    out[used] = '\0';
+    return 0;
+}
+
+/* One partition's events, into one Avro file per event type (opened on its first row). */
 typedef struct {
     const char *dir;
+    int32_t partition;
     avro_export *out[EVENT_TYPE_COUNT];
-    unsigned long long rows[EVENT_TYPE_COUNT];
+    char items[ITEMS_JSON_MAX];
     char *errstr;
     size_t errstr_size;
 } extract_ctx;
@@ -140,10 +213,18 @@ static int extract_row(void *arg, const store_event_row *r) {
     event_type type;
     if (codec_type_parse(r->base.text[1], &type)) return 0; /* not a type we extract */
     if (!x->out[type]) {
-        char path[1024];
-        snprintf(path, sizeof path, "%s/events-%s.avro", x->dir, r->base.text[1]);
+        char name[96], path[1200];
+        extract_file_name(name, sizeof name, r->base.text[1], x->partition);
+        snprintf(path, sizeof path, "%s/%s", x->dir, name);
         x->out[type] = avro_export_open(path, AVRO_EXPORT_EVENTS, x->errstr, x->errstr_size);
         if (!x->out[type]) return -1;
+    }
+    int has_items = r->items && r->items[0];
+    if (has_items && items_to_json(r->items, x->items, sizeof x->items)) {
+        snprintf(x->errstr, x->errstr_size,
+                 "partition %d offset %lld: items '%.200s' are not \"type:quantity,...\"",
+                 (int)x->partition, (long long)r->base.number[1], r->items);
+        return -1;
     }
     avro_export_value v[10] = {
         {.i = r->base.number[0]},
@@ -154,10 +235,9 @@ static int extract_row(void *arg, const store_event_row *r) {
         {.s = r->base.text[3]},
         {.s = r->base.text[4]},
         {.s = r->base.text[5], .is_null = r->base.text[5] == NULL},
-        {.s = r->items_json, .is_null = r->items_json == NULL},
+        {.s = has_items ? x->items : NULL, .is_null = !has_items},
         {.s = r->guild_id, .is_null = r->guild_id == NULL},
     };
-    x->rows[type]++;
     return avro_export_row(x->out[type], v, 10, x->errstr, x->errstr_size);
 }
 
@@ -191,7 +271,8 @@ static int latest_snapshot(webhdfs *w, const hdfs_url *u, char *id, size_t id_si
     return 0;
 }
 
-/* Reads the offsets of a manifest into next (indexed by partition; -1 when absent). */
+/* Reads the offsets of a manifest into next (indexed by partition; untouched when
+ * absent). Manifests of every schema version keep them the same way. */
 static int read_manifest_offsets(const char *path, int64_t *next, char *errstr,
                                  size_t errstr_size) {
     json_error_t jerr;
@@ -214,39 +295,125 @@ static int read_manifest_offsets(const char *path, int64_t *next, char *errstr,
     return 0;
 }
 
-/* Uploads local file name from dir into hdfs_dir, recording its sha256 in files. */
+/* Uploads local file name from dir into hdfs_dir. When record is not NULL, sets its
+ * "sha256" and "bytes" to the file's, for the manifest. */
 static int upload(webhdfs *w, const char *dir, const char *name, const char *hdfs_dir,
-                  json_t *files, char *errstr, size_t errstr_size) {
-    char local[1024], remote[1400], hex[65];
+                  json_t *record, char *errstr, size_t errstr_size) {
+    char local[1400], remote[1400], hex[65];
     uint64_t bytes;
     snprintf(local, sizeof local, "%s/%s", dir, name);
     snprintf(remote, sizeof remote, "%s/%s", hdfs_dir, name);
-    if (sha256_file(local, hex, &bytes, errstr, errstr_size)) return -1;
-    if (files)
-        json_object_set_new(files, name, json_pack("{s:s,s:I}", "sha256", hex, "bytes",
-                                                   (json_int_t)bytes));
+    if (record) {
+        if (sha256_file(local, hex, &bytes, errstr, errstr_size)) return -1;
+        json_object_set_new(record, "sha256", json_string(hex));
+        json_object_set_new(record, "bytes", json_integer((json_int_t)bytes));
+    }
     return webhdfs_create_from_file(w, remote, local, 1, errstr, errstr_size);
 }
 
 /* ---------------------------------------------------------------- take */
 
+/* Copies partition's live store into dir/p<N>.db with one SQLite backup step: one
+ * consistent read of that partition while its fold keeps writing. */
+static int backup_partition(const char *db_dir, int32_t partition, const char *dir,
+                            char *errstr, size_t errstr_size) {
+    char live_path[4096], copy_path[1200];
+    if (store_path(db_dir, partition, live_path, sizeof live_path) ||
+        store_path(dir, partition, copy_path, sizeof copy_path)) {
+        snprintf(errstr, errstr_size, "the store path of partition %d is too long", (int)partition);
+        return -1;
+    }
+    store *live = store_open(live_path, partition, STORE_READER, errstr, errstr_size);
+    if (!live) return -1;
+    int rc = store_backup_to(live, copy_path);
+    if (rc) snprintf(errstr, errstr_size, "%s", store_errmsg(live));
+    store_close(live);
+    return rc;
+}
+
+/* Reads one partition's copy in dir: its next offset into *next, its rows of every
+ * analyst table appended to tables, and its events from first up to *next into one
+ * extract per event type, each listed in extracts with its final path under root. */
+static int read_copy(const char *dir, int32_t partition, int64_t first, const char *root,
+                     avro_export *const *tables, const catalog *cat, json_t *extracts,
+                     int64_t *next, char *errstr, size_t errstr_size) {
+    char path[1200], why[256];
+    extract_ctx x = {.dir = dir, .partition = partition, .errstr = errstr,
+                     .errstr_size = errstr_size};
+    int rc = -1;
+    store_path(dir, partition, path, sizeof path); /* fits: backup_partition wrote it */
+    store *copy = store_open(path, partition, STORE_READER, errstr, errstr_size);
+    if (!copy) return -1;
+    if (store_get_next_offset(copy, next)) {
+        snprintf(errstr, errstr_size, "%s", store_errmsg(copy));
+        goto done;
+    }
+    /* A store that has folded nothing yet resumes from offset 0: recording 0 keeps every
+     * partition of the snapshot in its offsets, and no extract range can start before. */
+    if (*next < 0) *next = 0;
+
+    for (size_t t = 0; t < ANALYST_TABLE_COUNT; t++) {
+        export_ctx ex = {.out = tables[t], .cat = cat, .errstr = errstr,
+                         .errstr_size = errstr_size};
+        errstr[0] = '\0';
+        if (analyst_tables[t].walk(copy, analyst_tables[t].row, &ex)) {
+            walk_failed(copy, errstr, errstr_size);
+            goto done;
+        }
+    }
+
+    errstr[0] = '\0';
+    if (first < *next && store_walk_events(copy, first, *next, extract_row, &x)) {
+        walk_failed(copy, errstr, errstr_size);
+        goto done;
+    }
+    for (int t = 0; t < EVENT_TYPE_COUNT; t++) {
+        if (!x.out[t]) continue;
+        avro_export *out = x.out[t];
+        unsigned long long rows = 0;
+        x.out[t] = NULL;
+        if (avro_export_close(out, &rows, errstr, errstr_size)) goto done;
+        const char *type_name = codec_type_name((event_type)t);
+        char final_path[1400];
+        snprintf(final_path, sizeof final_path, "%s/events/event_type=%s/p%d-%lld-%lld.avro", root,
+                 type_name, (int)partition, (long long)first, (long long)*next - 1);
+        json_array_append_new(
+            extracts, json_pack("{s:s,s:i,s:I,s:I,s:s,s:I}", "event_type", type_name, "partition",
+                                (int)partition, "first_offset", (json_int_t)first, "last_offset",
+                                (json_int_t)*next - 1, "path", final_path, "rows",
+                                (json_int_t)rows));
+    }
+    rc = 0;
+done:
+    for (int t = 0; t < EVENT_TYPE_COUNT; t++)
+        if (x.out[t]) avro_export_close(x.out[t], NULL, why, sizeof why);
+    store_close(copy);
+    return rc;
+}
+
 int snapshot_take(const snapshot_config *config, snapshot_result *result, char *errstr,
                   size_t errstr_size) {
     hdfs_url u;
     webhdfs *w = NULL;
-    store *live = NULL, *copy = NULL;
     json_t *manifest = NULL, *files = NULL, *extracts = NULL;
-    char dir[1024], path[1400], tmp_dir[1200], final_dir[1200], prev_id[64];
-    char renamed[EVENT_TYPE_COUNT][1400];
-    int renamed_count = 0, uploaded = 0, rc = -1;
-    extract_ctx x = {0};
+    avro_export *tables[ANALYST_TABLE_COUNT] = {0};
+    char dir[1024], path[1400], name[96], tmp_dir[1200], final_dir[1200], prev_id[64], why[256];
+    int32_t partitions[STORE_MAX_PARTITIONS];
+    int64_t next[STORE_MAX_PARTITIONS], prev[STORE_MAX_PARTITIONS];
+    size_t partition_count = 0, renamed_count = 0;
+    int uploaded = 0, rc = -1;
     double started = now_s();
-    store_offset offsets[STORE_MAX_PARTITIONS];
-    size_t offset_count = 0;
-    int64_t prev[STORE_MAX_PARTITIONS];
 
     memset(result, 0, sizeof *result);
     if (parse_url(config->url, &u, errstr, errstr_size)) return -1;
+    if (store_list_partitions(config->db_path, partitions, STORE_MAX_PARTITIONS, &partition_count,
+                              errstr, errstr_size))
+        return -1;
+    if (partition_count == 0) {
+        snprintf(errstr, errstr_size, "%s holds no partition stores (p<N>.db) to snapshot",
+                 config->db_path);
+        return -1;
+    }
 
     /* The id sorts by time: 20261129T081400123Z. */
     struct timespec now;
@@ -267,39 +434,13 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     w = webhdfs_new(u.base, "root", config->timeout_ms, errstr, errstr_size);
     if (!w) goto done;
 
-    /* 1. One consistent read of the live state. */
-    live = store_open(config->db_path, STORE_READER, errstr, errstr_size);
-    if (!live) goto done;
-    snprintf(path, sizeof path, "%s/state.db", dir);
-    if (store_backup_to(live, path)) {
-        snprintf(errstr, errstr_size, "%s", store_errmsg(live));
-        goto done;
-    }
-    store_close(live);
-    live = NULL;
-    copy = store_open(path, STORE_READER, errstr, errstr_size);
-    if (!copy) goto done;
-    if (store_load_offsets(copy, offsets, STORE_MAX_PARTITIONS, &offset_count)) {
-        snprintf(errstr, errstr_size, "%s", store_errmsg(copy));
-        goto done;
-    }
+    /* 1. One consistent read of each partition's live store, all of them before
+     * anything slower, so the copies are as close in time as they can be. */
+    for (size_t i = 0; i < partition_count; i++)
+        if (backup_partition(config->db_path, partitions[i], dir, errstr, errstr_size)) goto done;
 
-    /* 2. Analyst tables from the copy. */
-    unsigned long long inv_rows = 0, member_rows = 0, user_rows = 0;
-    snprintf(path, sizeof path, "%s/inventory.avro", dir);
-    if (export_table(copy, config->cat, path, AVRO_EXPORT_INVENTORY, &inv_rows, errstr,
-                     errstr_size))
-        goto done;
-    snprintf(path, sizeof path, "%s/guild_members.avro", dir);
-    if (export_table(copy, config->cat, path, AVRO_EXPORT_GUILD_MEMBERS, &member_rows, errstr,
-                     errstr_size))
-        goto done;
-    snprintf(path, sizeof path, "%s/users.avro", dir);
-    if (export_table(copy, config->cat, path, AVRO_EXPORT_USERS, &user_rows, errstr,
-                     errstr_size))
-        goto done;
-
-    /* 3. Extracts: the records folded since the previous complete snapshot. */
+    /* 2. Where the extracts start: the previous complete snapshot's offsets (0 for a
+     * partition it did not have). */
     for (int p = 0; p < STORE_MAX_PARTITIONS; p++) prev[p] = 0;
     if (latest_snapshot(w, &u, prev_id, sizeof prev_id, errstr, errstr_size)) goto done;
     if (prev_id[0]) {
@@ -312,39 +453,43 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
         for (int p = 0; p < STORE_MAX_PARTITIONS; p++)
             if (prev[p] < 0) prev[p] = 0;
     }
-    int64_t first = 0, end = 0;
-    x.dir = dir;
-    x.errstr = errstr;
-    x.errstr_size = errstr_size;
-    for (size_t i = 0; i < offset_count; i++) {
-        int32_t p = offsets[i].partition;
-        first += prev[p];
-        end += offsets[i].next_offset;
-        if (store_walk_events(copy, p, prev[p], offsets[i].next_offset, extract_row, &x)) {
-            if (!strstr(store_errmsg(copy), "stopped by its consumer"))
-                snprintf(errstr, errstr_size, "%s", store_errmsg(copy));
+
+    /* 3. Analyst tables and extracts from the copies, one partition after another. */
+    for (size_t t = 0; t < ANALYST_TABLE_COUNT; t++) {
+        snprintf(path, sizeof path, "%s/%s", dir, analyst_tables[t].file);
+        tables[t] = avro_export_open(path, analyst_tables[t].table, errstr, errstr_size);
+        if (!tables[t]) goto done;
+    }
+    extracts = json_array();
+    for (size_t i = 0; i < partition_count; i++) {
+        int32_t p = partitions[i];
+        if (read_copy(dir, p, prev[p], u.root, tables, config->cat, extracts, &next[p], errstr,
+                      errstr_size))
+            goto done;
+    }
+    json_t *row_counts = json_object();
+    for (size_t t = 0; t < ANALYST_TABLE_COUNT; t++) {
+        unsigned long long rows = 0;
+        avro_export *out = tables[t];
+        tables[t] = NULL;
+        if (avro_export_close(out, &rows, errstr, errstr_size)) {
+            json_decref(row_counts);
             goto done;
         }
+        json_object_set_new(row_counts, avro_export_table_name(analyst_tables[t].table),
+                            json_integer((json_int_t)rows));
     }
-    for (int t = 0; t < EVENT_TYPE_COUNT; t++) {
-        if (!x.out[t]) continue;
-        avro_export *out = x.out[t];
-        x.out[t] = NULL;
-        if (avro_export_close(out, NULL, errstr, errstr_size)) goto done;
-    }
-    store_close(copy);
-    copy = NULL;
 
-    /* 4. Manifest. */
+    /* 4. Manifest (its files and extracts get their sha256 as they are uploaded). */
     manifest = json_object();
     files = json_object();
-    extracts = json_array();
     json_t *offsets_json = json_object(), *prev_json = json_object();
-    for (size_t i = 0; i < offset_count; i++) {
+    for (size_t i = 0; i < partition_count; i++) {
         char key[16];
-        snprintf(key, sizeof key, "%d", (int)offsets[i].partition);
-        json_object_set_new(offsets_json, key, json_integer(offsets[i].next_offset));
-        json_object_set_new(prev_json, key, json_integer(prev[offsets[i].partition]));
+        int32_t p = partitions[i];
+        snprintf(key, sizeof key, "%d", (int)p);
+        json_object_set_new(offsets_json, key, json_integer(next[p]));
+        json_object_set_new(prev_json, key, json_integer(prev[p]));
     }
     json_object_set_new(manifest, "id", json_string(result->id));
     json_object_set_new(manifest, "created_at", json_string(created_at));
@@ -352,49 +497,39 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     json_object_set_new(manifest, "offsets", offsets_json);
     json_object_set_new(manifest, "previous_snapshot", prev_id[0] ? json_string(prev_id) : json_null());
     json_object_set_new(manifest, "previous_offsets", prev_json);
-    json_object_set_new(manifest, "row_counts",
-                        json_pack("{s:I,s:I,s:I}", "inventory", (json_int_t)inv_rows,
-                                  "guild_members", (json_int_t)member_rows, "users",
-                                  (json_int_t)user_rows));
+    json_object_set_new(manifest, "row_counts", row_counts);
     json_object_set_new(manifest, "schema_version", json_integer(SNAPSHOT_SCHEMA_VERSION));
     json_object_set_new(manifest, "lootlog_version", json_string(config->lootlog_version));
+    json_object_set(manifest, "files", files);
+    json_object_set(manifest, "extracts", extracts);
 
-    /* 5. Upload into a temporary folder; extracts into theirs. */
+    /* 5. Upload into a temporary folder: the stores, the tables, the extracts. */
     snprintf(tmp_dir, sizeof tmp_dir, "%s/snapshots/_tmp-%s", u.root, result->id);
     snprintf(final_dir, sizeof final_dir, "%s/snapshots/%s", u.root, result->id);
     if (webhdfs_mkdirs(w, tmp_dir, errstr, errstr_size)) goto done;
     uploaded = 1;
-    static const char *const table_files[] = {"state.db", "inventory.avro", "guild_members.avro",
-                                              "users.avro"};
-    for (size_t i = 0; i < sizeof table_files / sizeof table_files[0]; i++)
-        if (upload(w, dir, table_files[i], tmp_dir, files, errstr, errstr_size)) goto done;
-    for (int t = 0; t < EVENT_TYPE_COUNT; t++) {
-        if (!x.rows[t]) continue;
-        const char *type_name = codec_type_name((event_type)t);
-        char name[64], type_dir[1200], hex[65];
-        uint64_t bytes;
-        snprintf(name, sizeof name, "events-%s.avro", type_name);
-        snprintf(path, sizeof path, "%s/%s", dir, name);
-        if (sha256_file(path, hex, &bytes, errstr, errstr_size)) goto done;
-        snprintf(type_dir, sizeof type_dir, "%s/events/event_type=%s", u.root, type_name);
-        if (webhdfs_mkdirs(w, type_dir, errstr, errstr_size) ||
-            upload(w, dir, name, tmp_dir, NULL, errstr, errstr_size))
-            goto done;
-        json_array_append_new(
-            extracts, json_pack("{s:s,s:s,s:I,s:s,s:I}", "event_type", type_name, "path", "",
-                                "rows", (json_int_t)x.rows[t], "sha256", hex, "bytes",
-                                (json_int_t)bytes));
-        char final_path[1400];
-        snprintf(final_path, sizeof final_path, "%s/%lld-%lld.avro", type_dir, (long long)first,
-                 (long long)end - 1);
-        json_object_set_new(json_array_get(extracts, json_array_size(extracts) - 1), "path",
-                            json_string(final_path));
-        result->events_extracted += x.rows[t];
+    for (size_t i = 0; i < partition_count + ANALYST_TABLE_COUNT; i++) {
+        json_t *record = json_object();
+        if (i < partition_count)
+            snprintf(name, sizeof name, "p%d.db", (int)partitions[i]);
+        else
+            snprintf(name, sizeof name, "%s", analyst_tables[i - partition_count].file);
+        json_object_set_new(files, name, record);
+        if (upload(w, dir, name, tmp_dir, record, errstr, errstr_size)) goto done;
     }
-    json_object_set_new(manifest, "files", files);
-    files = NULL;
-    json_object_set_new(manifest, "extracts", extracts);
-    extracts = NULL;
+    size_t e;
+    json_t *entry;
+    json_array_foreach(extracts, e, entry) {
+        const char *to = json_string_value(json_object_get(entry, "path"));
+        char type_dir[1400];
+        snprintf(type_dir, sizeof type_dir, "%.*s", (int)(strrchr(to, '/') - to), to);
+        extract_file_name(name, sizeof name, json_string_value(json_object_get(entry, "event_type")),
+                          (int32_t)json_integer_value(json_object_get(entry, "partition")));
+        if (webhdfs_mkdirs(w, type_dir, errstr, errstr_size) ||
+            upload(w, dir, name, tmp_dir, entry, errstr, errstr_size))
+            goto done;
+        result->events_extracted += (uint64_t)json_integer_value(json_object_get(entry, "rows"));
+    }
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     if (json_dump_file(manifest, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER)) {
         snprintf(errstr, errstr_size, "writing %s failed", path);
@@ -405,19 +540,17 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     if (webhdfs_create_from_buffer(w, path, "", 0, 1, errstr, errstr_size)) goto done;
 
     /* 6. Into place: extracts (moved out of the temporary folder), then the snapshot. */
-    json_t *extract_list = json_object_get(manifest, "extracts");
-    size_t e;
-    json_t *entry;
-    json_array_foreach(extract_list, e, entry) {
+    json_array_foreach(extracts, e, entry) {
         char from[1400];
         const char *to = json_string_value(json_object_get(entry, "path"));
-        snprintf(from, sizeof from, "%s/events-%s.avro", tmp_dir,
-                 json_string_value(json_object_get(entry, "event_type")));
+        extract_file_name(name, sizeof name, json_string_value(json_object_get(entry, "event_type")),
+                          (int32_t)json_integer_value(json_object_get(entry, "partition")));
+        snprintf(from, sizeof from, "%s/%s", tmp_dir, name);
         /* A leftover of an attempt that failed after this step is the same range. */
         if (webhdfs_delete(w, to, 0, errstr, errstr_size) ||
             webhdfs_rename(w, from, to, errstr, errstr_size))
             goto done;
-        snprintf(renamed[renamed_count++], sizeof renamed[0], "%s", to);
+        renamed_count = e + 1;
     }
     if (webhdfs_rename_strict(w, tmp_dir, final_dir, 0, errstr, errstr_size)) goto done;
     uploaded = 0;
@@ -434,7 +567,7 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
         for (size_t i = count; i-- > 0;) {
             if (!entries[i].is_dir || entries[i].name[0] == '_') continue;
             if (++kept <= (size_t)(config->retain > 0 ? config->retain : 1)) continue;
-            char old[1400], why[256];
+            char old[1400];
             snprintf(old, sizeof old, "%s/%s", snapshots_dir, entries[i].name);
             if (webhdfs_delete(w, old, 1, why, sizeof why))
                 log_warn("snapshot", "retention: %s", why);
@@ -444,18 +577,18 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     result->seconds = now_s() - started;
     rc = 0;
 done:
-    for (int t = 0; t < EVENT_TYPE_COUNT; t++)
-        if (x.out[t]) avro_export_close(x.out[t], NULL, path, sizeof path);
+    for (size_t t = 0; t < ANALYST_TABLE_COUNT; t++)
+        if (tables[t]) avro_export_close(tables[t], NULL, why, sizeof why);
     if (w && (uploaded || renamed_count)) {
-        char why[256];
-        for (int i = 0; i < renamed_count; i++) webhdfs_delete(w, renamed[i], 0, why, sizeof why);
+        /* The extracts moved so far are this attempt's (their names are its ranges). */
+        for (size_t i = 0; i < renamed_count; i++)
+            webhdfs_delete(w, json_string_value(json_object_get(json_array_get(extracts, i), "path")),
+                           0, why, sizeof why);
         webhdfs_delete(w, tmp_dir, 1, why, sizeof why);
     }
     json_decref(files);
     json_decref(extracts);
     json_decref(manifest);
-    store_close(copy);
-    store_close(live);
     webhdfs_free(w);
     remove_local_dir(dir);
     return rc;
@@ -495,6 +628,80 @@ char *snapshot_list_json(const char *url, long timeout_ms, char *errstr, size_t 
     return text;
 }
 
+/* Checks what a manifest lists before any of it is fetched: every name is a store file
+ * or an analyst table (so joining it to a local folder stays inside that folder), and
+ * at least one store is there. Returns the number of stores, or -1 with errstr. */
+static int check_manifest_files(json_t *files, const char *id, char *errstr, size_t errstr_size) {
+    const char *name;
+    json_t *meta;
+    int stores = 0;
+    if (!json_is_object(files)) {
+        snprintf(errstr, errstr_size, "manifest of %s has no files", id);
+        return -1;
+    }
+    json_object_foreach(files, name, meta) {
+        int32_t p;
+        if (store_file_partition(name, &p)) stores++;
+        else if (!is_analyst_file(name)) {
+            snprintf(errstr, errstr_size, "manifest of %s lists '%.100s', not a file of a snapshot",
+                     id, name);
+            return -1;
+        }
+        if (!json_is_string(json_object_get(meta, "sha256"))) {
+            snprintf(errstr, errstr_size, "manifest of %s has no sha256 for %s", id, name);
+            return -1;
+        }
+    }
+    if (stores == 0) {
+        snprintf(errstr, errstr_size, "manifest of %s lists no partition store", id);
+        return -1;
+    }
+    return stores;
+}
+
+/* Moves every store file listed in files from dir into db_dir, none of them over
+ * anything: a leftover -wal beside a new p<N>.db would be replayed into it. On failure
+ * removes the ones it moved, so db_dir holds no store again. Returns 0 or -1. */
+static int install_stores(json_t *files, const char *dir, const char *db_dir, char *errstr,
+                          size_t errstr_size) {
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    const char *name;
+    json_t *meta;
+    size_t moved = 0, undone = 0;
+    json_object_foreach(files, name, meta) {
+        int32_t p;
+        char from[1400], to[4096];
+        if (!store_file_partition(name, &p)) continue;
+        for (size_t s = 0; s < sizeof suffixes / sizeof suffixes[0]; s++) {
+            snprintf(to, sizeof to, "%s/%s%s", db_dir, name, suffixes[s]);
+            if (access(to, F_OK) == 0) {
+                snprintf(errstr, errstr_size, "%s exists; restore installs into a folder without stores",
+                         to);
+                goto undo;
+            }
+        }
+        snprintf(from, sizeof from, "%s/%s", dir, name);
+        snprintf(to, sizeof to, "%s/%s", db_dir, name);
+        if (rename(from, to)) {
+            snprintf(errstr, errstr_size, "installing %s: %s", to, strerror(errno));
+            goto undo;
+        }
+        moved++;
+    }
+    return 0;
+undo:
+    json_object_foreach(files, name, meta) {
+        int32_t p;
+        char to[4096];
+        if (undone == moved) break;
+        if (!store_file_partition(name, &p)) continue;
+        snprintf(to, sizeof to, "%s/%s", db_dir, name);
+        unlink(to);
+        undone++;
+    }
+    return -1;
+}
+
 int snapshot_restore(const char *url, const char *id, const char *db_path,
                      const char *work_dir, long timeout_ms, char *id_out, char *errstr,
                      size_t errstr_size) {
@@ -502,12 +709,24 @@ int snapshot_restore(const char *url, const char *id, const char *db_path,
     webhdfs *w = NULL;
     json_t *manifest = NULL;
     char dir[1024], local[1400], remote[1400], chosen[64];
-    int rc = -1;
+    int32_t partitions[STORE_MAX_PARTITIONS];
+    size_t existing = 0;
+    int rc = -1, made_folder = 0;
     struct stat sb;
 
     if (parse_url(url, &u, errstr, errstr_size)) return -1;
-    if (stat(db_path, &sb) == 0) {
-        snprintf(errstr, errstr_size, "%s exists; restore writes a new database file", db_path);
+    /* Into a folder without stores only: a restore never mixes with state that is there. */
+    if (stat(db_path, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+        snprintf(errstr, errstr_size, "%s exists and is not a folder; restore writes a folder of "
+                 "partition stores", db_path);
+        return -1;
+    }
+    if (store_list_partitions(db_path, partitions, STORE_MAX_PARTITIONS, &existing, errstr,
+                              errstr_size))
+        return -1;
+    if (existing) {
+        snprintf(errstr, errstr_size, "%s already holds partition stores (p%d.db, ...); restore "
+                 "into a new or empty folder", db_path, (int)partitions[0]);
         return -1;
     }
     snprintf(dir, sizeof dir, "%s/lootlog-restore-%d", work_dir, (int)getpid());
@@ -531,11 +750,19 @@ int snapshot_restore(const char *url, const char *id, const char *db_path,
     if (webhdfs_open_to_file(w, remote, local, errstr, errstr_size)) goto done;
     json_error_t jerr;
     manifest = json_load_file(local, 0, &jerr);
-    json_t *files = json_object_get(manifest, "files");
-    if (!json_is_object(json_object_get(files, "state.db"))) {
-        snprintf(errstr, errstr_size, "manifest of %s lists no state.db", chosen);
+    if (!manifest) {
+        snprintf(errstr, errstr_size, "manifest of %s: %s", chosen, jerr.text);
         goto done;
     }
+    json_int_t version = json_integer_value(json_object_get(manifest, "schema_version"));
+    if (version != SNAPSHOT_SCHEMA_VERSION) {
+        snprintf(errstr, errstr_size, "snapshot %s has schema version %lld%s; this lootlog "
+                 "restores version %d", chosen, (long long)version,
+                 version == 1 ? " (one state.db, from lootlog 0.1)" : "", SNAPSHOT_SCHEMA_VERSION);
+        goto done;
+    }
+    json_t *files = json_object_get(manifest, "files");
+    if (check_manifest_files(files, chosen, errstr, errstr_size) < 0) goto done;
     const char *name;
     json_t *meta;
     json_object_foreach(files, name, meta) {
@@ -547,20 +774,22 @@ int snapshot_restore(const char *url, const char *id, const char *db_path,
             sha256_file(local, hex, &bytes, errstr, errstr_size))
             goto done;
         const char *want = json_string_value(json_object_get(meta, "sha256"));
-        if (!want || strcmp(want, hex) != 0) {
+        if (strcmp(want, hex) != 0) {
             snprintf(errstr, errstr_size, "%s of snapshot %s: sha256 %s, manifest says %s", name,
-                     chosen, hex, want ? want : "nothing");
+                     chosen, hex, want);
             goto done;
         }
     }
-    snprintf(local, sizeof local, "%s/state.db", dir);
-    if (rename(local, db_path)) {
-        snprintf(errstr, errstr_size, "installing %s: %s", db_path, strerror(errno));
+    if (mkdir(db_path, 0755) == 0) made_folder = 1;
+    else if (errno != EEXIST) {
+        snprintf(errstr, errstr_size, "mkdir %s: %s", db_path, strerror(errno));
         goto done;
     }
+    if (install_stores(files, dir, db_path, errstr, errstr_size)) goto done;
     snprintf(id_out, 32, "%.31s", chosen);
     rc = 0;
 done:
+    if (rc && made_folder) rmdir(db_path);
     json_decref(manifest);
     webhdfs_free(w);
     remove_local_dir(dir);

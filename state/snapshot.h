@@ -1,8 +1,9 @@
-/* snapshot: consistent copies of the state, shipped to HDFS over WebHDFS — state.db,
- * Avro analyst tables, the per-type event extracts folded since the previous snapshot,
- * a manifest with sha256 of every file, and _SUCCESS last — written under a temporary
- * name and renamed into place; older snapshots beyond a retention count are deleted.
- * And the way back: restore a snapshot into a new database file. */
+/* snapshot: consistent copies of the state, shipped to HDFS over WebHDFS — every
+ * partition's store (p<N>.db), Avro analyst tables covering all partitions, the per-type
+ * event extracts of each partition folded since the previous snapshot, a manifest with
+ * sha256 of every file, and _SUCCESS last — written under a temporary name and renamed
+ * into place; older snapshots beyond a retention count are deleted. And the way back:
+ * restore a snapshot's stores into a folder without stores. */
 #ifndef LOOTLOG_SNAPSHOT_H
 #define LOOTLOG_SNAPSHOT_H
 
@@ -12,7 +13,8 @@
 #include <stdint.h>
 
 typedef struct {
-    const char *db_path;   /* the live database (read through one backup step) */
+    const char *db_path;   /* the folder of live stores, p<N>.db (each read through one
+                              backup step) */
     const char *url;       /* webhdfs://HOST:PORT/ROOT (or http://HOST:PORT/ROOT) */
     const char *topic;
     const char *work_dir;  /* local scratch folder for the files before upload */
@@ -38,8 +40,10 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
 char *snapshot_list_json(const char *url, long timeout_ms, char *errstr, size_t errstr_size);
 
 /* Downloads snapshot id ("latest" for the newest complete one), verifies the sha256 of
- * every file in its manifest, and installs its state.db as db_path, which must not exist.
- * Writes the id restored to id_out (>= 32 bytes). Returns 0 or -1 with errstr. */
+ * every file in its manifest, and installs its stores (p<N>.db) into the folder db_path,
+ * created if missing and refused when it already holds a store; `serve` on it then
+ * catches up from the stores' offsets. work_dir (scratch) must be on db_path's file
+ * system. Writes the id restored to id_out (>= 32 bytes). Returns 0 or -1 with errstr. */
 int snapshot_restore(const char *url, const char *id, const char *db_path,
                      const char *work_dir, long timeout_ms, char *id_out, char *errstr,
                      size_t errstr_size);

@@ -1,114 +1,162 @@
-/* store: SQLite connections with their prepared statements. The SQL text of every
- * statement is in the table below; nothing is assembled at run time. */
+/* store: one partition's SQLite file with its prepared statements. The SQL text of
+ * every statement is in the table below; nothing is assembled at run time. History is
+ * stored compactly (see migrations/0004): ids that are UUIDs as 16 bytes, canonical
+ * times as integer ms; the conversions both ways live here, so no caller sees them. */
+#define _GNU_SOURCE /* timegm */
 #include "store.h"
 
+#include "codec.h"
 #include "migrate.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <sched.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum {
     SQL_BEGIN,
     SQL_BEGIN_IMMEDIATE,
     SQL_COMMIT,
     SQL_ROLLBACK,
-    SQL_CLAIM_EVENT_ID,
+    SQL_MAX_PLAYER_KEY,
     SQL_GET_PLAYER,
+    SQL_GET_LINES,
     SQL_PUT_PLAYER,
-    SQL_GET_QUANTITY,
-    SQL_SET_QUANTITY,
-    SQL_DELETE_QUANTITY,
+    SQL_SET_LINE,
+    SQL_DELETE_LINE,
     SQL_GET_GUILD_COUNT,
     SQL_SET_GUILD_COUNT,
     SQL_DELETE_GUILD,
     SQL_ADD_MEMBER,
     SQL_REMOVE_MEMBER,
-    SQL_RECORD_EVENT,
+    SQL_EVENT_SEEN,
+    SQL_APPEND_HISTORY,
+    SQL_APPEND_PLAYER_EVENT,
     SQL_RECORD_DEAD_LETTER,
     SQL_SET_OFFSET,
-    SQL_LOAD_OFFSETS,
-    SQL_READ_LINES,
-    SQL_READ_EVENT,
+    SQL_GET_OFFSET,
+    SQL_READ_EVENT_OF_PLAYER,
+    SQL_READ_EVENT_ANY,
     SQL_READ_MEMBERS,
     SQL_READ_HISTORY,
     SQL_ALL_PLAYERS,
     SQL_ALL_LINES,
-    SQL_WALK_INVENTORY,
     SQL_WALK_MEMBERS,
     SQL_WALK_PLAYERS,
     SQL_WALK_EVENTS,
     SQL_COUNT
 };
 
+/* History columns as every reader selects them (see history_row_from). */
+#define HISTORY_COLUMNS "h.event_id, h.event_type, h.outcome, h.reason, h.ts, h.items, h.guild_id, h.offset"
+
 static const char *const sql_text[SQL_COUNT] = {
     [SQL_BEGIN] = "BEGIN",
     [SQL_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
     [SQL_COMMIT] = "COMMIT",
     [SQL_ROLLBACK] = "ROLLBACK",
-    [SQL_CLAIM_EVENT_ID] =
-        "INSERT OR IGNORE INTO event_ids (event_id, user_id, partition, offset) "
-        "VALUES (?1, ?4, ?2, ?3)",
-    [SQL_GET_PLAYER] = "SELECT version, guild_id FROM players WHERE user_id = ?1",
+    [SQL_MAX_PLAYER_KEY] = "SELECT coalesce(max(player_key), 0) FROM players",
+    [SQL_GET_PLAYER] = "SELECT player_key, version, guild_id, created_ts, updated_ts "
+                       "FROM players WHERE user_id = ?1",
+    [SQL_GET_LINES] =
+        "SELECT item_type, quantity FROM inventory WHERE player_key = ?1 ORDER BY item_type",
     [SQL_PUT_PLAYER] =
-        "INSERT INTO players (user_id, version, guild_id, partition, updated_ts, created_ts) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (user_id) DO UPDATE SET "
+        "INSERT INTO players (player_key, user_id, version, guild_id, created_ts, updated_ts) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (player_key) DO UPDATE SET "
         "version = excluded.version, guild_id = excluded.guild_id, "
-        "partition = excluded.partition, updated_ts = excluded.updated_ts",
-    [SQL_GET_QUANTITY] = "SELECT quantity FROM inventory WHERE user_id = ?1 AND item_type = ?2",
-    [SQL_SET_QUANTITY] = "INSERT INTO inventory (user_id, item_type, quantity) VALUES (?1, ?2, ?3) "
-                         "ON CONFLICT (user_id, item_type) DO UPDATE SET quantity = excluded.quantity",
-    [SQL_DELETE_QUANTITY] = "DELETE FROM inventory WHERE user_id = ?1 AND item_type = ?2",
+        "created_ts = excluded.created_ts, updated_ts = excluded.updated_ts",
+    [SQL_SET_LINE] = "INSERT INTO inventory (player_key, item_type, quantity) VALUES (?1, ?2, ?3) "
+                     "ON CONFLICT (player_key, item_type) DO UPDATE SET quantity = excluded.quantity",
+    [SQL_DELETE_LINE] = "DELETE FROM inventory WHERE player_key = ?1 AND item_type = ?2",
     [SQL_GET_GUILD_COUNT] = "SELECT member_count FROM guilds WHERE guild_id = ?1",
     [SQL_SET_GUILD_COUNT] = "INSERT INTO guilds (guild_id, member_count) VALUES (?1, ?2) "
                             "ON CONFLICT (guild_id) DO UPDATE SET member_count = excluded.member_count",
     [SQL_DELETE_GUILD] = "DELETE FROM guilds WHERE guild_id = ?1",
     [SQL_ADD_MEMBER] = "INSERT INTO guild_members (guild_id, user_id, joined_ts) VALUES (?1, ?2, ?3)",
     [SQL_REMOVE_MEMBER] = "DELETE FROM guild_members WHERE guild_id = ?1 AND user_id = ?2",
-    [SQL_RECORD_EVENT] =
-        "INSERT INTO events (partition, offset, event_id, event_type, user_id, outcome, reason, "
-        "ts, items, guild_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [SQL_EVENT_SEEN] = "SELECT h.event_id FROM player_events e JOIN history h ON h.offset = e.offset "
+                       "WHERE e.player_key = ?1 AND e.id_hash = ?2",
+    [SQL_APPEND_HISTORY] =
+        "INSERT INTO history (offset, player_key, event_id, event_type, outcome, reason, ts, "
+        "items, guild_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [SQL_APPEND_PLAYER_EVENT] =
+        "INSERT INTO player_events (player_key, id_hash, offset) VALUES (?1, ?2, ?3)",
     [SQL_RECORD_DEAD_LETTER] =
-        "INSERT INTO dead_letters (partition, offset, reason, msg_key, payload) "
-        "VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO dead_letters (offset, reason, msg_key, payload) VALUES (?1, ?2, ?3, ?4)",
     [SQL_SET_OFFSET] = "INSERT INTO offsets (partition, next_offset) VALUES (?1, ?2) "
                        "ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset",
-    [SQL_LOAD_OFFSETS] = "SELECT partition, next_offset FROM offsets ORDER BY partition",
-    [SQL_READ_LINES] =
-        "SELECT item_type, quantity FROM inventory WHERE user_id = ?1 ORDER BY item_type",
-    [SQL_READ_EVENT] = "SELECT e.event_id, e.event_type, e.outcome, e.reason, e.partition, "
-                       "e.offset FROM event_ids i JOIN events e "
-                       "ON e.partition = i.partition AND e.offset = i.offset "
-                       "WHERE i.event_id = ?1 AND (?2 IS NULL OR i.user_id = ?2) "
-                       "ORDER BY i.partition, i.offset LIMIT 1",
+    [SQL_GET_OFFSET] = "SELECT next_offset FROM offsets WHERE partition = ?1",
+    [SQL_READ_EVENT_OF_PLAYER] =
+        "SELECT " HISTORY_COLUMNS " FROM players p JOIN player_events e ON e.player_key = "
+        "p.player_key JOIN history h ON h.offset = e.offset WHERE p.user_id = ?2 "
+        "AND e.id_hash = ?3 AND h.event_id = ?1 ORDER BY h.offset LIMIT 1",
+    [SQL_READ_EVENT_ANY] = "SELECT " HISTORY_COLUMNS " FROM history h WHERE h.event_id = ?1 "
+                           "ORDER BY h.offset LIMIT 1",
     [SQL_READ_MEMBERS] = "SELECT user_id FROM guild_members WHERE guild_id = ?1 AND user_id > ?2 "
                          "ORDER BY user_id LIMIT ?3",
-    [SQL_READ_HISTORY] = "SELECT event_id, event_type, outcome, reason, ts, items, guild_id, "
-                         "partition, offset FROM events WHERE user_id = ?1 AND offset < ?2 "
-                         "ORDER BY offset DESC LIMIT ?3",
-    [SQL_ALL_PLAYERS] = "SELECT user_id, version, guild_id FROM players ORDER BY user_id",
-    [SQL_ALL_LINES] = "SELECT user_id, item_type, quantity FROM inventory "
-                      "ORDER BY user_id, item_type",
-    [SQL_WALK_INVENTORY] = "SELECT user_id, item_type, quantity FROM inventory "
-                           "ORDER BY user_id, item_type",
+    [SQL_READ_HISTORY] = "SELECT " HISTORY_COLUMNS " FROM players p JOIN player_events e ON "
+                         "e.player_key = p.player_key JOIN history h ON h.offset = e.offset "
+                         "WHERE p.user_id = ?1 AND e.offset < ?2 ORDER BY e.offset DESC LIMIT ?3",
+    [SQL_ALL_PLAYERS] = "SELECT user_id, version, guild_id, player_key FROM players "
+                        "WHERE version > 0 ORDER BY user_id",
+    [SQL_ALL_LINES] = "SELECT p.user_id, i.item_type, i.quantity FROM inventory i "
+                      "JOIN players p ON p.player_key = i.player_key "
+                      "ORDER BY p.user_id, i.item_type",
     [SQL_WALK_MEMBERS] = "SELECT guild_id, user_id, joined_ts FROM guild_members "
                          "ORDER BY guild_id, user_id",
-    [SQL_WALK_PLAYERS] = "SELECT user_id, version, guild_id, partition, created_ts, updated_ts "
-                         "FROM players ORDER BY user_id",
-    [SQL_WALK_EVENTS] = "SELECT partition, offset, event_id, event_type, user_id, ts, outcome, "
-                        "reason, items, guild_id FROM events "
-                        "WHERE partition = ?1 AND offset >= ?2 AND offset < ?3 ORDER BY offset",
+    [SQL_WALK_PLAYERS] = "SELECT user_id, version, guild_id, created_ts, updated_ts "
+                         "FROM players WHERE version > 0 ORDER BY user_id",
+    [SQL_WALK_EVENTS] = "SELECT " HISTORY_COLUMNS ", p.user_id FROM history h JOIN players p "
+                        "ON p.player_key = h.player_key WHERE h.offset >= ?1 AND h.offset < ?2 "
+                        "ORDER BY h.offset",
 };
 
 struct store {
     sqlite3 *db;
     store_role role;
+    int32_t partition;
     sqlite3_stmt *stmt[SQL_COUNT];
     char errmsg[512];
 };
 
 const char *store_errmsg(const store *st) { return st->errmsg; }
+int32_t store_partition(const store *st) { return st->partition; }
+
+int store_path(const char *dir, int32_t partition, char *buf, size_t buf_size) {
+    int n = snprintf(buf, buf_size, "%s/p%d.db", dir, (int)partition);
+    return n > 0 && (size_t)n < buf_size ? 0 : -1;
+}
+
+static int compare_partitions(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+int store_list_partitions(const char *dir, int32_t *partitions, size_t max, size_t *count,
+                          char *errstr, size_t errstr_size) {
+    *count = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT) return 0;
+        snprintf(errstr, errstr_size, "reading %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        int partition, used = 0;
+        if (sscanf(entry->d_name, "p%d.db%n", &partition, &used) == 1 &&
+            entry->d_name[used] == '\0' && partition >= 0 && partition < STORE_MAX_PARTITIONS &&
+            *count < max)
+            partitions[(*count)++] = partition;
+    }
+    closedir(d);
+    qsort(partitions, *count, sizeof *partitions, compare_partitions);
+    return 0;
+}
 
 /* Records the connection's error with a word on what was being done; returns -1. */
 static int fail_with(store *st, const char *what) {
@@ -143,7 +191,154 @@ static void copy_column_text(sqlite3_stmt *s, int col, char *dst, size_t dst_siz
     snprintf(dst, dst_size, "%s", text ? (const char *)text : "");
 }
 
-store *store_open(const char *path, store_role role, char *errstr, size_t errstr_size) {
+/* ---------------------------------------------------------------- compact columns */
+
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* 1 and the 16 bytes when id is a lowercase 8-4-4-4-12 UUID (what lootlog generates),
+ * else 0: such ids are kept as text. */
+static int uuid_to_bytes(const char *id, unsigned char bytes[16]) {
+    static const int dash_at[] = {8, 13, 18, 23};
+    if (strlen(id) != 36) return 0;
+    for (int i = 0; i < 4; i++)
+        if (id[dash_at[i]] != '-') return 0;
+    int n = 0;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) continue;
+        int hi = hex_value(id[i]), lo = hex_value(id[i + 1]);
+        if (hi < 0 || lo < 0) return 0;
+        bytes[n++] = (unsigned char)(hi << 4 | lo);
+        i++;
+    }
+    return 1;
+}
+
+static void bytes_to_uuid(const unsigned char bytes[16], char *out) {
+    static const char digits[] = "0123456789abcdef";
+    int n = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out[n++] = '-';
+        out[n++] = digits[bytes[i] >> 4];
+        out[n++] = digits[bytes[i] & 15];
+    }
+    out[n] = '\0';
+}
+
+/* Binds an event id as the column stores it. bytes must live until the step. */
+static void bind_event_id(sqlite3_stmt *s, int index, const char *event_id,
+                          unsigned char bytes[16]) {
+    if (uuid_to_bytes(event_id, bytes))
+        sqlite3_bind_blob(s, index, bytes, 16, SQLITE_STATIC);
+    else
+        sqlite3_bind_text(s, index, event_id, -1, SQLITE_STATIC);
+}
+
+/* The event id of a history column as text, into out (STORE_ID_SIZE). */
+static void column_event_id(sqlite3_stmt *s, int col, char *out) {
+    if (sqlite3_column_type(s, col) == SQLITE_BLOB && sqlite3_column_bytes(s, col) == 16)
+        bytes_to_uuid(sqlite3_column_blob(s, col), out);
+    else
+        copy_column_text(s, col, out, STORE_ID_SIZE);
+}
+
+/* ms since the epoch when ts is exactly "YYYY-MM-DDTHH:MM:SS.mmmZ" (so that formatting
+ * it back gives the same text), else -1. */
+static int64_t canonical_ts_ms(const char *ts) {
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+    if (strlen(ts) != sizeof shape - 1) return -1;
+    for (size_t i = 0; shape[i]; i++) {
+        if (shape[i] == 'd' ? (ts[i] < '0' || ts[i] > '9') : ts[i] != shape[i]) return -1;
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    tm.tm_year = atoi(ts) - 1900;
+    tm.tm_mon = atoi(ts + 5) - 1;
+    tm.tm_mday = atoi(ts + 8);
+    tm.tm_hour = atoi(ts + 11);
+    tm.tm_min = atoi(ts + 14);
+    tm.tm_sec = atoi(ts + 17);
+    if (tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
+        tm.tm_min > 59 || tm.tm_sec > 59)
+        return -1;
+    int64_t ms = (int64_t)timegm(&tm) * 1000 + atoi(ts + 20);
+    /* A day that does not exist (Feb 30) would come back as another text. */
+    time_t seconds = (time_t)(ms / 1000);
+    struct tm back;
+    gmtime_r(&seconds, &back);
+    if (back.tm_mday != tm.tm_mday || back.tm_mon != tm.tm_mon) return -1;
+    return ms;
+}
+
+static void bind_ts(sqlite3_stmt *s, int index, const char *ts) {
+    int64_t ms = canonical_ts_ms(ts);
+    if (ms >= 0)
+        sqlite3_bind_int64(s, index, ms);
+    else
+        sqlite3_bind_text(s, index, ts, -1, SQLITE_STATIC);
+}
+
+/* A history ts column as text, into out (STORE_TS_SIZE). */
+static void column_ts(sqlite3_stmt *s, int col, char *out) {
+    if (sqlite3_column_type(s, col) != SQLITE_INTEGER) {
+        copy_column_text(s, col, out, STORE_TS_SIZE);
+        return;
+    }
+    int64_t ms = sqlite3_column_int64(s, col);
+    time_t seconds = (time_t)(ms / 1000);
+    struct tm tm;
+    char whole[24];
+    gmtime_r(&seconds, &tm);
+    strftime(whole, sizeof whole, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, STORE_TS_SIZE, "%s.%03dZ", whole, (int)(ms % 1000));
+}
+
+static const char *outcome_name(int outcome) {
+    static const char *const names[] = {"applied", "rejected", "duplicate"};
+    return outcome >= 0 && outcome < 3 ? names[outcome] : "unknown";
+}
+
+/* One history row of HISTORY_COLUMNS (at column base), converted to text. */
+typedef struct {
+    char event_id[STORE_ID_SIZE];
+    char ts[STORE_TS_SIZE];
+    store_history_row row;
+} history_text;
+
+static void history_row_from(store *st, sqlite3_stmt *s, int base, history_text *out) {
+    column_event_id(s, base + 0, out->event_id);
+    column_ts(s, base + 4, out->ts);
+    const char *type_name = codec_type_name((event_type)sqlite3_column_int(s, base + 1));
+    out->row = (store_history_row){
+        .event_id = out->event_id,
+        .event_type = type_name ? type_name : "unknown",
+        .outcome = outcome_name(sqlite3_column_int(s, base + 2)),
+        .reason = (const char *)sqlite3_column_text(s, base + 3),
+        .ts = out->ts,
+        .items = (const char *)sqlite3_column_text(s, base + 5),
+        .guild_id = (const char *)sqlite3_column_text(s, base + 6),
+        .partition = st->partition,
+        .offset = sqlite3_column_int64(s, base + 7),
+    };
+}
+
+/* ---------------------------------------------------------------- open / close */
+
+/* Readers never sleep in a busy handler: a reader meets SQLITE_BUSY only while another
+ * connection is in the middle of resetting the WAL, which takes microseconds, so it
+ * yields the CPU and tries again a bounded number of times, then gives up. */
+static int busy_retry_without_sleeping(void *arg, int attempts) {
+    (void)arg;
+    if (attempts >= 1000) return 0;
+    sched_yield();
+    return 1;
+}
+
+store *store_open(const char *path, int32_t partition, store_role role, char *errstr,
+                  size_t errstr_size) {
     store *st = calloc(1, sizeof *st);
     char *sql_err = NULL;
     if (!st) {
@@ -151,6 +346,7 @@ store *store_open(const char *path, store_role role, char *errstr, size_t errstr
         return NULL;
     }
     st->role = role;
+    st->partition = partition;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
     if (role == STORE_WRITER) flags |= SQLITE_OPEN_CREATE;
     if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
@@ -158,20 +354,32 @@ store *store_open(const char *path, store_role role, char *errstr, size_t errstr
                  st->db ? sqlite3_errmsg(st->db) : "out of memory");
         goto fail;
     }
-    sqlite3_busy_timeout(st->db, 5000);
+    if (role == STORE_WRITER)
+        sqlite3_busy_timeout(st->db, 5000); /* only another writer (a misuse) can block it */
+    else
+        sqlite3_busy_handler(st->db, busy_retry_without_sleeping, NULL);
     /* WAL lets readers run beside the writer; NORMAL syncs at checkpoints only, which
-     * keeps commits cheap and is still durable against process crashes (the offsets
-     * commit with the state, so anything lost to a power cut is re-read from Kafka). */
+     * keeps commits cheap and is still durable against process crashes (the offset
+     * commits with the state, so anything lost to a power cut is re-read from Kafka).
+     * The writer never checkpoints in its commit: store_checkpoint runs elsewhere. */
     const char *pragmas = role == STORE_WRITER
                               ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                                "PRAGMA cache_size=-32000; PRAGMA temp_store=MEMORY;"
-                              : "PRAGMA cache_size=-8000; PRAGMA query_only=1;";
+                                "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-16000; "
+                                "PRAGMA temp_store=MEMORY;"
+                              : "PRAGMA cache_size=-2000; PRAGMA query_only=1;";
     if (sqlite3_exec(st->db, pragmas, NULL, NULL, &sql_err) != SQLITE_OK) {
         snprintf(errstr, errstr_size, "configuring %s: %s", path, sql_err);
         goto fail;
     }
     if (role == STORE_WRITER) {
-        if (migrate_apply(st->db, NULL, NULL, errstr, errstr_size)) goto fail;
+        if (migrate_apply(st->db, NULL, NULL, errstr, errstr_size)) {
+            if (strstr(errstr, "old_layout_rows"))
+                snprintf(errstr, errstr_size,
+                         "%s holds state in the single-file layout of lootlog 0.1; rebuild it "
+                         "into a folder of per-partition stores with `lootlog replay --db DIR`",
+                         path);
+            goto fail;
+        }
     } else {
         sqlite3_stmt *v = NULL;
         int version = -1;
@@ -218,62 +426,98 @@ void store_rollback(store *st) {
     if (!sqlite3_get_autocommit(st->db)) exec_stmt(st, stmt_get(st, SQL_ROLLBACK), "rollback");
 }
 
-int store_claim_event_id(store *st, const char *event_id, const char *user_id, int32_t partition,
-                         int64_t offset) {
-    sqlite3_stmt *s = stmt_get(st, SQL_CLAIM_EVENT_ID);
-    sqlite3_bind_text(s, 1, event_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, user_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 2, partition);
-    sqlite3_bind_int64(s, 3, offset);
-    if (exec_stmt(st, s, "claiming event id")) return -1;
-    return sqlite3_changes(st->db) == 1 ? 1 : 0;
+int store_checkpoint(store *st) {
+    int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return rc == SQLITE_OK || rc == SQLITE_BUSY ? 0 : fail_with(st, "checkpoint");
 }
 
-int store_get_player(store *st, const char *user_id, store_player *player) {
+/* ---------------------------------------------------------------- fold calls */
+
+int store_max_player_key(store *st, int64_t *max_key) {
+    sqlite3_stmt *s = stmt_get(st, SQL_MAX_PLAYER_KEY);
+    int rc = sqlite3_step(s);
+    *max_key = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 0 : fail_with(st, "reading player keys");
+}
+
+/* Reads user_id's row into *player. Returns 1 found, 0 not (player zeroed), -1. */
+static int get_player(store *st, const char *user_id, store_player *player) {
     sqlite3_stmt *s = stmt_get(st, SQL_GET_PLAYER);
     sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
+    memset(player, 0, sizeof *player);
     if (rc == SQLITE_ROW) {
-        player->version = sqlite3_column_int64(s, 0);
-        copy_column_text(s, 1, player->guild_id, sizeof player->guild_id);
-        sqlite3_reset(s);
-        return 1;
+        player->player_key = sqlite3_column_int64(s, 0);
+        player->version = sqlite3_column_int64(s, 1);
+        copy_column_text(s, 2, player->guild_id, sizeof player->guild_id);
+        copy_column_text(s, 3, player->created_ts, sizeof player->created_ts);
+        copy_column_text(s, 4, player->updated_ts, sizeof player->updated_ts);
     }
     sqlite3_reset(s);
-    if (rc == SQLITE_DONE) {
-        memset(player, 0, sizeof *player);
-        return 0;
-    }
-    return fail_with(st, "reading player");
+    if (rc == SQLITE_ROW) return 1;
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading player");
 }
 
-int store_put_player(store *st, const char *user_id, const store_player *player,
-                     int32_t partition, const char *ts) {
+/* Reads a player's lines into a malloc'ed array. Returns 0 or -1. */
+static int get_lines(store *st, int64_t player_key, store_line **lines, size_t *line_count) {
+    sqlite3_stmt *s = stmt_get(st, SQL_GET_LINES);
+    size_t capacity = 0;
+    int rc;
+    *lines = NULL;
+    *line_count = 0;
+    sqlite3_bind_int64(s, 1, player_key);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*line_count == capacity) {
+            size_t grown = capacity ? capacity * 2 : 8;
+            store_line *bigger = realloc(*lines, grown * sizeof *bigger);
+            if (!bigger) {
+                sqlite3_reset(s);
+                snprintf(st->errmsg, sizeof st->errmsg, "out of memory reading inventory");
+                return -1;
+            }
+            *lines = bigger;
+            capacity = grown;
+        }
+        store_line *line = &(*lines)[(*line_count)++];
+        copy_column_text(s, 0, line->item_type, sizeof line->item_type);
+        line->quantity = sqlite3_column_int64(s, 1);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading inventory");
+}
+
+int store_load_player(store *st, const char *user_id, store_player *player, store_line **lines,
+                      size_t *line_count) {
+    *lines = NULL;
+    *line_count = 0;
+    int found = get_player(st, user_id, player);
+    if (found <= 0) return found;
+    if (get_lines(st, player->player_key, lines, line_count)) {
+        free(*lines);
+        *lines = NULL;
+        return -1;
+    }
+    return 1;
+}
+
+int store_put_player(store *st, const char *user_id, const store_player *player) {
     sqlite3_stmt *s = stmt_get(st, SQL_PUT_PLAYER);
-    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, player->version);
-    bind_text_or_null(s, 3, player->guild_id);
-    sqlite3_bind_int(s, 4, partition);
-    sqlite3_bind_text(s, 5, ts, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 1, player->player_key);
+    sqlite3_bind_text(s, 2, user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, player->version);
+    bind_text_or_null(s, 4, player->guild_id);
+    bind_text_or_null(s, 5, player->created_ts);
+    bind_text_or_null(s, 6, player->updated_ts);
     return exec_stmt(st, s, "writing player");
 }
 
-int store_get_quantity(store *st, const char *user_id, const char *item_type, int64_t *quantity) {
-    sqlite3_stmt *s = stmt_get(st, SQL_GET_QUANTITY);
-    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, item_type, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    *quantity = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-    sqlite3_reset(s);
-    return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail_with(st, "reading quantity");
-}
-
-int store_set_quantity(store *st, const char *user_id, const char *item_type, int64_t quantity) {
-    sqlite3_stmt *s = stmt_get(st, quantity > 0 ? SQL_SET_QUANTITY : SQL_DELETE_QUANTITY);
-    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
+int store_put_line(store *st, int64_t player_key, const char *item_type, int64_t quantity) {
+    sqlite3_stmt *s = stmt_get(st, quantity > 0 ? SQL_SET_LINE : SQL_DELETE_LINE);
+    sqlite3_bind_int64(s, 1, player_key);
     sqlite3_bind_text(s, 2, item_type, -1, SQLITE_STATIC);
     if (quantity > 0) sqlite3_bind_int64(s, 3, quantity);
-    return exec_stmt(st, s, "writing quantity");
+    return exec_stmt(st, s, "writing inventory line");
 }
 
 int store_get_guild_count(store *st, const char *guild_id, int64_t *member_count) {
@@ -285,123 +529,114 @@ int store_get_guild_count(store *st, const char *guild_id, int64_t *member_count
     return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail_with(st, "reading guild");
 }
 
-/* Stores a guild's member count; a guild with no members has no row. */
-static int set_guild_count(store *st, const char *guild_id, int64_t member_count) {
+int store_set_guild_count(store *st, const char *guild_id, int64_t member_count) {
     sqlite3_stmt *s = stmt_get(st, member_count > 0 ? SQL_SET_GUILD_COUNT : SQL_DELETE_GUILD);
     sqlite3_bind_text(s, 1, guild_id, -1, SQLITE_STATIC);
     if (member_count > 0) sqlite3_bind_int64(s, 2, member_count);
     return exec_stmt(st, s, "writing guild");
 }
 
-int store_add_member(store *st, const char *guild_id, const char *user_id, const char *ts,
-                     int64_t new_member_count) {
+int store_add_member(store *st, const char *guild_id, const char *user_id, const char *ts) {
     sqlite3_stmt *s = stmt_get(st, SQL_ADD_MEMBER);
     sqlite3_bind_text(s, 1, guild_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, user_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, ts, -1, SQLITE_STATIC);
-    if (exec_stmt(st, s, "adding guild member")) return -1;
-    return set_guild_count(st, guild_id, new_member_count);
+    return exec_stmt(st, s, "adding guild member");
 }
 
-int store_remove_member(store *st, const char *guild_id, const char *user_id,
-                        int64_t new_member_count) {
+int store_remove_member(store *st, const char *guild_id, const char *user_id) {
     sqlite3_stmt *s = stmt_get(st, SQL_REMOVE_MEMBER);
     sqlite3_bind_text(s, 1, guild_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, user_id, -1, SQLITE_STATIC);
-    if (exec_stmt(st, s, "removing guild member")) return -1;
-    return set_guild_count(st, guild_id, new_member_count);
+    return exec_stmt(st, s, "removing guild member");
 }
 
-int store_record_event(store *st, const store_event_record *rec) {
-    sqlite3_stmt *s = stmt_get(st, SQL_RECORD_EVENT);
-    sqlite3_bind_int(s, 1, rec->partition);
-    sqlite3_bind_int64(s, 2, rec->offset);
-    sqlite3_bind_text(s, 3, rec->event_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, rec->event_type, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 5, rec->user_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 6, rec->outcome, -1, SQLITE_STATIC);
-    bind_text_or_null(s, 7, rec->reason);
-    sqlite3_bind_text(s, 8, rec->ts, -1, SQLITE_STATIC);
-    bind_text_or_null(s, 9, rec->items_json);
-    bind_text_or_null(s, 10, rec->guild_id);
-    return exec_stmt(st, s, "recording event outcome");
+uint32_t store_event_id_hash(const char *event_id) {
+    uint32_t hash = 0x811c9dc5u;
+    for (const unsigned char *p = (const unsigned char *)event_id; *p; p++) {
+        hash ^= *p;
+        hash *= 0x01000193u;
+    }
+    return hash;
 }
 
-int store_record_dead_letter(store *st, int32_t partition, int64_t offset, const char *reason,
-                             const void *key, size_t key_len, const void *payload,
-                             size_t payload_len) {
+int store_event_seen(store *st, int64_t player_key, uint32_t id_hash, const char *event_id) {
+    sqlite3_stmt *s = stmt_get(st, SQL_EVENT_SEEN);
+    int rc, seen = 0;
+    sqlite3_bind_int64(s, 1, player_key);
+    sqlite3_bind_int64(s, 2, id_hash);
+    while (!seen && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        char stored[STORE_ID_SIZE];
+        column_event_id(s, 0, stored);
+        seen = strcmp(stored, event_id) == 0; /* a hash match is only a candidate */
+    }
+    if (seen) rc = SQLITE_DONE;
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? seen : fail_with(st, "looking up event id");
+}
+
+int store_append_history(store *st, const store_history_record *rec) {
+    unsigned char id_bytes[16];
+    sqlite3_stmt *s = stmt_get(st, SQL_APPEND_HISTORY);
+    sqlite3_bind_int64(s, 1, rec->offset);
+    sqlite3_bind_int64(s, 2, rec->player_key);
+    bind_event_id(s, 3, rec->event_id, id_bytes);
+    sqlite3_bind_int(s, 4, rec->event_type);
+    sqlite3_bind_int(s, 5, rec->outcome);
+    bind_text_or_null(s, 6, rec->reason);
+    bind_ts(s, 7, rec->ts);
+    bind_text_or_null(s, 8, rec->items);
+    bind_text_or_null(s, 9, rec->guild_id);
+    if (exec_stmt(st, s, "recording event outcome")) return -1;
+    s = stmt_get(st, SQL_APPEND_PLAYER_EVENT);
+    sqlite3_bind_int64(s, 1, rec->player_key);
+    sqlite3_bind_int64(s, 2, rec->id_hash);
+    sqlite3_bind_int64(s, 3, rec->offset);
+    return exec_stmt(st, s, "recording event id");
+}
+
+int store_record_dead_letter(store *st, int64_t offset, const char *reason, const void *key,
+                             size_t key_len, const void *payload, size_t payload_len) {
     sqlite3_stmt *s = stmt_get(st, SQL_RECORD_DEAD_LETTER);
-    sqlite3_bind_int(s, 1, partition);
-    sqlite3_bind_int64(s, 2, offset);
-    sqlite3_bind_text(s, 3, reason, -1, SQLITE_STATIC);
-    if (key)
-        sqlite3_bind_blob(s, 4, key, (int)key_len, SQLITE_STATIC);
-    if (payload)
-        sqlite3_bind_blob(s, 5, payload, (int)payload_len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 1, offset);
+    sqlite3_bind_text(s, 2, reason, -1, SQLITE_STATIC);
+    if (key) sqlite3_bind_blob(s, 3, key, (int)key_len, SQLITE_STATIC);
+    if (payload) sqlite3_bind_blob(s, 4, payload, (int)payload_len, SQLITE_STATIC);
     return exec_stmt(st, s, "recording dead letter");
 }
 
-int store_set_offset(store *st, int32_t partition, int64_t next_offset) {
+int store_set_next_offset(store *st, int64_t next_offset) {
     sqlite3_stmt *s = stmt_get(st, SQL_SET_OFFSET);
-    sqlite3_bind_int(s, 1, partition);
+    sqlite3_bind_int(s, 1, st->partition);
     sqlite3_bind_int64(s, 2, next_offset);
     return exec_stmt(st, s, "storing offset");
 }
 
-int store_load_offsets(store *st, store_offset *offsets, size_t max, size_t *count) {
-    sqlite3_stmt *s = stmt_get(st, SQL_LOAD_OFFSETS);
-    int rc;
-    *count = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (*count < max) {
-            offsets[*count].partition = sqlite3_column_int(s, 0);
-            offsets[*count].next_offset = sqlite3_column_int64(s, 1);
-            (*count)++;
-        }
-    }
+int store_get_next_offset(store *st, int64_t *next_offset) {
+    sqlite3_stmt *s = stmt_get(st, SQL_GET_OFFSET);
+    sqlite3_bind_int(s, 1, st->partition);
+    int rc = sqlite3_step(s);
+    *next_offset = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
     sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading offsets");
+    return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail_with(st, "reading offset");
 }
+
+/* ---------------------------------------------------------------- reads */
 
 void store_inventory_clear(store_inventory *inv) {
     free(inv->lines);
     memset(inv, 0, sizeof *inv);
 }
 
-/* Appends the player's lines to inv->lines. */
-static int read_lines(store *st, const char *user_id, store_inventory *inv) {
-    sqlite3_stmt *s = stmt_get(st, SQL_READ_LINES);
-    size_t capacity = 0;
-    int rc;
-    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (inv->line_count == capacity) {
-            size_t grown = capacity ? capacity * 2 : 16;
-            store_line *lines = realloc(inv->lines, grown * sizeof *lines);
-            if (!lines) {
-                sqlite3_reset(s);
-                snprintf(st->errmsg, sizeof st->errmsg, "out of memory reading inventory");
-                return -1;
-            }
-            inv->lines = lines;
-            capacity = grown;
-        }
-        store_line *line = &inv->lines[inv->line_count++];
-        copy_column_text(s, 0, line->item_type, sizeof line->item_type);
-        line->quantity = sqlite3_column_int64(s, 1);
-    }
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading inventory");
-}
-
 int store_read_inventory(store *st, const char *user_id, store_inventory *inv) {
     memset(inv, 0, sizeof *inv);
     if (store_begin(st)) return -1;
-    int found = store_get_player(st, user_id, &inv->player);
+    int found = get_player(st, user_id, &inv->player);
     if (found < 0) goto fail;
-    inv->found = found;
-    if (found && read_lines(st, user_id, inv)) goto fail;
-    if (store_load_offsets(st, inv->offsets, STORE_MAX_PARTITIONS, &inv->offset_count)) goto fail;
+    inv->found = found && inv->player.version > 0;
+    if (inv->found && get_lines(st, inv->player.player_key, &inv->lines, &inv->line_count))
+        goto fail;
+    if (store_get_next_offset(st, &inv->next_offset)) goto fail;
     if (store_commit(st)) goto fail;
     return 0;
 fail:
@@ -412,17 +647,23 @@ fail:
 
 int store_read_event(store *st, const char *event_id, const char *user_id,
                      store_event_outcome *out) {
-    sqlite3_stmt *s = stmt_get(st, SQL_READ_EVENT);
-    sqlite3_bind_text(s, 1, event_id, -1, SQLITE_STATIC);
-    bind_text_or_null(s, 2, user_id);
+    unsigned char id_bytes[16];
+    sqlite3_stmt *s = stmt_get(st, user_id ? SQL_READ_EVENT_OF_PLAYER : SQL_READ_EVENT_ANY);
+    bind_event_id(s, 1, event_id, id_bytes);
+    if (user_id) {
+        sqlite3_bind_text(s, 2, user_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, store_event_id_hash(event_id));
+    }
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
-        copy_column_text(s, 0, out->event_id, sizeof out->event_id);
-        copy_column_text(s, 1, out->event_type, sizeof out->event_type);
-        copy_column_text(s, 2, out->outcome, sizeof out->outcome);
-        copy_column_text(s, 3, out->reason, sizeof out->reason);
-        out->partition = sqlite3_column_int(s, 4);
-        out->offset = sqlite3_column_int64(s, 5);
+        history_text h;
+        history_row_from(st, s, 0, &h);
+        snprintf(out->event_id, sizeof out->event_id, "%s", h.row.event_id);
+        snprintf(out->event_type, sizeof out->event_type, "%s", h.row.event_type);
+        snprintf(out->outcome, sizeof out->outcome, "%s", h.row.outcome);
+        snprintf(out->reason, sizeof out->reason, "%s", h.row.reason ? h.row.reason : "");
+        out->partition = h.row.partition;
+        out->offset = h.row.offset;
     }
     sqlite3_reset(s);
     if (rc == SQLITE_ROW) return 1;
@@ -459,18 +700,9 @@ int store_read_history(store *st, const char *user_id, int64_t before_offset, in
     sqlite3_bind_int64(s, 2, before_offset < 0 ? INT64_MAX : before_offset);
     sqlite3_bind_int(s, 3, limit);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        store_history_row entry = {
-            .event_id = (const char *)sqlite3_column_text(s, 0),
-            .event_type = (const char *)sqlite3_column_text(s, 1),
-            .outcome = (const char *)sqlite3_column_text(s, 2),
-            .reason = (const char *)sqlite3_column_text(s, 3),
-            .ts = (const char *)sqlite3_column_text(s, 4),
-            .items_json = (const char *)sqlite3_column_text(s, 5),
-            .guild_id = (const char *)sqlite3_column_text(s, 6),
-            .partition = sqlite3_column_int(s, 7),
-            .offset = sqlite3_column_int64(s, 8),
-        };
-        row(arg, &entry);
+        history_text h;
+        history_row_from(st, s, 0, &h);
+        row(arg, &h.row);
     }
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? 0 : fail_with(st, "reading history");
@@ -492,7 +724,7 @@ static uint64_t fnv1a_text(uint64_t hash, const char *text) {
 
 int store_player_digests(store *st, void (*row)(void *arg, const char *user_id, uint64_t digest),
                          void *arg) {
-    /* Two ordered scans merged: players, and inventory lines grouped by player. */
+    /* Two scans in user_id order merged: players, and inventory lines by player. */
     sqlite3_stmt *players = stmt_get(st, SQL_ALL_PLAYERS);
     sqlite3_stmt *lines = stmt_get(st, SQL_ALL_LINES);
     int prc, lrc = sqlite3_step(lines);
@@ -503,7 +735,7 @@ int store_player_digests(store *st, void (*row)(void *arg, const char *user_id, 
         digest = fnv1a_text(digest, (const char *)sqlite3_column_text(players, 2));
         while (lrc == SQLITE_ROW &&
                strcmp((const char *)sqlite3_column_text(lines, 0), user_id) < 0)
-            lrc = sqlite3_step(lines); /* lines of a player with no row: skipped */
+            lrc = sqlite3_step(lines); /* lines of a player that does not exist: skipped */
         while (lrc == SQLITE_ROW &&
                strcmp((const char *)sqlite3_column_text(lines, 0), user_id) == 0) {
             int64_t quantity = sqlite3_column_int64(lines, 2);
@@ -538,7 +770,7 @@ int store_backup_to(store *st, const char *dest_path) {
         sqlite3_close(dest);
         return -1;
     }
-    /* The copy is a plain rollback-journal file: one self-contained state.db. */
+    /* The copy is a plain rollback-journal file: one self-contained store. */
     sqlite3_exec(dest, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
     sqlite3_close(dest);
     return 0;
@@ -569,7 +801,7 @@ static int walk(store *st, sqlite3_stmt *s, int (*row)(void *arg, const store_ro
 }
 
 int store_walk_inventory(store *st, int (*row)(void *arg, const store_row *r), void *arg) {
-    return walk(st, stmt_get(st, SQL_WALK_INVENTORY), row, arg, "walking inventory");
+    return walk(st, stmt_get(st, SQL_ALL_LINES), row, arg, "walking inventory");
 }
 
 int store_walk_guild_members(store *st, int (*row)(void *arg, const store_row *r), void *arg) {
@@ -577,8 +809,8 @@ int store_walk_guild_members(store *st, int (*row)(void *arg, const store_row *r
 }
 
 int store_walk_players(store *st, int (*row)(void *arg, const store_row *r), void *arg) {
-    /* Columns are typed explicitly here: guild_id and created_ts may be NULL, which
-     * the generic walk would not place. */
+    /* Columns are placed explicitly: guild_id and created_ts may be NULL, which the
+     * generic walk would not place. */
     sqlite3_stmt *s = stmt_get(st, SQL_WALK_PLAYERS);
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -587,9 +819,9 @@ int store_walk_players(store *st, int (*row)(void *arg, const store_row *r), voi
         r.text[0] = (const char *)sqlite3_column_text(s, 0);
         r.number[0] = sqlite3_column_int64(s, 1);
         r.text[1] = (const char *)sqlite3_column_text(s, 2);
-        r.number[1] = sqlite3_column_int64(s, 3);
-        r.text[2] = (const char *)sqlite3_column_text(s, 4);
-        r.text[3] = (const char *)sqlite3_column_text(s, 5);
+        r.number[1] = st->partition;
+        r.text[2] = (const char *)sqlite3_column_text(s, 3);
+        r.text[3] = (const char *)sqlite3_column_text(s, 4);
         if (row(arg, &r)) {
             sqlite3_reset(s);
             snprintf(st->errmsg, sizeof st->errmsg, "walking players stopped by its consumer");
@@ -600,21 +832,27 @@ int store_walk_players(store *st, int (*row)(void *arg, const store_row *r), voi
     return rc == SQLITE_DONE ? 0 : fail_with(st, "walking players");
 }
 
-int store_walk_events(store *st, int32_t partition, int64_t first, int64_t end,
+int store_walk_events(store *st, int64_t first, int64_t end,
                       int (*row)(void *arg, const store_event_row *r), void *arg) {
     sqlite3_stmt *s = stmt_get(st, SQL_WALK_EVENTS);
     int rc;
-    sqlite3_bind_int(s, 1, partition);
-    sqlite3_bind_int64(s, 2, first);
-    sqlite3_bind_int64(s, 3, end);
+    sqlite3_bind_int64(s, 1, first);
+    sqlite3_bind_int64(s, 2, end);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        history_text h;
+        history_row_from(st, s, 0, &h);
         store_event_row r;
         memset(&r, 0, sizeof r);
-        r.base.number[0] = sqlite3_column_int64(s, 0);
-        r.base.number[1] = sqlite3_column_int64(s, 1);
-        for (int c = 0; c < 6; c++) r.base.text[c] = (const char *)sqlite3_column_text(s, 2 + c);
-        r.items_json = (const char *)sqlite3_column_text(s, 8);
-        r.guild_id = (const char *)sqlite3_column_text(s, 9);
+        r.base.number[0] = st->partition;
+        r.base.number[1] = h.row.offset;
+        r.base.text[0] = h.row.event_id;
+        r.base.text[1] = h.row.event_type;
+        r.base.text[2] = (const char *)sqlite3_column_text(s, 8);
+        r.base.text[3] = h.row.ts;
+        r.base.text[4] = h.row.outcome;
+        r.base.text[5] = h.row.reason;
+        r.items = h.row.items;
+        r.guild_id = h.row.guild_id;
         if (row(arg, &r)) {
             sqlite3_reset(s);
             snprintf(st->errmsg, sizeof st->errmsg, "walking events stopped by its consumer");

@@ -1,7 +1,9 @@
-/* store: the SQLite file behind lootlog. One writer connection (the fold, inside batch
- * transactions) and any number of reader connections (WAL: readers never wait on the
- * writer). Every statement is prepared once at open; no SQL is built at run time.
- * Row-level calls report failure as -1; store_errmsg says why. */
+/* store: one partition's SQLite file (DIR/p<N>.db). The partition is the unit of state:
+ * its players, inventory, guild rows, history, dedupe memory and next offset live in
+ * this file alone. One writer connection (that partition's fold, one transaction per
+ * batch) and any number of readers (WAL: readers never wait on the writer). Every
+ * statement is prepared once at open; no SQL is built at run time. Row-level calls
+ * report failure as -1; store_errmsg says why. */
 #ifndef LOOTLOG_STORE_H
 #define LOOTLOG_STORE_H
 
@@ -10,15 +12,29 @@
 
 #define STORE_MAX_PARTITIONS 256
 #define STORE_ID_SIZE 65
+#define STORE_TS_SIZE 32
 
 typedef struct store store;
 
 typedef enum { STORE_READER = 0, STORE_WRITER = 1 } store_role;
 
-/* Opens path (created if missing for a writer). A writer applies pending migrations;
- * a reader refuses a file whose schema is not current. NULL with errstr on failure. */
-store *store_open(const char *path, store_role role, char *errstr, size_t errstr_size);
+/* Writes "DIR/p<N>.db" into buf. Returns 0, or -1 when it does not fit. */
+int store_path(const char *dir, int32_t partition, char *buf, size_t buf_size);
+
+/* Lists the partitions with a store in dir, ascending, into partitions (up to max) and
+ * writes their number to *count. A missing dir is an empty list. Returns 0 or -1. */
+int store_list_partitions(const char *dir, int32_t *partitions, size_t max, size_t *count,
+                          char *errstr, size_t errstr_size);
+
+/* Opens partition's store at path (created if missing for a writer). A writer applies
+ * pending migrations; a reader refuses a file whose schema is not current. NULL with
+ * errstr on failure. */
+store *store_open(const char *path, int32_t partition, store_role role, char *errstr,
+                  size_t errstr_size);
 void store_close(store *st);
+
+/* The partition this store holds. */
+int32_t store_partition(const store *st);
 
 /* The last error on this connection, as a sentence. */
 const char *store_errmsg(const store *st);
@@ -28,77 +44,89 @@ int store_begin(store *st);
 int store_commit(store *st);
 void store_rollback(store *st);
 
-/* ---- writer calls, used by the fold inside a transaction ---- */
+/* Copies committed WAL frames into the database file without waiting on anyone
+ * (SQLite's PASSIVE checkpoint). The writer never checkpoints inside its commits;
+ * a separate connection calls this. Returns 0 or -1. */
+int store_checkpoint(store *st);
+
+/* ---- the fold's calls (writer, inside a transaction) ---- */
 
 typedef struct {
-    int64_t version;
-    char guild_id[STORE_ID_SIZE]; /* "" when in no guild */
+    int64_t player_key; /* the store's compact handle of the user */
+    int64_t version;    /* applied non-default events; the player exists once > 0 */
+    char guild_id[STORE_ID_SIZE];  /* "" when in no guild */
+    char created_ts[STORE_TS_SIZE]; /* ts of the first applied event; "" before */
+    char updated_ts[STORE_TS_SIZE];
 } store_player;
-
-/* Records event_id of user_id as first seen at (partition, offset). Returns 1 when
- * claimed, 0 when that player's event id was seen before (a duplicate), -1 on error. */
-int store_claim_event_id(store *st, const char *event_id, const char *user_id, int32_t partition,
-                         int64_t offset);
-/* Returns 1 and fills *player when user_id exists, 0 when not, -1 on error. */
-int store_get_player(store *st, const char *user_id, store_player *player);
-int store_put_player(store *st, const char *user_id, const store_player *player,
-                     int32_t partition, const char *ts);
-/* Writes the quantity held (0 when none). */
-int store_get_quantity(store *st, const char *user_id, const char *item_type, int64_t *quantity);
-/* Sets the quantity held; 0 deletes the row. */
-int store_set_quantity(store *st, const char *user_id, const char *item_type, int64_t quantity);
-/* Writes the member count (0 for a guild with no members). */
-int store_get_guild_count(store *st, const char *guild_id, int64_t *member_count);
-int store_add_member(store *st, const char *guild_id, const char *user_id, const char *ts,
-                     int64_t new_member_count);
-int store_remove_member(store *st, const char *guild_id, const char *user_id,
-                        int64_t new_member_count);
-
-typedef struct {
-    int32_t partition;
-    int64_t offset;
-    const char *event_id;
-    const char *event_type;
-    const char *user_id;
-    const char *outcome; /* "applied", "rejected", "duplicate" */
-    const char *reason;  /* NULL unless rejected */
-    const char *ts;
-    const char *items_json; /* NULL when the event has no items */
-    const char *guild_id;   /* NULL when the event has none */
-} store_event_record;
-
-int store_record_event(store *st, const store_event_record *rec);
-int store_record_dead_letter(store *st, int32_t partition, int64_t offset, const char *reason,
-                             const void *key, size_t key_len, const void *payload,
-                             size_t payload_len);
-int store_set_offset(store *st, int32_t partition, int64_t next_offset);
-
-/* ---- reads (any role) ---- */
-
-typedef struct {
-    int32_t partition;
-    int64_t next_offset;
-} store_offset;
-
-/* Fills offsets (up to max) with the stored next offsets, ascending by partition, and
- * writes their number to *count. */
-int store_load_offsets(store *st, store_offset *offsets, size_t max, size_t *count);
 
 typedef struct {
     char item_type[STORE_ID_SIZE];
     int64_t quantity;
 } store_line;
 
+/* The largest player_key in the store (0 when none): new players count on from it. */
+int store_max_player_key(store *st, int64_t *max_key);
+
+/* Reads user_id's row and its inventory lines (in item_type order) into *player and a
+ * malloc'ed *lines array the caller frees (NULL when none). Returns 1 found, 0 not, -1. */
+int store_load_player(store *st, const char *user_id, store_player *player, store_line **lines,
+                      size_t *line_count);
+
+/* Writes a player's row (insert or update by player_key). */
+int store_put_player(store *st, const char *user_id, const store_player *player);
+/* Sets a line's quantity; 0 deletes the row. */
+int store_put_line(store *st, int64_t player_key, const char *item_type, int64_t quantity);
+
+/* Writes the member count of a guild (0: none). */
+int store_get_guild_count(store *st, const char *guild_id, int64_t *member_count);
+/* Stores a guild's member count; 0 deletes the guild's row. */
+int store_set_guild_count(store *st, const char *guild_id, int64_t member_count);
+int store_add_member(store *st, const char *guild_id, const char *user_id, const char *ts);
+int store_remove_member(store *st, const char *guild_id, const char *user_id);
+
+/* The 32-bit hash under which an event id is kept in the dedupe memory (FNV-1a over
+ * its bytes). Persisted: it must never change. */
+uint32_t store_event_id_hash(const char *event_id);
+
+/* 1 when player_key already has a recorded event with event_id (whose hash is
+ * id_hash), 0 when not, -1 on error. */
+int store_event_seen(store *st, int64_t player_key, uint32_t id_hash, const char *event_id);
+
 typedef struct {
-    int found;
+    int64_t offset;
+    int64_t player_key;
+    const char *event_id;
+    uint32_t id_hash;
+    int event_type; /* codec's event_type */
+    int outcome;    /* 0 applied, 1 rejected, 2 duplicate */
+    const char *reason; /* NULL unless rejected */
+    const char *ts;
+    const char *items;    /* "sword:1,arrow:20" or NULL */
+    const char *guild_id; /* NULL when the event has none */
+} store_history_record;
+
+/* Appends one event's outcome to history and to the player's dedupe memory. */
+int store_append_history(store *st, const store_history_record *rec);
+
+int store_record_dead_letter(store *st, int64_t offset, const char *reason, const void *key,
+                             size_t key_len, const void *payload, size_t payload_len);
+
+/* The next offset to consume, stored with the state it produced. */
+int store_set_next_offset(store *st, int64_t next_offset);
+/* Writes it, or -1 when nothing was folded yet. Returns 0 or -1 on error. */
+int store_get_next_offset(store *st, int64_t *next_offset);
+
+/* ---- reads (any role) ---- */
+
+typedef struct {
+    int found; /* the player exists: version > 0 */
     store_player player;
     size_t line_count;
     store_line *lines; /* malloc'ed; store_inventory_clear frees */
-    size_t offset_count;
-    store_offset offsets[STORE_MAX_PARTITIONS];
+    int64_t next_offset; /* of this partition, in the same read transaction; -1: none */
 } store_inventory;
 
-/* Reads a player's inventory, guild and the offsets it reflects, from one read
+/* Reads a player's inventory, guild and the offset it reflects from one read
  * transaction. Returns 0 (inv->found says whether the player exists) or -1. */
 int store_read_inventory(store *st, const char *user_id, store_inventory *inv);
 void store_inventory_clear(store_inventory *inv);
@@ -113,20 +141,21 @@ typedef struct {
 } store_event_outcome;
 
 /* Looks up the outcome of the first record of event_id — of user_id's events when
- * user_id is not NULL (ids are unique per player), else the earliest of any player's.
- * Returns 1 found, 0 not, -1. */
+ * user_id is not NULL (ids are unique per player; an index lookup), else the earliest
+ * of any player's in this store (a scan of history). Returns 1 found, 0 not, -1. */
 int store_read_event(store *st, const char *event_id, const char *user_id,
                      store_event_outcome *out);
 
-/* Guild members in user_id order after after_user ("" from the start), at most limit,
- * each passed to row(arg, user_id). *member_count gets the guild's size (0: no such
- * guild). One read transaction. Returns 0 or -1. */
+/* Guild members of this store in user_id order after after_user ("" from the start),
+ * at most limit, each passed to row(arg, user_id). *member_count gets this store's
+ * count for the guild. One read transaction. Returns 0 or -1. */
 int store_read_guild(store *st, const char *guild_id, const char *after_user, int limit,
                      int64_t *member_count, void (*row)(void *arg, const char *user_id),
                      void *arg);
 
 typedef struct {
-    const char *event_id, *event_type, *outcome, *reason, *ts, *items_json, *guild_id;
+    const char *event_id, *event_type, *outcome, *reason, *ts, *guild_id;
+    const char *items; /* "sword:1,arrow:20" or NULL */
     int32_t partition;
     int64_t offset;
 } store_history_row;
@@ -137,15 +166,15 @@ typedef struct {
 int store_read_history(store *st, const char *user_id, int64_t before_offset, int limit,
                        void (*row)(void *arg, const store_history_row *entry), void *arg);
 
-/* Walks every player in user_id order with a digest of their whole state (version,
- * guild, inventory lines), calling row(arg, user_id, digest). Run inside a read
- * transaction for a consistent view. Returns 0 or -1. */
+/* Walks every existing player in user_id order with a digest of their whole state
+ * (version, guild, inventory lines), calling row(arg, user_id, digest). Run inside a
+ * read transaction for a consistent view. Returns 0 or -1. */
 int store_player_digests(store *st, void (*row)(void *arg, const char *user_id, uint64_t digest),
                          void *arg);
 
-/* Copies the whole database, as of one moment, into a new file dest_path (which must
- * not exist) with SQLite's online backup in a single step, so the copy is one consistent
- * read of the source while the fold keeps writing. Returns 0 or -1 (store_errmsg). */
+/* Copies the whole store, as of one moment, into a new file dest_path (which must not
+ * exist) with SQLite's online backup in a single step: one consistent read while the
+ * fold keeps writing. Returns 0 or -1 (store_errmsg). */
 int store_backup_to(store *st, const char *dest_path);
 
 /* Table walks for analyst exports, in key order. Each row's strings are valid during the
@@ -160,18 +189,18 @@ typedef struct {
 int store_walk_inventory(store *st, int (*row)(void *arg, const store_row *r), void *arg);
 /* guild_members: text[0] guild_id, text[1] user_id, text[2] joined_ts */
 int store_walk_guild_members(store *st, int (*row)(void *arg, const store_row *r), void *arg);
-/* players: text[0] user_id, number[0] version, text[1] guild_id, number[1] partition,
- * text[2] created_ts, text[3] updated_ts */
+/* existing players: text[0] user_id, number[0] version, text[1] guild_id,
+ * number[1] partition, text[2] created_ts, text[3] updated_ts */
 int store_walk_players(store *st, int (*row)(void *arg, const store_row *r), void *arg);
-/* events of one partition with first <= offset < end: number[0] partition, number[1] offset,
- * text[0] event_id, text[1] event_type, text[2] user_id, text[3] ts, text[4] outcome,
- * text[5] reason; items and guild_id come in row->text via the extra pointers below. */
+/* events with first <= offset < end, in offset order: number[0] partition, number[1]
+ * offset, text[0] event_id, text[1] event_type, text[2] user_id, text[3] ts, text[4]
+ * outcome, text[5] reason; items ("sword:1,...") and guild_id beside. */
 typedef struct {
     store_row base;
-    const char *items_json;
+    const char *items;
     const char *guild_id;
 } store_event_row;
-int store_walk_events(store *st, int32_t partition, int64_t first, int64_t end,
+int store_walk_events(store *st, int64_t first, int64_t end,
                       int (*row)(void *arg, const store_event_row *r), void *arg);
 
 #endif

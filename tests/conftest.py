@@ -26,6 +26,51 @@ def free_port():
         return s.getsockname()[1]
 
 
+def store_files(db_dir):
+    """The per-partition stores of a lootlog state folder: {partition: path}."""
+    import glob
+    found = {}
+    for path in glob.glob(os.path.join(str(db_dir), "p*.db")):
+        name = os.path.basename(path)[1:-3]
+        if name.isdigit():
+            found[int(name)] = path
+    return found
+
+
+def query_stores(db_dir, sql, params=()):
+    """Runs one query on every store of a state folder; returns all rows together."""
+    import sqlite3
+    rows = []
+    for _, path in sorted(store_files(db_dir).items()):
+        con = sqlite3.connect(path, timeout=10)
+        try:
+            rows.extend(con.execute(sql, params).fetchall())
+        finally:
+            con.close()
+    return rows
+
+
+def stored_offsets(db_dir):
+    """{partition: next_offset} as the stores hold them ({} before any commit)."""
+    import sqlite3
+    try:
+        return dict(query_stores(db_dir, "SELECT partition, next_offset FROM offsets"))
+    except sqlite3.OperationalError:  # a store being created: no schema yet
+        return {}
+
+
+def held_in(db_dir, user, item=None):
+    """What a state folder says user holds (of item: (quantity,) or None; else all)."""
+    sql = ("SELECT i.quantity FROM inventory i JOIN players p ON p.player_key = i.player_key "
+           "WHERE p.user_id = ?")
+    params = (user,)
+    if item:
+        sql += " AND i.item_type = ?"
+        params = (user, item)
+    rows = query_stores(db_dir, sql, params)
+    return rows[0] if rows else None
+
+
 def wait_until(predicate, timeout, what, interval=0.05):
     """Polls predicate until it returns a truthy value; fails the test at the deadline."""
     deadline = time.monotonic() + timeout

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -14,7 +13,7 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import BIN, BROKERS, create_topic, wait_until
+from conftest import BIN, BROKERS, create_topic, query_stores, stored_offsets, wait_until
 
 EVENTS = int(os.environ.get("LOOTLOG_CRASH_EVENTS", "200000"))
 KILLS = int(os.environ.get("LOOTLOG_CRASH_KILLS", "20"))
@@ -90,20 +89,25 @@ def oracle_fold(topic, prefix, ends):
 
 
 def lootlog_tables(db, prefix):
-    con = sqlite3.connect(db)
+    """Every partition store's tables, merged (a player lives in one store only)."""
     like = prefix + "%"
-    players = {u: (v, g) for u, v, g in con.execute(
-        "SELECT user_id, version, guild_id FROM players WHERE user_id LIKE ?", (like,))}
-    items = {(u, i): q for u, i, q in con.execute(
-        "SELECT user_id, item_type, quantity FROM inventory WHERE user_id LIKE ?", (like,))}
-    members = set(con.execute(
-        "SELECT guild_id, user_id FROM guild_members WHERE user_id LIKE ?", (like,)))
-    counts = dict(con.execute("SELECT guild_id, member_count FROM guilds WHERE guild_id LIKE ?",
-                              (like,)))
-    twice = con.execute("SELECT count(*) FROM (SELECT partition, offset FROM events "
-                        "GROUP BY 1, 2 HAVING count(*) > 1)").fetchone()[0]
-    offsets = dict(con.execute("SELECT partition, next_offset FROM offsets"))
-    con.close()
+    players = {u: (v, g) for u, v, g in query_stores(
+        db, "SELECT user_id, version, guild_id FROM players WHERE version > 0 AND user_id LIKE ?",
+        (like,))}
+    items = {(u, i): q for u, i, q in query_stores(
+        db, "SELECT p.user_id, i.item_type, i.quantity FROM inventory i JOIN players p "
+            "ON p.player_key = i.player_key WHERE p.user_id LIKE ?", (like,))}
+    members = set(query_stores(
+        db, "SELECT guild_id, user_id FROM guild_members WHERE user_id LIKE ?", (like,)))
+    counts = {}
+    for g, n in query_stores(db, "SELECT guild_id, member_count FROM guilds WHERE guild_id LIKE ?",
+                             (like,)):
+        counts[g] = counts.get(g, 0) + n
+    # An outcome recorded twice for one record would mean a record applied twice.
+    twice = sum(n for (n,) in query_stores(
+        db, "SELECT count(*) FROM (SELECT offset FROM player_events GROUP BY offset "
+            "HAVING count(*) > 1)"))
+    offsets = stored_offsets(db)
     return players, items, members, counts, twice, offsets
 
 
@@ -113,7 +117,7 @@ def test_sigkill_at_random_instants_loses_nothing_and_applies_nothing_twice(serv
     # A topic of its own: 200k events in the shared topic would make every later test's
     # fresh database fold them all before it is ready.
     topic = create_topic("crash-" + uuid.uuid4().hex[:8])
-    db = str(tmp_path / "crash.db")
+    db = str(tmp_path / "crash-state")
     # The stream lasts about 30 s, so that the kills land while events still arrive.
     rate = max(1000, min(25000, EVENTS // 30))
     gen = subprocess.Popen([BIN, "gen", "--brokers", BROKERS, "--topic", topic, "--rate", str(rate),
@@ -124,13 +128,7 @@ def test_sigkill_at_random_instants_loses_nothing_and_applies_nothing_twice(serv
     kills = []
 
     def folded():
-        try:
-            con = sqlite3.connect(db)
-            at = dict(con.execute("SELECT partition, next_offset FROM offsets"))
-            con.close()
-            return at
-        except sqlite3.OperationalError:  # the file or its schema does not exist yet
-            return {}
+        return stored_offsets(db)
 
     for i in range(KILLS):
         s = server_factory(name=f"crash{i}", db=db, topic=topic,
@@ -150,9 +148,7 @@ def test_sigkill_at_random_instants_loses_nothing_and_applies_nothing_twice(serv
                            extra_args=["--guild-capacity", "1000000000"]).start(wait_ready=False)
 
     def caught_up():
-        con = sqlite3.connect(db)
-        got = dict(con.execute("SELECT partition, next_offset FROM offsets"))
-        con.close()
+        got = stored_offsets(db)
         return all(got.get(p, low) >= high for p, (low, high) in ends.items())
 
     wait_until(caught_up, 180, "the fold to reach the end of the topic", interval=0.2)

@@ -7,20 +7,30 @@ import subprocess
 import time
 import uuid
 
-from conftest import BIN, BROKERS, TOPIC, wait_until
+from conftest import BIN, BROKERS, TOPIC, held_in, store_files, stored_offsets, wait_until
 
 
 def produce_raw(partition, records):
-    """Produces (key, value) pairs to one partition with an independent Kafka client
-    (confluent-kafka), bypassing lootlog. A value of None is sent as a null message."""
+    """Produces (key, value) pairs with an independent Kafka client (confluent-kafka),
+    bypassing lootlog: to one partition, or by key with Kafka's murmur2 (partition None)
+    as lootlog's producer does. A value of None is sent as a null message. Returns the
+    partitions the records landed on."""
     from confluent_kafka import Producer
-    producer = Producer({"bootstrap.servers": BROKERS, "message.max.bytes": 2000000})
-    errors = []
+    producer = Producer({"bootstrap.servers": BROKERS, "message.max.bytes": 2000000,
+                         "partitioner": "murmur2_random"})
+    errors, landed = [], []
+
+    def delivered(err, msg):
+        if err:
+            errors.append(err)
+        else:
+            landed.append(msg.partition())
     for key, value in records:
-        producer.produce(TOPIC, key=key.encode(), value=value, partition=partition,
-                         on_delivery=lambda err, msg: errors.append(err) if err else None)
+        extra = {} if partition is None else {"partition": partition}
+        producer.produce(TOPIC, key=key.encode(), value=value, on_delivery=delivered, **extra)
     assert producer.flush(30) == 0
     assert not errors, errors
+    return landed
 
 
 def valid_event(user, event_id=None, item="gem", quantity=1):
@@ -42,17 +52,19 @@ def test_poison_messages_are_dead_lettered_and_the_fold_goes_on(server, user):
         (f"empty-{mark}", None),
         (f"{user}", b'{"pad":"' + mark.encode() + b"x" * 70000 + b'"}'),
     ]
-    produce_raw(0, bad)
-    produce_raw(0, [(user, valid_event(user, quantity=4))])
+    # All on the player's partition (where its store is), misfits and all.
+    (partition,) = produce_raw(None, bad[:1])
+    produce_raw(partition, bad[1:])
+    produce_raw(partition, [(user, valid_event(user, quantity=4))])
     wait_until(lambda: server.quantities(user) == {"gem": 4}, 30, "the valid event after the poison")
-    con = sqlite3.connect(server.db)
-    rows = con.execute("SELECT partition, offset, reason, msg_key, length(payload) FROM dead_letters "
+    con = sqlite3.connect(store_files(server.db)[partition])
+    rows = con.execute("SELECT ?, offset, reason, msg_key, length(payload) FROM dead_letters "
                        "WHERE CAST(msg_key AS TEXT) IN (?, ?, ?) ORDER BY offset",
-                       (user, f"someone-else-{mark}", f"empty-{mark}")).fetchall()
+                       (partition, user, f"someone-else-{mark}", f"empty-{mark}")).fetchall()
     con.close()
     reasons = [r[2] for r in rows]
     assert len(rows) == 6, rows
-    assert all(r[0] == 0 for r in rows)
+    assert all(r[0] == partition for r in rows)
     assert "invalid JSON" in reasons[0]
     assert "items" in reasons[1]
     assert "unknown event version 7" in reasons[2]
@@ -61,18 +73,6 @@ def test_poison_messages_are_dead_lettered_and_the_fold_goes_on(server, user):
     assert "oversize" in reasons[5]
     assert rows[5][4] == 4096  # a bounded copy of the payload is kept
     assert server.get("/readyz").status_code == 200
-
-
-def held_in(db, user, item=None):
-    """What a rebuilt database file says user holds (of item, or in all)."""
-    con = sqlite3.connect(db)
-    if item:
-        rows = con.execute("SELECT quantity FROM inventory WHERE user_id = ? AND item_type = ?",
-                           (user, item)).fetchall()
-    else:
-        rows = con.execute("SELECT quantity FROM inventory WHERE user_id = ?", (user,)).fetchall()
-    con.close()
-    return rows[0] if rows else None
 
 
 def run(*args, check=True):
@@ -105,7 +105,7 @@ def test_replay_slices_and_verify(server, user, tmp_path):
 
     # A replay into a file that already holds state is refused.
     again = run("replay", "--brokers", BROKERS, "--db", str(since), check=False)
-    assert again.returncode != 0 and "new file" in again.stderr
+    assert again.returncode != 0 and "new folder" in again.stderr
 
     # Shadow rebuild: the rebuilt state equals the live one at the live offsets.
     shadow = tmp_path / "shadow.db"
@@ -114,8 +114,9 @@ def test_replay_slices_and_verify(server, user, tmp_path):
 
     # A live file that drifted (as a non-deterministic fold would make it) is caught.
     server.stop()
-    con = sqlite3.connect(server.db)
-    con.execute("UPDATE inventory SET quantity = quantity + 1 WHERE user_id = ?", (user,))
+    con = sqlite3.connect(store_files(server.db)[partition])
+    con.execute("UPDATE inventory SET quantity = quantity + 1 WHERE player_key = "
+                "(SELECT player_key FROM players WHERE user_id = ?)", (user,))
     con.commit()
     con.close()
     bad = run("replay", "--brokers", BROKERS, "--db", str(tmp_path / "shadow2.db"),
@@ -154,13 +155,28 @@ def test_migrations_upgrade_refuse_and_roll_back(tmp_path):
     con.execute("INSERT INTO inventory VALUES ('old-timer', 'sword', 9)")
     con.commit()
     con.close()
-    assert "1 -> 3" in run("migrate", "--db", db).stdout
+    assert "1 -> 3" in run("migrate", "--db", db, "--to", "3").stdout
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA user_version").fetchone() == (3,)
     assert not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_by_type'").fetchall()
     assert con.execute("SELECT version, guild_id, created_ts FROM players").fetchall() == \
         [(3, "owls", "2026-01-01T00:00:00.000Z")]
     assert con.execute("SELECT * FROM inventory").fetchall() == [("old-timer", "sword", 9)]
+    con.close()
+
+    # The per-partition layout (0004) refuses a file that holds single-file state, and
+    # names the way over (a replay); the file is left as it was.
+    refused = run("migrate", "--db", db, check=False)
+    assert refused.returncode != 0 and "old_layout_rows_rebuild_with_replay" in refused.stderr
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone() == (3,)
+    serve = subprocess.run([BIN, "serve", "--db", db, "--brokers", BROKERS, "--http", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=60)
+    assert serve.returncode != 0 and "replay" in serve.stderr
+    fresh = str(tmp_path / "fresh")
+    os.mkdir(fresh)
+    assert "0 -> 4" in run("migrate", "--db", fresh + "/p0.db").stdout
+    assert "schema version 4 -> 4" in run("migrate", "--db", fresh).stdout
 
     # A database from a newer lootlog is refused and left alone.
     con.execute("PRAGMA user_version = 99")
@@ -249,7 +265,7 @@ def test_swap_under_load_loses_nothing(server_factory, tmp_path):
     worker.start()
     try:
         wait_until(lambda: sum(sent.values()) > 50, 30, "some load")
-        rebuilt = tmp_path / "rebuilt.db"
+        rebuilt = tmp_path / "rebuilt"
         out = subprocess.run([BIN, "replay", "--brokers", BROKERS, "--db", str(rebuilt), "--swap",
                               "--http", live.url], capture_output=True, text=True, timeout=300,
                              env=dict(os.environ, LOOTLOG_ADMIN_TOKEN=token))
@@ -260,7 +276,8 @@ def test_swap_under_load_loses_nothing(server_factory, tmp_path):
         stop.set()
         worker.join()
     assert not failures, failures[:5]
-    assert not rebuilt.exists()  # renamed into place
+    # The folders traded places: the previous state waits at the rebuilt path.
+    assert store_files(rebuilt) and stored_offsets(rebuilt)
     for u in users:
         assert live.quantities(u, after=last[u]) == {"gem": sent[u]}
     bad = live.post("/admin/swap", {"db": str(rebuilt)}, headers={"Authorization": "Bearer nope"})

@@ -76,8 +76,19 @@ def verified_files(root, snap_id):
         assert hashlib.sha256(data).hexdigest() == meta["sha256"], name
         assert len(data) == meta["bytes"]
         files[name] = data
-    assert set(manifest["files"]) == {"state.db", "inventory.avro", "guild_members.avro", "users.avro"}
+    # One store per partition of the topic (6 in the test stack), then the analyst tables.
+    assert set(manifest["files"]) == {f"p{p}.db" for p in range(6)} | \
+        {"inventory.avro", "guild_members.avro", "users.avro"}
+    assert manifest["schema_version"] == 2
+    assert sorted(manifest["offsets"], key=int) == [str(p) for p in range(6)]
     return manifest, files
+
+
+def partition_of(server, user):
+    """The partition that holds user: their inventory's as_of names only it."""
+    as_of = server.inventory(user).json()["as_of"]
+    assert len(as_of) == 1, as_of
+    return next(iter(as_of))
 
 
 def topic_records(start, end):
@@ -124,8 +135,10 @@ def test_snapshot_contents_extracts_restore_and_retention(server_factory, user, 
     assert not [n for n in hdfs_list(f"{root}/snapshots") if n.startswith("_tmp")]
     manifest, files = verified_files(root, first_id)
     inv = s.inventory(user).json()
-    # Nothing was written meanwhile: the snapshot's offsets are the inventory's as_of.
-    assert manifest["offsets"] == {k: v for k, v in inv["as_of"].items()}
+    # Nothing was written meanwhile: the snapshot's offset of the player's partition is
+    # the inventory's as_of (which names that partition only).
+    part = partition_of(s, user)
+    assert inv["as_of"] == {part: manifest["offsets"][part]}
     assert manifest["topic"] == TOPIC and manifest["id"] == first_id
     inventory = [r for r in avro_rows(files["inventory.avro"]) if r["user_id"] == user]
     assert {r["item_type"]: (r["quantity"], r["category"]) for r in inventory} == \
@@ -135,6 +148,13 @@ def test_snapshot_contents_extracts_restore_and_retention(server_factory, user, 
     members = [r for r in avro_rows(files["guild_members.avro"]) if r["user_id"] == user]
     assert [(r["guild_id"]) for r in members] == [f"g-{user}"]
     assert manifest["row_counts"]["inventory"] == len(avro_rows(files["inventory.avro"]))
+    # The first extract of the player's partition starts at 0 and holds the cart, its
+    # items as JSON text (the stores keep "sword:2,potion:5").
+    cart_file, = [x["path"] for x in manifest["extracts"]
+                  if x["event_type"] == "purchase_item" and str(x["partition"]) == part]
+    assert cart_file.endswith(f"/p{part}-0-{manifest['offsets'][part] - 1}.avro")
+    carts = [json.loads(r["items"]) for r in avro_rows(hdfs_read(cart_file)) if r["user_id"] == user]
+    assert carts == [[{"item_type": "sword", "quantity": 2}, {"item_type": "potion", "quantity": 5}]]
 
     # More events, a second snapshot: its extracts hold exactly the records between.
     for q in (1, 2, 3):
@@ -145,25 +165,46 @@ def test_snapshot_contents_extracts_restore_and_retention(server_factory, user, 
     assert manifest2["previous_snapshot"] == first_id
     assert manifest2["previous_offsets"] == manifest["offsets"]
     expected = topic_records(manifest["offsets"], manifest2["offsets"])
-    got = {}
+    got, mine = {}, []
     for extract in manifest2["extracts"]:
-        assert re.search(r"/events/event_type=[a-z_]+/\d+-\d+\.avro$", extract["path"])
+        # Named by the partition's offset range: p<N>-<first>-<last>.avro, first = the
+        # previous snapshot's next offset, last = this one's next offset - 1.
+        m = re.search(r"/events/event_type=([a-z_]+)/p(\d+)-(\d+)-(\d+)\.avro$", extract["path"])
+        assert m, extract["path"]
+        p, first, last = m.group(2), int(m.group(3)), int(m.group(4))
+        assert m.group(1) == extract["event_type"] and int(p) == extract["partition"]
+        assert (first, last) == (manifest["offsets"][p], manifest2["offsets"][p] - 1)
         data = hdfs_read(extract["path"])
         assert hashlib.sha256(data).hexdigest() == extract["sha256"]
-        for r in avro_rows(data):
+        rows = avro_rows(data)
+        assert len(rows) == extract["rows"]
+        for r in rows:
             assert (r["partition"], r["offset"]) not in got  # exactly once
-            assert r["event_type"] == extract["event_type"]
+            assert r["event_type"] == extract["event_type"] and r["partition"] == int(p)
+            assert first <= r["offset"] <= last
             got[(r["partition"], r["offset"])] = r["event_type"]
+            if r["user_id"] == user:
+                mine.append((r["offset"], r["items"]))
     assert got == expected
+    # Items as the analysts' files have always had them: JSON text of the lines.
+    assert [json.loads(items) for _, items in sorted(mine)] == \
+        [[{"item_type": "gem", "quantity": q}] for q in (1, 2, 3)]
     assert list(expected.values()).count("purchase_item") >= 3
 
-    # Restore the latest into a new file; a serve on it catches up to the live state.
-    restored = tmp_path / "restored.db"
+    # Restore the latest into a new folder; a serve on it catches up to the live state.
+    restored = tmp_path / "restored"
     out = subprocess.run([BIN, "restore", "--snapshot-url",
                           f"webhdfs://{WEBHDFS[len('http://'):]}{root}", "--id", "latest",
                           "--db", str(restored)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert second_id in out.stdout
+    assert sorted(os.listdir(restored)) == sorted(f"p{p}.db" for p in range(6))
+    # A folder that already holds stores is refused, and left as it was.
+    again = subprocess.run([BIN, "restore", "--snapshot-url",
+                            f"webhdfs://{WEBHDFS[len('http://'):]}{root}", "--id", second_id,
+                            "--db", str(restored)], capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "already holds" in again.stderr, again.stderr
+    assert sorted(os.listdir(restored)) == sorted(f"p{p}.db" for p in range(6))
     last = s.buy(user, "gem", 10).json()  # after the snapshot: must come from Kafka
     replica = server_factory(name="replica", db=str(restored)).start()
     assert replica.quantities(user, after=last["token"]) == s.quantities(user, after=last["token"])

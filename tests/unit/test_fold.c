@@ -94,105 +94,144 @@ static void build_event(const step *s, event *ev) {
     }
 }
 
-/* Opens a writer store on a fresh temporary file; path (>= 32 bytes) gets its name. */
+/* Opens a writer store of partition 3 on a fresh temporary file; path (>= 32 bytes)
+ * gets its name. */
 static store *open_temp_store(char *path, size_t path_size) {
     char errstr[512];
     snprintf(path, path_size, "/tmp/lootlog-fold-XXXXXX");
     int fd = mkstemp(path);
     close(fd);
     unlink(path);
-    store *st = store_open(path, STORE_WRITER, errstr, sizeof errstr);
+    store *st = store_open(path, 3, STORE_WRITER, errstr, sizeof errstr);
     if (!st) fprintf(stderr, "store_open: %s\n", errstr);
     CHECK(st != NULL);
     return st;
 }
 
-static void run_scenario(const scenario *sc) {
-    char path[64];
-    store *st = open_temp_store(path, sizeof path);
-    if (!st) return;
-    fold_config config = {.guild_capacity = sc->capacity};
-    CHECK(store_begin(st) == 0);
-    for (int i = 0; i < 12 && sc->steps[i].type; i++) {
-        const step *s = &sc->steps[i];
-        event ev;
-        fold_result result;
-        build_event(s, &ev);
-        CHECK(fold_event(st, &config, &ev, 0, i, &result) == 0);
-        const char *got = fold_outcome_name(result.outcome);
-        if (strcmp(got, s->outcome) != 0 ||
-            (s->reason && strcmp(result.reason, s->reason) != 0)) {
-            fprintf(stderr, "%s: step %d (%s %s): got %s/%s, want %s/%s\n", sc->name, i, s->type,
-                    s->event_id, got, result.reason, s->outcome, s->reason ? s->reason : "");
-            check_failures++;
-        }
-        check_count++;
-    }
-    CHECK(store_commit(st) == 0);
-    for (int i = 0; i < 6 && sc->expect[i].user; i++) {
-        const expectation *e = &sc->expect[i];
-        if (e->item) {
-            int64_t held = -1;
-            CHECK(store_get_quantity(st, e->user, e->item, &held) == 0);
-            if (held != e->quantity) {
-                fprintf(stderr, "%s: %s holds %lld %s, want %lld\n", sc->name, e->user,
-                        (long long)held, e->item, e->quantity);
-                check_failures++;
-            }
-        } else {
-            store_player player;
-            store_get_player(st, e->user, &player);
-            if (strcmp(player.guild_id, e->guild) != 0) {
-                fprintf(stderr, "%s: %s in guild '%s', want '%s'\n", sc->name, e->user,
-                        player.guild_id, e->guild);
-                check_failures++;
-            }
-        }
-        check_count++;
-    }
+static void remove_temp_store(store *st, const char *path) {
+    char side[600];
     store_close(st);
     unlink(path);
-    char side[600];
     snprintf(side, sizeof side, "%s-wal", path);
     unlink(side);
     snprintf(side, sizeof side, "%s-shm", path);
     unlink(side);
 }
 
-/* Versions count applied events only, and fold_message dead-letters bad records while
- * still advancing the partition's offset. */
-static void test_versions_and_dead_letters(void) {
-    char path[64];
+/* What the store says user holds of item (0 when none). */
+static int64_t held(store *st, const char *user, const char *item, store_player *player) {
+    store_inventory inv;
+    int64_t quantity = 0;
+    CHECK(store_read_inventory(st, user, &inv) == 0);
+    for (size_t i = 0; item && i < inv.line_count; i++)
+        if (strcmp(inv.lines[i].item_type, item) == 0) quantity = inv.lines[i].quantity;
+    if (player) *player = inv.player;
+    store_inventory_clear(&inv);
+    return quantity;
+}
+
+/* Runs a scenario in one batch (commit_every = 0) or committing after every
+ * commit_every events, so the rules over cached and freshly read players both run. */
+static void run_scenario(const scenario *sc, int commit_every, size_t cached_players) {
+    char path[64], errstr[512];
+    store *st = open_temp_store(path, sizeof path);
+    if (!st) return;
+    fold_config config = {.guild_capacity = sc->capacity, .cached_players = cached_players};
+    fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
+    CHECK(fp != NULL);
+    int i;
+    for (i = 0; i < 12 && sc->steps[i].type; i++) {
+        const step *s = &sc->steps[i];
+        event ev;
+        fold_result result;
+        build_event(s, &ev);
+        CHECK(fold_partition_event(fp, &ev, i, &result) == 0);
+        const char *got = fold_outcome_name(result.outcome);
+        if (strcmp(got, s->outcome) != 0 ||
+            (s->reason && strcmp(result.reason, s->reason) != 0)) {
+            fprintf(stderr, "%s (commit every %d): step %d (%s %s): got %s/%s, want %s/%s\n",
+                    sc->name, commit_every, i, s->type, s->event_id, got, result.reason,
+                    s->outcome, s->reason ? s->reason : "");
+            check_failures++;
+        }
+        check_count++;
+        if (commit_every && (i + 1) % commit_every == 0) CHECK(fold_partition_commit(fp, i + 1) == 0);
+    }
+    CHECK(fold_partition_commit(fp, i) == 0);
+    for (int k = 0; k < 6 && sc->expect[k].user; k++) {
+        const expectation *e = &sc->expect[k];
+        store_player player;
+        int64_t quantity = held(st, e->user, e->item, &player);
+        if (e->item && quantity != e->quantity) {
+            fprintf(stderr, "%s: %s holds %lld %s, want %lld\n", sc->name, e->user,
+                    (long long)quantity, e->item, e->quantity);
+            check_failures++;
+        }
+        if (!e->item && strcmp(player.guild_id, e->guild) != 0) {
+            fprintf(stderr, "%s: %s in guild '%s', want '%s'\n", sc->name, e->user,
+                    player.guild_id, e->guild);
+            check_failures++;
+        }
+        check_count++;
+    }
+    fold_partition_free(fp);
+    remove_temp_store(st, path);
+}
+
+/* Versions count applied events only; bad records are dead-lettered while the
+ * partition's offset still advances; a discarded batch leaves no trace. */
+static void test_versions_dead_letters_and_discard(void) {
+    char path[64], errstr[512];
     store *st = open_temp_store(path, sizeof path);
     if (!st) return;
     fold_config config = {.guild_capacity = 100};
+    fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
     fold_result result;
     const char *good = "{\"v\":1,\"event_id\":\"m1\",\"event_type\":\"purchase_item\",\"user_id\":\"hal\","
                        "\"ts\":\"t\",\"items\":[{\"item_type\":\"gem\",\"quantity\":4}]}";
     const char *bad = "{\"v\":9}";
-    CHECK(store_begin(st) == 0);
-    CHECK(fold_message(st, &config, 3, 10, "hal", 3, good, strlen(good), &result) == 0);
+    CHECK(fold_partition_message(fp, 10, "hal", 3, good, strlen(good), &result) == 0);
     CHECK(result.outcome == FOLD_APPLIED);
-    CHECK(fold_message(st, &config, 3, 11, "hal", 3, bad, strlen(bad), &result) == 0);
+    CHECK(fold_partition_message(fp, 11, "hal", 3, bad, strlen(bad), &result) == 0);
     CHECK(result.outcome == FOLD_DEAD_LETTER);
-    CHECK(fold_message(st, &config, 3, 12, "zed", 3, good, strlen(good), &result) == 0);
+    CHECK(fold_partition_message(fp, 12, "zed", 3, good, strlen(good), &result) == 0);
     CHECK(result.outcome == FOLD_DEAD_LETTER && strstr(result.reason, "key") != NULL);
-    CHECK(fold_message(st, &config, 3, 13, "hal", 3, "", 0, &result) == 0);
+    CHECK(fold_partition_message(fp, 13, "hal", 3, "", 0, &result) == 0);
     CHECK(result.outcome == FOLD_DEAD_LETTER);
-    CHECK(store_set_offset(st, 3, 14) == 0); /* once per batch, by the caller */
-    CHECK(store_commit(st) == 0);
-    store_offset offsets[4];
-    size_t count = 0;
-    CHECK(store_load_offsets(st, offsets, 4, &count) == 0);
-    CHECK(count == 1 && offsets[0].partition == 3 && offsets[0].next_offset == 14);
+    CHECK(fold_partition_pending(fp) == 4);
+    CHECK(fold_partition_commit(fp, 14) == 0);
+    int64_t next = -1;
+    CHECK(store_get_next_offset(st, &next) == 0 && next == 14);
     store_player player;
-    CHECK(store_get_player(st, "hal", &player) == 1 && player.version == 1);
-    store_close(st);
-    unlink(path);
+    CHECK(held(st, "hal", "gem", &player) == 4 && player.version == 1);
+
+    /* The same id again, then a discard: nothing of it stays, in memory or on disk. */
+    CHECK(fold_partition_message(fp, 14, "hal", 3, good, strlen(good), &result) == 0);
+    CHECK(result.outcome == FOLD_DUPLICATE);
+    const char *more = "{\"v\":1,\"event_id\":\"m2\",\"event_type\":\"purchase_item\",\"user_id\":\"hal\","
+                       "\"ts\":\"t\",\"items\":[{\"item_type\":\"gem\",\"quantity\":1}]}";
+    CHECK(fold_partition_message(fp, 15, "hal", 3, more, strlen(more), &result) == 0);
+    CHECK(result.outcome == FOLD_APPLIED);
+    fold_partition_discard(fp);
+    CHECK(held(st, "hal", "gem", &player) == 4 && player.version == 1);
+    CHECK(fold_partition_message(fp, 15, "hal", 3, more, strlen(more), &result) == 0);
+    CHECK(result.outcome == FOLD_APPLIED);
+    CHECK(fold_partition_commit(fp, 16) == 0);
+    CHECK(held(st, "hal", "gem", &player) == 5 && player.version == 2);
+    store_event_outcome outcome;
+    CHECK(store_read_event(st, "m2", "hal", &outcome) == 1 && outcome.offset == 15 &&
+          outcome.partition == 3 && strcmp(outcome.outcome, "applied") == 0);
+    CHECK(store_read_event(st, "m1", NULL, &outcome) == 1 && outcome.offset == 10);
+    fold_partition_free(fp);
+    remove_temp_store(st, path);
 }
 
 int main(void) {
-    for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) run_scenario(&scenarios[i]);
-    test_versions_and_dead_letters();
+    for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) {
+        run_scenario(&scenarios[i], 0, 0); /* one batch */
+        run_scenario(&scenarios[i], 1, 0); /* a commit after each event */
+        run_scenario(&scenarios[i], 2, 1); /* evicting the cache between batches */
+    }
+    test_versions_dead_letters_and_discard();
     return check_finish("fold");
 }
