@@ -720,11 +720,14 @@ def row(measure, unit, lootlog, peer=None, ceiling=None, goal="", peer_name="", 
             "goal": goal, "peer_name": peer_name, "ceiling_name": ceiling_name}
 
 
-def write_chart(name, svg):
-    os.makedirs(CHARTS, exist_ok=True)
-    with open(os.path.join(CHARTS, name), "w") as f:
+def write_chart(b, name, svg):
+    """Writes one chart beside the report: bench/charts/ for docs/benchmarks.md, else a
+    charts/ folder next to --out (so a quick run in ./dev test leaves the repo alone)."""
+    os.makedirs(b.charts_dir, exist_ok=True)
+    path = os.path.join(b.charts_dir, name)
+    with open(path, "w") as f:
         f.write(svg)
-    return f"bench/charts/{name}"
+    return path
 
 
 # ------------------------------------------------------------------ 2. live fold
@@ -769,7 +772,7 @@ def bench_live(b):
     note = (f"max lag {max_lag:,.0f} events = {max_lag_s:.2f} s of traffic; caught up "
             f"{caught_up - gen_end:.1f} s after produce ended" if max_lag_s is not None
             else "no lag samples (GET /metrics exported no fold lag)")
-    chart = write_chart("live-lag.svg", svgchart.line_chart(
+    chart = write_chart(b, "live-lag.svg", svgchart.line_chart(
         f"2. Fold lag while gen produces {g['achieved_per_s']:,}/s",
         [(t, lag) for t, lag in lags], "seconds", "lag (events not folded yet)",
         band=(0, gen_end, "gen producing"),
@@ -858,7 +861,7 @@ def bench_replay(b):
            ours / kcat_rate >= 0.5)
     b.goal("replay vs the same-rules Python fold", "≥ 10×", f"{ours / peer['wall_rate']:.1f}×",
            ours / peer["wall_rate"] >= 10)
-    chart = write_chart("replay.svg", svgchart.bar_chart(
+    chart = write_chart(b, "replay.svg", svgchart.bar_chart(
         f"1. Fold of {records:,} gen events (events/s, wall time)",
         [("replay / fold", [("lootlog", ours, None), ("peer", peer["wall_rate"], None),
                             ("ceiling", kcat_rate, None)])],
@@ -949,7 +952,7 @@ def bench_reads(b):
         groups.append((pct.replace("_ms", ""), [("lootlog", idle[pct], f"{idle[pct]:.2f}"),
                                                 ("lootlog while folding", busy[pct], f"{busy[pct]:.2f}"),
                                                 ("ceiling", ceiling[pct], f"{ceiling[pct]:.2f}")]))
-    chart = write_chart("reads.svg", svgchart.bar_chart(
+    chart = write_chart(b, "reads.svg", svgchart.bar_chart(
         f"3. GET /inventory latency at {p.read_rate:,}/s open loop ({p.read_players:,} players)",
         groups, "milliseconds from the intended send time (lower is better)",
         note="ceiling = GET /healthz at the same rate (HTTP path without a store read)"))
@@ -1008,7 +1011,7 @@ def bench_freshness(b):
     visible = follow["status"].get("200", 0)
     b.goal(f"freshness p99 at {p.fresh_rate:,} writes/s", "≤ 50 ms",
            f"{follow['p99_ms']:.1f} ms", follow["p99_ms"] <= 50)
-    chart = write_chart("freshness.svg", svgchart.bar_chart(
+    chart = write_chart(b, "freshness.svg", svgchart.bar_chart(
         f"4. Freshness at {p.fresh_rate:,} writes/s (ms)",
         [(pct.replace("_ms", ""), [("lootlog", follow[pct], f"{follow[pct]:.1f}"),
                                    ("write 202", res["primary"][pct], f"{res['primary'][pct]:.1f}")])
@@ -1141,7 +1144,7 @@ def bench_writes(b):
     b.goal("acknowledged HTTP writes vs the no-HTTP produce ceiling", "≥ 0.5×",
            f"{max(post, sword) / ceil:.2f}× ({max(post, sword):,.0f} of {ceil:,.0f}/s)",
            max(post, sword) / ceil >= 0.5)
-    chart = write_chart("writes.svg", svgchart.bar_chart(
+    chart = write_chart(b, "writes.svg", svgchart.bar_chart(
         "5. Acknowledged writes/s over HTTP",
         [("POST /v1/users/{u}/purchases", [("lootlog", post, None), ("ceiling", ceil, None)]),
          ("GET /purchase_a_sword", [("lootlog", sword, None), ("peer", guni, None),
@@ -1213,7 +1216,7 @@ def bench_footprint(b):
         b.goal("database bytes per event", "≤ 100", f"{ours:.0f}", ours <= 100)
         raw.update(replay_store_bytes=b.shared["replay_bytes"], records=records,
                    peer_bytes=b.shared["peer"]["bytes"], kafka_bytes=b.shared.get("kafka_bytes"))
-        chart = write_chart("footprint.svg", svgchart.bar_chart(
+        chart = write_chart(b, "footprint.svg", svgchart.bar_chart(
             f"6. Bytes on disk per event ({records:,} gen events)",
             [("bytes / event", [("lootlog", ours, f"{ours:.0f}"), ("peer", peer, f"{peer:.0f}"),
                                 ("ceiling", kafka, f"{kafka:.0f}" if kafka else None)])],
@@ -1474,7 +1477,8 @@ def write_report(b, path, wall_s, failures):
                              f"{r['goal']} |")
             lines.append("")
         if sec.get("chart"):
-            lines += [f"![{sec['title']}](../{sec['chart']})", ""]
+            link = os.path.relpath(sec["chart"], os.path.dirname(os.path.abspath(path)))
+            lines += [f"![{sec['title']}]({link})", ""]
         if sec.get("check"):
             lines += [f"Answer check: `{json.dumps(sec['check'], default=str)}`", ""]
         for note in sec.get("notes", []):
@@ -1558,6 +1562,8 @@ def main():
     os.makedirs(WORK)
     params = make_params(args.quick, args.guild_capacity)
     b = Bench(params, args)
+    default_out = os.path.abspath(args.out) == os.path.join(ROOT, "docs", "benchmarks.md")
+    b.charts_dir = CHARTS if default_out else os.path.join(os.path.dirname(os.path.abspath(args.out)), "charts")
     only = {s for s in args.only.split(",") if s}
     failures = []
     b.load_before = load_average()
@@ -1593,7 +1599,7 @@ def main():
     with open(os.path.join(WORK, "results.json"), "w") as f:
         json.dump({"params": dataclasses.asdict(params), "goals": b.goals, "results": b.results,
                    "failures": failures, "soft_failures": b.soft_failures}, f, indent=1, default=str)
-    print(f"\nbench: wrote {os.path.relpath(args.out, ROOT)} and bench/charts/ in "
+    print(f"\nbench: wrote {os.path.relpath(args.out, ROOT)} and {os.path.relpath(b.charts_dir, ROOT)}/ in "
           f"{(time.monotonic() - STARTED) / 60:.1f} min")
     for name, target, value, met in b.goals:
         print(f"  {name}: {value} (goal {target}){'' if met is None else ' ok' if met else ' MISSED'}")

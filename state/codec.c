@@ -619,8 +619,12 @@ static int top_member(scanner *sc, const char *key, void *arg, int depth) {
                 {"guild_id", KEY_GUILD_ID}, {"expected_version", KEY_EXPECTED},
                 {"metadata", KEY_METADATA}};
     unsigned bit = 0;
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        if (strcmp(key, keys[i].name) == 0) bit = keys[i].bit;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (key[0] == keys[i].name[0] && strcmp(key, keys[i].name) == 0) {
+            bit = keys[i].bit;
+            break;
+        }
+    }
     if (!bit) return skip_value(sc, depth + 1);
     if (ctx->seen & bit) return scan_fail(sc, "invalid JSON: duplicate object key '%s'", key);
     ctx->seen |= bit;

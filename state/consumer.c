@@ -28,6 +28,8 @@
 
 #define CHECKPOINT_EVERY_MS 1000
 #define RETRY_PAUSE_MS 500
+#define WORKER_TAKE_MAX 1024 /* records taken from the queue per round */
+#define FOLD_DEFAULT_THREADS_MAX 32
 
 typedef struct worker worker;
 
@@ -227,15 +229,20 @@ static void *fold_thread(void *arg) {
     consumer *c = w->c;
     if (c->config.nice) setpriority(PRIO_PROCESS, (id_t)gettid(), c->config.nice);
     while (!atomic_load(&c->stopping) && !worker_done(w)) {
-        rd_kafka_message_t *msg = rd_kafka_consume_queue(w->queue, c->config.batch_max_ms);
+        /* Wait for one record, then take what is queued without waiting (one lock for
+         * many records), up to a bound, and look at the clock. */
+        rd_kafka_message_t *msgs[WORKER_TAKE_MAX];
+        msgs[0] = rd_kafka_consume_queue(w->queue, c->config.batch_max_ms);
+        ssize_t taken = msgs[0] ? 1 : 0;
+        if (taken) {
+            ssize_t more = rd_kafka_consume_batch_queue(w->queue, 0, msgs + 1, WORKER_TAKE_MAX - 1);
+            if (more > 0) taken += more;
+        }
+        int idle = taken < WORKER_TAKE_MAX; /* ran dry, rather than hit the bound */
         int64_t now = now_ms();
-        int idle = msg == NULL;
-        /* Take what is queued without waiting, up to a bound, then look at the clock. */
-        for (int taken = 0; msg; taken++) {
-            fold_record(c, msg, now);
-            rd_kafka_message_destroy(msg);
-            msg = taken < 1000 ? rd_kafka_consume_queue(w->queue, 0) : NULL;
-            if (!msg && taken < 1000) idle = 1; /* ran dry, rather than hit the bound */
+        for (ssize_t i = 0; i < taken; i++) {
+            fold_record(c, msgs[i], now);
+            rd_kafka_message_destroy(msgs[i]);
         }
         now = now_ms();
         for (size_t i = 0; i < w->part_count; i++) {
@@ -244,7 +251,7 @@ static void *fold_thread(void *arg) {
                 (idle || now - pt->batch_started_ms >= c->config.batch_max_ms))
                 commit_partition(c, pt);
         }
-        if (msg == NULL && idle && now - w->last_position_check_ms >= 1000) {
+        if (taken == 0 && now - w->last_position_check_ms >= 1000) {
             w->last_position_check_ms = now;
             check_positions(c, w);
         }
@@ -337,7 +344,11 @@ fail:
  * assigns the partitions. Returns 0 or -1. */
 static int start_workers(consumer *c) {
     char errstr[512];
-    int threads = c->config.threads > 0 ? c->config.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    /* By default one thread per partition: partitions differ in size (a hot player makes
+     * its partition big), and with a thread each the kernel spreads the work over the
+     * cores, where a fixed split of partitions between per-core threads leaves a core
+     * idle once its share is done (1M-event replay: 9.1 s with 2 threads, 5.3 s with 6). */
+    int threads = c->config.threads > 0 ? c->config.threads : FOLD_DEFAULT_THREADS_MAX;
     if (threads < 1) threads = 1;
     if ((size_t)threads > c->part_count) threads = c->part_count ? (int)c->part_count : 1;
     c->workers = calloc((size_t)threads, sizeof *c->workers);
@@ -460,6 +471,8 @@ consumer *consumer_start(const consumer_config *config, char *errstr, size_t err
         "enable.auto.offset.store", "false",
         "enable.partition.eof", "false",
         "fetch.wait.max.ms", "10", /* a write shows in GET within tens of ms */
+        /* Per partition, since each partition's queue is forwarded on its own: enough to
+         * keep a fold thread busy, small enough to bound memory with many partitions. */
         "queued.max.messages.kbytes", "65536",
         "fetch.message.max.bytes", "4194304",
         "client.id", "lootlog-fold",

@@ -21,7 +21,7 @@ typedef struct {
     fold_config fold;
     int partition_first; /* -1: every partition of the topic */
     int partition_last;
-    int threads;             /* fold threads; 0: one per core */
+    int threads;             /* fold threads; 0: one per partition (at most 32) */
     int nice;                /* niceness of the fold threads (serve: let reads go first) */
     size_t batch_max_events; /* events per transaction at most */
     int batch_max_ms;        /* and no longer than this before committing */

@@ -33,6 +33,10 @@ typedef struct {
     int dirty;
 } held_line;
 
+/* What a cached player's id hashes tell about its recorded events. */
+enum { IDS_UNKNOWN = 0, IDS_KNOWN, IDS_TOO_MANY };
+#define FOLD_MAX_CACHED_IDS 16384 /* per player; beyond, dedupe asks the store each time */
+
 typedef struct {
     char user_id[STORE_ID_SIZE];
     uint64_t hash;
@@ -41,6 +45,11 @@ typedef struct {
     uint64_t last_batch;  /* the batch that last touched it (eviction) */
     held_line *lines;
     size_t line_count, line_cap;
+    /* The id hashes of all its recorded events, sorted (with IDS_KNOWN): a hash that is
+     * not here is an event id never seen, with no store lookup. */
+    int ids_state;
+    uint32_t *ids;
+    size_t id_count, id_cap;
 } cached_player;
 
 /* A guild's member count in this partition, read once per batch. */
@@ -48,6 +57,7 @@ typedef struct {
     char guild_id[STORE_ID_SIZE];
     int64_t count;
     int dirty;
+    int64_t elsewhere; /* members in other partitions; -1 until asked (once a batch) */
 } guild_count;
 
 typedef struct {
@@ -90,6 +100,8 @@ struct fold_partition {
     /* this batch */
     pending_outcome *outcomes;
     size_t outcome_count, outcome_cap;
+    pending_outcome **sorted; /* the outcomes in player_events order, at commit */
+    size_t sorted_cap;
     size_t *seen_slots; /* open addressing over outcome indices + 1 (0: empty) */
     size_t seen_cap;
     pending_dead_letter *dead;
@@ -100,6 +112,7 @@ struct fold_partition {
     size_t member_count, member_cap;
     char *arena;
     size_t arena_used, arena_cap;
+    uint32_t *ids_scratch; /* FOLD_MAX_CACHED_IDS hashes, for loading a player's */
     char errmsg[256];
 };
 
@@ -141,6 +154,7 @@ static const char *arena_get(const fold_partition *fp, size_t at) {
 static void free_player(cached_player *p) {
     if (!p) return;
     free(p->lines);
+    free(p->ids);
     free(p);
 }
 
@@ -236,6 +250,7 @@ static cached_player *get_player(fold_partition *fp, const char *user_id) {
     } else {
         p->row.player_key = fp->next_player_key++;
         p->dirty = 1; /* a new row, even before anything applies */
+        p->ids_state = IDS_KNOWN; /* no events recorded yet */
     }
     table_insert(fp->players, fp->player_cap, p);
     fp->player_count++;
@@ -271,6 +286,7 @@ static guild_count *get_guild(fold_partition *fp, const char *guild_id) {
     guild_count *g = &fp->guilds[fp->guild_count_used];
     memset(g, 0, sizeof *g);
     snprintf(g->guild_id, sizeof g->guild_id, "%s", guild_id);
+    g->elsewhere = -1;
     if (store_get_guild_count(fp->st, guild_id, &g->count)) {
         snprintf(fp->errmsg, sizeof fp->errmsg, "%s", store_errmsg(fp->st));
         return NULL;
@@ -361,10 +377,12 @@ static int apply_join(fold_partition *fp, cached_player *p, const event *ev, int
     }
     guild_count *g = get_guild(fp, ev->guild_id);
     if (!g) return -1;
-    int64_t members = g->count;
-    if (fp->config.members_elsewhere)
-        members += fp->config.members_elsewhere(fp->config.members_elsewhere_opaque, partition,
-                                                ev->guild_id);
+    if (g->elsewhere < 0)
+        g->elsewhere = fp->config.members_elsewhere
+                           ? fp->config.members_elsewhere(fp->config.members_elsewhere_opaque,
+                                                          partition, ev->guild_id)
+                           : 0;
+    int64_t members = g->count + g->elsewhere;
     if (members >= fp->config.guild_capacity) {
         reject(result, "guild_full");
         return 0;
@@ -391,7 +409,76 @@ static int apply_leave(fold_partition *fp, cached_player *p, const event *ev,
     return 0;
 }
 
-/* ---------------------------------------------------------------- dedupe in the batch */
+/* ---------------------------------------------------------------- dedupe */
+
+/* Reads a stored player's id hashes into its sorted set. Returns 0 or -1. */
+static int ids_load(fold_partition *fp, cached_player *p) {
+    size_t count = 0;
+    /* Read into the fold's scratch buffer, then keep an exact copy: most players have
+     * few events, and the cache holds thousands of players. */
+    if (!fp->ids_scratch && !(fp->ids_scratch = malloc(FOLD_MAX_CACHED_IDS * sizeof *fp->ids_scratch)))
+        goto oom;
+    if (store_event_id_hashes(fp->st, p->row.player_key, fp->ids_scratch, FOLD_MAX_CACHED_IDS,
+                              &count)) {
+        snprintf(fp->errmsg, sizeof fp->errmsg, "%s", store_errmsg(fp->st));
+        return -1;
+    }
+    if (count >= FOLD_MAX_CACHED_IDS) {
+        p->ids_state = IDS_TOO_MANY;
+        return 0;
+    }
+    size_t cap = count + 8;
+    uint32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids) goto oom;
+    memcpy(ids, fp->ids_scratch, count * sizeof *ids);
+    /* Insertion sort: most players have few events, and the store gives them in order
+     * of hash already (the key is (player_key, id_hash, offset)). */
+    for (size_t i = 1; i < count; i++) {
+        uint32_t v = ids[i];
+        size_t j = i;
+        while (j > 0 && ids[j - 1] > v) {
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        ids[j] = v;
+    }
+    p->ids = ids;
+    p->id_count = count;
+    p->id_cap = cap;
+    p->ids_state = IDS_KNOWN;
+    return 0;
+oom:
+    snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
+    return -1;
+}
+
+/* The first position in p's sorted ids whose value is >= hash. */
+static size_t ids_lower_bound(const cached_player *p, uint32_t hash) {
+    size_t low = 0, high = p->id_count;
+    while (low < high) {
+        size_t mid = (low + high) / 2;
+        if (p->ids[mid] < hash) low = mid + 1;
+        else high = mid;
+    }
+    return low;
+}
+
+/* Adds a recorded event's hash; a player with too many stops keeping them. */
+static void ids_add(cached_player *p, uint32_t hash) {
+    if (p->ids_state != IDS_KNOWN) return;
+    if (p->id_count == FOLD_MAX_CACHED_IDS ||
+        reserve((void **)&p->ids, &p->id_cap, p->id_count + 1, sizeof *p->ids)) {
+        free(p->ids);
+        p->ids = NULL;
+        p->id_count = p->id_cap = 0;
+        p->ids_state = IDS_TOO_MANY;
+        return;
+    }
+    size_t at = ids_lower_bound(p, hash);
+    memmove(p->ids + at + 1, p->ids + at, (p->id_count - at) * sizeof *p->ids);
+    p->ids[at] = hash;
+    p->id_count++;
+}
 
 static uint64_t seen_hash(int64_t player_key, uint32_t id_hash) {
     return ((uint64_t)player_key * 0x9e3779b97f4a7c15ULL) ^ id_hash;
@@ -436,6 +523,22 @@ static int remember_in_batch(fold_partition *fp, size_t index) {
     return 0;
 }
 
+/* 1 when p already has an event with event_id (recorded or in this batch), 0 when not,
+ * -1 on a store error. Most answers come from the player's id hashes in memory; a hash
+ * match is confirmed exactly, in the batch or in the store. */
+static int already_seen(fold_partition *fp, cached_player *p, uint32_t id_hash,
+                        const char *event_id) {
+    if (p->ids_state == IDS_UNKNOWN && ids_load(fp, p)) return -1;
+    if (p->ids_state == IDS_KNOWN) {
+        size_t at = ids_lower_bound(p, id_hash);
+        if (at == p->id_count || p->ids[at] != id_hash) return 0;
+    }
+    if (seen_in_batch(fp, p->row.player_key, id_hash, event_id)) return 1;
+    int seen = store_event_seen(fp->st, p->row.player_key, id_hash, event_id);
+    if (seen < 0) snprintf(fp->errmsg, sizeof fp->errmsg, "%s", store_errmsg(fp->st));
+    return seen;
+}
+
 /* ---------------------------------------------------------------- folding */
 
 /* "sword:1,arrow:20": the lines as the event carried them, for history. */
@@ -460,14 +563,8 @@ int fold_partition_event(fold_partition *fp, const event *ev, int64_t offset,
     if (!p) return -1;
 
     uint32_t id_hash = store_event_id_hash(ev->event_id);
-    int seen = seen_in_batch(fp, p->row.player_key, id_hash, ev->event_id);
-    if (!seen) {
-        seen = store_event_seen(fp->st, p->row.player_key, id_hash, ev->event_id);
-        if (seen < 0) {
-            snprintf(fp->errmsg, sizeof fp->errmsg, "%s", store_errmsg(fp->st));
-            return -1;
-        }
-    }
+    int seen = already_seen(fp, p, id_hash, ev->event_id);
+    if (seen < 0) return -1;
     int rc = 0;
     if (seen) {
         result->outcome = FOLD_DUPLICATE;
@@ -518,7 +615,10 @@ int fold_partition_event(fold_partition *fp, const event *ev, int64_t offset,
     if (result->outcome == FOLD_REJECTED && (o.reason_at = arena_put(fp, result->reason)) == NONE)
         goto oom;
     fp->outcomes[fp->outcome_count++] = o;
-    if (!seen && remember_in_batch(fp, fp->outcome_count - 1)) goto oom;
+    if (!seen) {
+        if (remember_in_batch(fp, fp->outcome_count - 1)) goto oom;
+        ids_add(p, id_hash);
+    }
     return 0;
 oom:
     snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
@@ -600,6 +700,29 @@ static int write_player(fold_partition *fp, cached_player *p) {
     return 0;
 }
 
+static int compare_player_events(const void *a, const void *b) {
+    const pending_outcome *x = *(const pending_outcome *const *)a;
+    const pending_outcome *y = *(const pending_outcome *const *)b;
+    if (x->player_key != y->player_key) return x->player_key < y->player_key ? -1 : 1;
+    if (x->id_hash != y->id_hash) return x->id_hash < y->id_hash ? -1 : 1;
+    return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+/* The batch's player_events rows, in key order (see store_add_player_event). */
+static int write_player_events(fold_partition *fp) {
+    if (reserve((void **)&fp->sorted, &fp->sorted_cap, fp->outcome_count, sizeof *fp->sorted)) {
+        snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
+        return -1;
+    }
+    for (size_t i = 0; i < fp->outcome_count; i++) fp->sorted[i] = &fp->outcomes[i];
+    qsort(fp->sorted, fp->outcome_count, sizeof *fp->sorted, compare_player_events);
+    for (size_t i = 0; i < fp->outcome_count; i++) {
+        const pending_outcome *o = fp->sorted[i];
+        if (store_add_player_event(fp->st, o->player_key, o->id_hash, o->offset)) return -1;
+    }
+    return 0;
+}
+
 int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
     if (begin_if_needed(fp)) goto fail;
     for (size_t i = 0; i < fp->outcome_count; i++) {
@@ -618,6 +741,7 @@ int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
         };
         if (store_append_history(fp->st, &rec)) goto fail;
     }
+    if (write_player_events(fp)) goto fail;
     for (size_t i = 0; i < fp->dead_count; i++) {
         const pending_dead_letter *d = &fp->dead[i];
         if (store_record_dead_letter(fp->st, d->offset, d->reason, d->key, d->key_len, d->payload,
@@ -698,10 +822,12 @@ void fold_partition_free(fold_partition *fp) {
     if (!fp) return;
     fold_partition_discard(fp);
     free(fp->outcomes);
+    free(fp->sorted);
     free(fp->seen_slots);
     free(fp->dead);
     free(fp->guilds);
     free(fp->members);
     free(fp->arena);
+    free(fp->ids_scratch);
     free(fp);
 }

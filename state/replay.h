@@ -21,7 +21,7 @@ typedef struct {
     int64_t until_time_ms;    /* -1: unused; else stop before the first record at/after */
     const char *verify_path;  /* live database to compare with, or NULL */
     size_t batch_events;
-    int threads;              /* fold threads; 0: one per core */
+    int threads;              /* fold threads; 0: one per partition (at most 32) */
     const char *const *kafka_props;
     size_t kafka_prop_count;
 } replay_config;

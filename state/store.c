@@ -34,6 +34,7 @@ enum {
     SQL_ADD_MEMBER,
     SQL_REMOVE_MEMBER,
     SQL_EVENT_SEEN,
+    SQL_EVENT_ID_HASHES,
     SQL_APPEND_HISTORY,
     SQL_APPEND_PLAYER_EVENT,
     SQL_RECORD_DEAD_LETTER,
@@ -80,6 +81,7 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_REMOVE_MEMBER] = "DELETE FROM guild_members WHERE guild_id = ?1 AND user_id = ?2",
     [SQL_EVENT_SEEN] = "SELECT h.event_id FROM player_events e JOIN history h ON h.offset = e.offset "
                        "WHERE e.player_key = ?1 AND e.id_hash = ?2",
+    [SQL_EVENT_ID_HASHES] = "SELECT id_hash FROM player_events WHERE player_key = ?1",
     [SQL_APPEND_HISTORY] =
         "INSERT INTO history (offset, player_key, event_id, event_type, outcome, reason, ts, "
         "items, guild_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -245,32 +247,40 @@ static void column_event_id(sqlite3_stmt *s, int col, char *out) {
         copy_column_text(s, col, out, STORE_ID_SIZE);
 }
 
-/* ms since the epoch when ts is exactly "YYYY-MM-DDTHH:MM:SS.mmmZ" (so that formatting
- * it back gives the same text), else -1. */
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (the civil-date
+ * arithmetic that timegm does, without its locking and normalising). */
+static int64_t days_from_civil(int64_t y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t year_of_era = y - era * 400;
+    int64_t day_of_year = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    return era * 146097 + day_of_era - 719468;
+}
+
+static int digits_at(const char *s, int count) {
+    int v = 0;
+    for (int i = 0; i < count; i++) v = v * 10 + (s[i] - '0');
+    return v;
+}
+
+/* ms since the epoch when ts is exactly "YYYY-MM-DDTHH:MM:SS.mmmZ" and a real instant
+ * (so that formatting it back gives the same text), else -1. */
 static int64_t canonical_ts_ms(const char *ts) {
     static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
-    if (strlen(ts) != sizeof shape - 1) return -1;
-    for (size_t i = 0; shape[i]; i++) {
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
         if (shape[i] == 'd' ? (ts[i] < '0' || ts[i] > '9') : ts[i] != shape[i]) return -1;
     }
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    tm.tm_year = atoi(ts) - 1900;
-    tm.tm_mon = atoi(ts + 5) - 1;
-    tm.tm_mday = atoi(ts + 8);
-    tm.tm_hour = atoi(ts + 11);
-    tm.tm_min = atoi(ts + 14);
-    tm.tm_sec = atoi(ts + 17);
-    if (tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
-        tm.tm_min > 59 || tm.tm_sec > 59)
+    if (ts[sizeof shape - 1] != '\0') return -1;
+    static const int month_days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int year = digits_at(ts, 4), month = digits_at(ts + 5, 2), day = digits_at(ts + 8, 2);
+    int hour = digits_at(ts + 11, 2), minute = digits_at(ts + 14, 2), second = digits_at(ts + 17, 2);
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (year < 1970 || month < 1 || month > 12 || day < 1 || day > month_days[month - 1] ||
+        (month == 2 && day == 29 && !leap) || hour > 23 || minute > 59 || second > 59)
         return -1;
-    int64_t ms = (int64_t)timegm(&tm) * 1000 + atoi(ts + 20);
-    /* A day that does not exist (Feb 30) would come back as another text. */
-    time_t seconds = (time_t)(ms / 1000);
-    struct tm back;
-    gmtime_r(&seconds, &back);
-    if (back.tm_mday != tm.tm_mday || back.tm_mon != tm.tm_mon) return -1;
-    return ms;
+    int64_t seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
+    return seconds * 1000 + digits_at(ts + 20, 3);
 }
 
 static void bind_ts(sqlite3_stmt *s, int index, const char *ts) {
@@ -575,6 +585,23 @@ int store_event_seen(store *st, int64_t player_key, uint32_t id_hash, const char
     return rc == SQLITE_DONE ? seen : fail_with(st, "looking up event id");
 }
 
+int store_event_id_hashes(store *st, int64_t player_key, uint32_t *hashes, size_t max,
+                          size_t *count) {
+    sqlite3_stmt *s = stmt_get(st, SQL_EVENT_ID_HASHES);
+    int rc;
+    *count = 0;
+    sqlite3_bind_int64(s, 1, player_key);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*count < max) hashes[*count] = (uint32_t)sqlite3_column_int64(s, 0);
+        if (++*count > max) {
+            rc = SQLITE_DONE; /* the caller only needs to know there are more */
+            break;
+        }
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading event ids");
+}
+
 int store_append_history(store *st, const store_history_record *rec) {
     unsigned char id_bytes[16];
     sqlite3_stmt *s = stmt_get(st, SQL_APPEND_HISTORY);
@@ -587,11 +614,14 @@ int store_append_history(store *st, const store_history_record *rec) {
     bind_ts(s, 7, rec->ts);
     bind_text_or_null(s, 8, rec->items);
     bind_text_or_null(s, 9, rec->guild_id);
-    if (exec_stmt(st, s, "recording event outcome")) return -1;
-    s = stmt_get(st, SQL_APPEND_PLAYER_EVENT);
-    sqlite3_bind_int64(s, 1, rec->player_key);
-    sqlite3_bind_int64(s, 2, rec->id_hash);
-    sqlite3_bind_int64(s, 3, rec->offset);
+    return exec_stmt(st, s, "recording event outcome");
+}
+
+int store_add_player_event(store *st, int64_t player_key, uint32_t id_hash, int64_t offset) {
+    sqlite3_stmt *s = stmt_get(st, SQL_APPEND_PLAYER_EVENT);
+    sqlite3_bind_int64(s, 1, player_key);
+    sqlite3_bind_int64(s, 2, id_hash);
+    sqlite3_bind_int64(s, 3, offset);
     return exec_stmt(st, s, "recording event id");
 }
 

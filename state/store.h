@@ -92,6 +92,12 @@ uint32_t store_event_id_hash(const char *event_id);
  * id_hash), 0 when not, -1 on error. */
 int store_event_seen(store *st, int64_t player_key, uint32_t id_hash, const char *event_id);
 
+/* Writes up to max of player_key's recorded id hashes into hashes and their number to
+ * *count; *count > max means there are more (none beyond max are written). Returns 0
+ * or -1. */
+int store_event_id_hashes(store *st, int64_t player_key, uint32_t *hashes, size_t max,
+                          size_t *count);
+
 typedef struct {
     int64_t offset;
     int64_t player_key;
@@ -105,8 +111,13 @@ typedef struct {
     const char *guild_id; /* NULL when the event has none */
 } store_history_record;
 
-/* Appends one event's outcome to history and to the player's dedupe memory. */
+/* Appends one event's outcome to history (rec->id_hash is not used here). */
 int store_append_history(store *st, const store_history_record *rec);
+
+/* Indexes a recorded event under its player: the dedupe memory and the player's
+ * history index. A batch adds these in (player_key, id_hash) order, so its inserts walk
+ * the index once instead of jumping around it. */
+int store_add_player_event(store *st, int64_t player_key, uint32_t id_hash, int64_t offset);
 
 int store_record_dead_letter(store *st, int64_t offset, const char *reason, const void *key,
                              size_t key_len, const void *payload, size_t payload_len);
