@@ -472,9 +472,11 @@ consumer *consumer_start(const consumer_config *config, char *errstr, size_t err
         "enable.partition.eof", "false",
         "fetch.wait.max.ms", "10", /* a write shows in GET within tens of ms */
         /* Per partition, since each partition's queue is forwarded on its own: enough to
-         * keep a fold thread busy, small enough to bound memory with many partitions. */
-        "queued.max.messages.kbytes", "65536",
-        "fetch.message.max.bytes", "4194304",
+         * keep a fold thread busy, small enough to bound memory with many partitions
+         * (peak RSS of serve folding 1M events: 853 MB with 64 MB queues). */
+        "queued.max.messages.kbytes", "8192",
+        "fetch.message.max.bytes", "2097152",
+        "fetch.max.bytes", "16777216",
         "client.id", "lootlog-fold",
         NULL};
     struct stat info;
