@@ -824,6 +824,7 @@ cleanup:
     drain_ev = NULL;
     producer_free(s.prod, 2000); /* remaining deliveries fail: their clients get a 503 */
     routes_free(s.rts);          /* parked requests are answered */
+    s.rts = NULL;                /* fold commits during the flush below must not reach it */
     if (http) {
         struct timeval flush = {0, 200 * 1000};
         event_base_loopexit(s.base, &flush);

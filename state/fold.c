@@ -129,7 +129,7 @@ static uint64_t hash_text(const char *text) {
 /* Grows *array (of elem_size items) to hold at least need. Returns 0 or -1. */
 static int reserve(void **array, size_t *cap, size_t need, size_t elem_size) {
     if (need <= *cap) return 0;
-    size_t grown = *cap ? *cap * 2 : 64;
+    size_t grown = *cap ? *cap * 2 : 4; /* small: every cached player has arrays */
     while (grown < need) grown *= 2;
     void *bigger = realloc(*array, grown * elem_size);
     if (!bigger) return -1;
@@ -165,8 +165,13 @@ static void table_insert(cached_player **table, size_t cap, cached_player *p) {
     table[i] = p;
 }
 
-/* Rebuilds the table with room for want players, keeping those keep() says. */
+/* Rebuilds the table with room for want players (and for every player kept, however
+ * many that is), keeping those keep() says. */
 static int rebuild_players(fold_partition *fp, size_t want, int (*keep)(fold_partition *, cached_player *)) {
+    size_t keeping = 0;
+    for (size_t i = 0; i < fp->player_cap; i++)
+        if (fp->players[i] && (!keep || keep(fp, fp->players[i]))) keeping++;
+    if (want < keeping) want = keeping;
     size_t cap = 1024;
     while (cap < want * 2) cap *= 2;
     cached_player **table = calloc(cap, sizeof *table);

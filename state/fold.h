@@ -16,7 +16,7 @@
 #define FOLD_DEAD_LETTER_PAYLOAD_MAX 4096 /* bytes of a bad payload kept */
 #define FOLD_MESSAGE_MAX (64 * 1024) /* a valid event is < 8 KiB; larger is dead-lettered */
 #define FOLD_REASON_MAX 160
-#define FOLD_DEFAULT_CACHED_PLAYERS 10000 /* per partition, kept between batches */
+#define FOLD_DEFAULT_CACHED_PLAYERS 2000 /* per partition, kept between batches */
 
 typedef struct {
     int64_t guild_capacity;

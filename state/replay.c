@@ -365,6 +365,7 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
         .threads = config->threads,
         .batch_max_events = config->batch_events,
         .batch_max_ms = 1000, /* replay: batches bounded by count, not by freshness */
+        .fetch_queue_kbytes = 4096, /* a one-shot rebuild: speed over memory */
         .start_offsets = start_offsets,
         .end_offsets = end_offsets,
         .kafka_props = config->kafka_props,

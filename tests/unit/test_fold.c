@@ -226,6 +226,37 @@ static void test_versions_dead_letters_and_discard(void) {
     remove_temp_store(st, path);
 }
 
+/* A batch that touches more players than the cache keeps: after the commit the cache
+ * must hold all of them (the batch's players are kept) without losing any, and the next
+ * batch must see every committed change. */
+static void test_batch_larger_than_the_cache(void) {
+    char path[64], errstr[512];
+    store *st = open_temp_store(path, sizeof path);
+    if (!st) return;
+    fold_config config = {.guild_capacity = 100, .cached_players = 10};
+    fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
+    int64_t offset = 0;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 3000; i++) {
+            event ev;
+            fold_result result;
+            char id[32], user[32];
+            snprintf(id, sizeof id, "r%d-%d", round, i);
+            snprintf(user, sizeof user, "u%d", i);
+            step s = {"purchase_item", id, user, "gem:1", NULL, -1, "applied", NULL};
+            build_event(&s, &ev);
+            CHECK(fold_partition_event(fp, &ev, offset++, &result) == 0 &&
+                  result.outcome == FOLD_APPLIED);
+        }
+        CHECK(fold_partition_commit(fp, offset) == 0);
+    }
+    store_player player;
+    CHECK(held(st, "u0", "gem", &player) == 2 && player.version == 2);
+    CHECK(held(st, "u2999", "gem", &player) == 2 && player.version == 2);
+    fold_partition_free(fp);
+    remove_temp_store(st, path);
+}
+
 int main(void) {
     for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) {
         run_scenario(&scenarios[i], 0, 0); /* one batch */
@@ -233,5 +264,6 @@ int main(void) {
         run_scenario(&scenarios[i], 2, 1); /* evicting the cache between batches */
     }
     test_versions_dead_letters_and_discard();
+    test_batch_larger_than_the_cache();
     return check_finish("fold");
 }
