@@ -57,6 +57,7 @@ typedef struct {
     int64_t ready_max_lag;
     int batch_events, batch_ms;
     int fold_threads;
+    int fold_nice;
     int http_set, brokers_set; /* given explicitly (gen picks its target by them) */
     double gen_rate, gen_duration_s;
     int gen_users, gen_connections;
@@ -80,7 +81,7 @@ static const char usage_text[] =
     "                  [--catalog FILE] [--partitions A-B] [--no-fold] [--no-http]\n"
     "                  [--guild-capacity N] [--request-timeout-ms MS] [--wait-ms MS]\n"
     "                  [--ready-max-lag N] [--batch-events N] [--batch-ms MS]\n"
-    "                  [--fold-threads N]\n"
+    "                  [--fold-threads N] [--fold-nice N]\n"
     "                  [--snapshot-url URL] [--snapshot-interval SEC] [--retain K]\n"
     "                  [--admin-token-file F]\n"
     "                  [-X librdkafka.key=value ...]\n"
@@ -144,7 +145,7 @@ enum {
     OPT_GUILD_CAPACITY, OPT_REQUEST_TIMEOUT_MS, OPT_WAIT_MS, OPT_READY_MAX_LAG,
     OPT_BATCH_EVENTS, OPT_BATCH_MS, OPT_RATE, OPT_USERS, OPT_DURATION, OPT_CONNECTIONS,
     OPT_SEED, OPT_USER_PREFIX, OPT_FROM_OFFSET, OPT_UNTIL_OFFSET, OPT_FROM_TIME,
-    OPT_UNTIL_TIME, OPT_VERIFY, OPT_SWAP, OPT_TO, OPT_RETAIN, OPT_ID, OPT_FOLD_THREADS,
+    OPT_UNTIL_TIME, OPT_VERIFY, OPT_SWAP, OPT_TO, OPT_RETAIN, OPT_ID, OPT_FOLD_THREADS, OPT_FOLD_NICE,
 };
 
 static const struct option long_options[] = {
@@ -166,6 +167,7 @@ static const struct option long_options[] = {
     {"batch-events", required_argument, NULL, OPT_BATCH_EVENTS},
     {"batch-ms", required_argument, NULL, OPT_BATCH_MS},
     {"fold-threads", required_argument, NULL, OPT_FOLD_THREADS},
+    {"fold-nice", required_argument, NULL, OPT_FOLD_NICE},
     {"rate", required_argument, NULL, OPT_RATE},
     {"users", required_argument, NULL, OPT_USERS},
     {"duration", required_argument, NULL, OPT_DURATION},
@@ -292,6 +294,10 @@ static int apply_option(options *opt, int code, const char *value) {
         if (parse_int("fold-threads", value, 0, STORE_MAX_PARTITIONS, &n)) return -1;
         opt->fold_threads = (int)n;
         return 0;
+    case OPT_FOLD_NICE:
+        if (parse_int("fold-nice", value, 0, 19, &n)) return -1;
+        opt->fold_nice = (int)n;
+        return 0;
     }
     return -1;
 }
@@ -309,6 +315,11 @@ static int parse_options(int argc, char **argv, options *opt) {
     opt->guild_capacity = FOLD_DEFAULT_GUILD_CAPACITY;
     opt->ready_max_lag = 10000;
     opt->batch_events = 20000;
+    /* On a busy machine the HTTP loop's reads go first: GET /inventory p99 at 10k/s
+     * while 6 fold threads drain a backlog on 2 cores fell from ~2 s at nice 5 to
+     * ~40-65 ms at nice 19. The price, where producers share the cores, is lag
+     * (docs/benchmarks.md); --fold-nice moves the balance. */
+    opt->fold_nice = 19;
     opt->batch_ms = 20;
     opt->gen_rate = 1000;
     opt->gen_duration_s = 10;
@@ -739,10 +750,7 @@ static int cmd_serve(options *opt) {
             .db_dir = opt->db,
             .fold = {.guild_capacity = opt->guild_capacity},
             .threads = opt->fold_threads,
-            /* On a busy machine the HTTP loop's reads go first: GET /inventory p99 at
-             * 10k/s while 6 fold threads drain a backlog on 2 cores fell from ~2 s at
-             * nice 5 to ~40-65 ms at nice 19; the fold takes every cycle reads leave. */
-            .nice = 19,
+            .nice = opt->fold_nice,
             .partition_first = opt->partition_first,
             .partition_last = opt->partition_last,
             .batch_max_events = (size_t)opt->batch_events,

@@ -1,4 +1,4 @@
-/* fold: the deterministic rules of docs/design.md ("Fold rules") over one partition's
+/* fold: the deterministic fold rules (docs/architecture.md, "The fold") over one partition's
  * players held in memory. Every check happens before the first change of an event, so a
  * rejected event leaves no trace but its outcome. The catalog is deliberately not
  * consulted: validity of item types is decided at the HTTP edge, so a replay gives the

@@ -282,3 +282,32 @@ def test_swap_under_load_loses_nothing(server_factory, tmp_path):
         assert live.quantities(u, after=last[u]) == {"gem": sent[u]}
     bad = live.post("/admin/swap", {"db": str(rebuilt)}, headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401
+
+
+def thread_nice_values(pid):
+    """The nice value of each of a process's threads (field 19 of /proc/<pid>/task/*/stat)."""
+    values = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        values.append(int(fields[16]))  # after "pid (comm)": state is fields[0], nice fields[16]
+    return values
+
+
+def test_fold_threads_yield_to_reads_by_their_niceness(server_factory, user):
+    """serve's fold threads run at nice 19 by default, so the HTTP loop's reads go first
+    on a busy machine; --fold-nice sets another value. One thread per partition."""
+    default = server_factory(name="nice-default").start()
+    assert default.buy(user, "gem", 1).status_code == 202
+    # The test topic has 6 partitions: six fold threads at 19, the rest (loop, engine,
+    # librdkafka's) at 0.
+    wait_until(lambda: thread_nice_values(default.proc.pid).count(19) == 6, 30,
+               "six fold threads at nice 19")
+    assert 0 in thread_nice_values(default.proc.pid)
+    chosen = server_factory(name="nice-7", extra_args=["--fold-nice", "7"]).start()
+    wait_until(lambda: thread_nice_values(chosen.proc.pid).count(7) == 6, 30,
+               "six fold threads at nice 7")
+    assert 19 not in thread_nice_values(chosen.proc.pid)
+    bad = subprocess.run([BIN, "serve", "--fold-nice", "20"], capture_output=True, text=True,
+                         timeout=30)
+    assert bad.returncode != 0 and "--fold-nice" in bad.stderr
