@@ -103,6 +103,11 @@ def test_replay_slices_and_verify(server, user, tmp_path):
     held = held_in(since, user, "potion")
     assert held == (9,)
 
+    # --verify against something that holds no stores is an error, not "0 differ".
+    nowhere = run("replay", "--brokers", BROKERS, "--db", str(tmp_path / "v"), "--verify",
+                  str(tmp_path / "nowhere"), check=False)
+    assert nowhere.returncode != 0 and "holds no partition stores" in nowhere.stderr
+
     # A replay into a file that already holds state is refused.
     again = run("replay", "--brokers", BROKERS, "--db", str(since), check=False)
     assert again.returncode != 0 and "new folder" in again.stderr
