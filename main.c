@@ -1,7 +1,10 @@
 #define _GNU_SOURCE /* renameat2 */
-/* lootlog: one binary, several verbs (design.md "CLI"). main parses options (flags, then
- * LOOTLOG_<NAME> from the environment, then defaults), wires the modules of state/ and
- * server/ together, and owns the event loop and the shutdown order. */
+/* lootlog: one binary, several verbs (docs/design.md, "CLI"). main reads the options through
+ * the table of cli/options.c (flags, then LOOTLOG_<NAME> from the environment, then
+ * defaults), wires the modules of state/ and server/ together, and owns the event loop
+ * and the shutdown order. */
+#include "cli/options.h"
+#include "cli/topic.h"
 #include "server/gen.h"
 #include "server/http.h"
 #include "server/producer.h"
@@ -16,14 +19,12 @@
 #include "state/store_set.h"
 #include "state/waiters.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <curl/curl.h>
 #include <limits.h>
 #include <unistd.h>
 #include <event2/event.h>
-#include <getopt.h>
 #include <sys/stat.h>
 #include <jansson.h>
 #include <malloc.h>
@@ -38,335 +39,8 @@
 #define LOOTLOG_VERSION "0.0.0"
 #endif
 
-#define MAX_KAFKA_PROPS 64
-
-typedef struct {
-    const char *http;
-    const char *brokers;
-    const char *topic;
-    const char *db;
-    const char *catalog_path;
-    const char *snapshot_url;
-    const char *admin_token_file;
-    int snapshot_interval_s;
-    int partition_first, partition_last;
-    int no_fold, no_http;
-    int delivery_timeout_ms;
-    int wait_ms;
-    int64_t guild_capacity;
-    int64_t ready_max_lag;
-    int batch_events, batch_ms;
-    int fold_threads;
-    int fold_nice;
-    int http_set, brokers_set; /* given explicitly (gen picks its target by them) */
-    double gen_rate, gen_duration_s;
-    int gen_users, gen_connections;
-    long long gen_seed;
-    const char *gen_user_prefix;
-    int64_t from_offset, until_offset, from_time_ms, until_time_ms;
-    const char *verify_path;
-    int swap;
-    int migrate_to;
-    int retain;
-    const char *snapshot_id;
-    const char *kafka_props[MAX_KAFKA_PROPS];
-    size_t kafka_prop_count;
-} options;
-
-static const char usage_text[] =
-    "lootlog " LOOTLOG_VERSION " — event-sourced player state on Kafka and SQLite\n"
-    "\n"
-    "usage:\n"
-    "  lootlog serve   [--http ADDR] [--brokers LIST] [--topic events] [--db DIR]\n"
-    "                  [--catalog FILE] [--partitions A-B] [--no-fold] [--no-http]\n"
-    "                  [--guild-capacity N] [--request-timeout-ms MS] [--wait-ms MS]\n"
-    "                  [--ready-max-lag N] [--batch-events N] [--batch-ms MS]\n"
-    "                  [--fold-threads N] [--fold-nice N]\n"
-    "                  [--snapshot-url URL] [--snapshot-interval SEC] [--retain K]\n"
-    "                  [--admin-token-file F]\n"
-    "                  [-X librdkafka.key=value ...]\n"
-    "  lootlog migrate --db DIR|FILE [--to VERSION]\n"
-    "  lootlog replay  --db NEWDIR [--from-offset N | --from-time ISO]\n"
-    "                  [--until-offset N | --until-time ISO] [--verify LIVEDIR]\n"
-    "                  [--fold-threads N]\n"
-    "                  [--swap --http ADDR]   (admin token: LOOTLOG_ADMIN_TOKEN)\n"
-    "  lootlog snapshot --db DIR --snapshot-url URL [--retain K]\n"
-    "  lootlog restore --snapshot-url URL [--id ID|latest] --db DIR\n"
-    "  lootlog gen     --rate N --users N --duration SEC [--http URL | --brokers LIST]\n"
-    "                  [--topic events] [--connections N] [--seed N] [--user-prefix P]\n"
-    "  lootlog --help | --version\n"
-    "\n"
-    "Every option also reads LOOTLOG_<NAME> from the environment (--db: LOOTLOG_DB,\n"
-    "--request-timeout-ms: LOOTLOG_REQUEST_TIMEOUT_MS); a flag wins over the environment.\n"
-    "--db names a folder holding one store per partition (p0.db, p1.db, ...).\n";
-
-/* The environment's value for a long option name, e.g. "db" -> $LOOTLOG_DB. */
-static const char *env_option(const char *name) {
-    char key[64] = "LOOTLOG_";
-    size_t n = strlen(key);
-    for (const char *p = name; *p && n + 1 < sizeof key; p++)
-        key[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
-    key[n] = '\0';
-    return getenv(key);
-}
-
-static int parse_partitions(const char *text, options *opt) {
-    int first, last;
-    char extra;
-    if (sscanf(text, "%d-%d%c", &first, &last, &extra) == 2 && first >= 0 && last >= first &&
-        last < STORE_MAX_PARTITIONS) {
-        opt->partition_first = first;
-        opt->partition_last = last;
-        return 0;
-    }
-    if (sscanf(text, "%d%c", &first, &extra) == 1 && first >= 0 && first < STORE_MAX_PARTITIONS) {
-        opt->partition_first = opt->partition_last = first;
-        return 0;
-    }
-    fprintf(stderr, "lootlog: --partitions '%s' is not A-B\n", text);
-    return -1;
-}
-
-static int parse_int(const char *name, const char *text, long long min, long long max,
-                     long long *out) {
-    char *end;
-    long long v = strtoll(text, &end, 10);
-    if (end == text || *end || v < min || v > max) {
-        fprintf(stderr, "lootlog: --%s '%s' is not a number in %lld..%lld\n", name, text, min, max);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-enum {
-    OPT_HTTP = 256, OPT_BROKERS, OPT_TOPIC, OPT_DB, OPT_CATALOG, OPT_SNAPSHOT_URL,
-    OPT_SNAPSHOT_INTERVAL, OPT_PARTITIONS, OPT_NO_FOLD, OPT_NO_HTTP, OPT_ADMIN_TOKEN_FILE,
-    OPT_GUILD_CAPACITY, OPT_REQUEST_TIMEOUT_MS, OPT_WAIT_MS, OPT_READY_MAX_LAG,
-    OPT_BATCH_EVENTS, OPT_BATCH_MS, OPT_RATE, OPT_USERS, OPT_DURATION, OPT_CONNECTIONS,
-    OPT_SEED, OPT_USER_PREFIX, OPT_FROM_OFFSET, OPT_UNTIL_OFFSET, OPT_FROM_TIME,
-    OPT_UNTIL_TIME, OPT_VERIFY, OPT_SWAP, OPT_TO, OPT_RETAIN, OPT_ID, OPT_FOLD_THREADS, OPT_FOLD_NICE,
-};
-
-static const struct option long_options[] = {
-    {"http", required_argument, NULL, OPT_HTTP},
-    {"brokers", required_argument, NULL, OPT_BROKERS},
-    {"topic", required_argument, NULL, OPT_TOPIC},
-    {"db", required_argument, NULL, OPT_DB},
-    {"catalog", required_argument, NULL, OPT_CATALOG},
-    {"snapshot-url", required_argument, NULL, OPT_SNAPSHOT_URL},
-    {"snapshot-interval", required_argument, NULL, OPT_SNAPSHOT_INTERVAL},
-    {"partitions", required_argument, NULL, OPT_PARTITIONS},
-    {"no-fold", no_argument, NULL, OPT_NO_FOLD},
-    {"no-http", no_argument, NULL, OPT_NO_HTTP},
-    {"admin-token-file", required_argument, NULL, OPT_ADMIN_TOKEN_FILE},
-    {"guild-capacity", required_argument, NULL, OPT_GUILD_CAPACITY},
-    {"request-timeout-ms", required_argument, NULL, OPT_REQUEST_TIMEOUT_MS},
-    {"wait-ms", required_argument, NULL, OPT_WAIT_MS},
-    {"ready-max-lag", required_argument, NULL, OPT_READY_MAX_LAG},
-    {"batch-events", required_argument, NULL, OPT_BATCH_EVENTS},
-    {"batch-ms", required_argument, NULL, OPT_BATCH_MS},
-    {"fold-threads", required_argument, NULL, OPT_FOLD_THREADS},
-    {"fold-nice", required_argument, NULL, OPT_FOLD_NICE},
-    {"rate", required_argument, NULL, OPT_RATE},
-    {"users", required_argument, NULL, OPT_USERS},
-    {"duration", required_argument, NULL, OPT_DURATION},
-    {"connections", required_argument, NULL, OPT_CONNECTIONS},
-    {"seed", required_argument, NULL, OPT_SEED},
-    {"user-prefix", required_argument, NULL, OPT_USER_PREFIX},
-    {"from-offset", required_argument, NULL, OPT_FROM_OFFSET},
-    {"until-offset", required_argument, NULL, OPT_UNTIL_OFFSET},
-    {"from-time", required_argument, NULL, OPT_FROM_TIME},
-    {"until-time", required_argument, NULL, OPT_UNTIL_TIME},
-    {"verify", required_argument, NULL, OPT_VERIFY},
-    {"swap", no_argument, NULL, OPT_SWAP},
-    {"to", required_argument, NULL, OPT_TO},
-    {"retain", required_argument, NULL, OPT_RETAIN},
-    {"id", required_argument, NULL, OPT_ID},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
-};
-
-/* Applies one option (from a flag or the environment). Returns 0 or -1. */
-static int apply_option(options *opt, int code, const char *value) {
-    long long n;
-    switch (code) {
-    case OPT_HTTP:
-        opt->http = value;
-        opt->http_set = 1;
-        return 0;
-    case OPT_BROKERS:
-        opt->brokers = value;
-        opt->brokers_set = 1;
-        return 0;
-    case OPT_FROM_OFFSET:
-    case OPT_UNTIL_OFFSET:
-        if (parse_int(code == OPT_FROM_OFFSET ? "from-offset" : "until-offset", value, 0,
-                      INT64_MAX, &n))
-            return -1;
-        *(code == OPT_FROM_OFFSET ? &opt->from_offset : &opt->until_offset) = n;
-        return 0;
-    case OPT_FROM_TIME:
-    case OPT_UNTIL_TIME:
-        if (replay_parse_time(value, code == OPT_FROM_TIME ? &opt->from_time_ms
-                                                           : &opt->until_time_ms)) {
-            fprintf(stderr, "lootlog: '%s' is not an ISO time like 2026-11-29T18:00:00Z\n",
-                    value);
-            return -1;
-        }
-        return 0;
-    case OPT_VERIFY: opt->verify_path = value; return 0;
-    case OPT_SWAP: opt->swap = 1; return 0;
-    case OPT_ID: opt->snapshot_id = value; return 0;
-    case OPT_RETAIN:
-        if (parse_int("retain", value, 1, 100000, &n)) return -1;
-        opt->retain = (int)n;
-        return 0;
-    case OPT_TO:
-        if (parse_int("to", value, 1, 9999, &n)) return -1;
-        opt->migrate_to = (int)n;
-        return 0;
-    case OPT_USER_PREFIX:
-        opt->gen_user_prefix = value;
-        return 0;
-    case OPT_RATE:
-    case OPT_DURATION: {
-        char *end;
-        double v = strtod(value, &end);
-        if (end == value || *end || v <= 0 || v > 1e7) {
-            fprintf(stderr, "lootlog: --%s '%s' is not a positive number\n",
-                    code == OPT_RATE ? "rate" : "duration", value);
-            return -1;
-        }
-        if (code == OPT_RATE) opt->gen_rate = v;
-        else opt->gen_duration_s = v;
-        return 0;
-    }
-    case OPT_USERS:
-        if (parse_int("users", value, 1, 100000000, &n)) return -1;
-        opt->gen_users = (int)n;
-        return 0;
-    case OPT_CONNECTIONS:
-        if (parse_int("connections", value, 1, 10000, &n)) return -1;
-        opt->gen_connections = (int)n;
-        return 0;
-    case OPT_SEED:
-        if (parse_int("seed", value, 0, 1LL << 62, &n)) return -1;
-        opt->gen_seed = n;
-        return 0;
-    case OPT_TOPIC: opt->topic = value; return 0;
-    case OPT_DB: opt->db = value; return 0;
-    case OPT_CATALOG: opt->catalog_path = value; return 0;
-    case OPT_SNAPSHOT_URL: opt->snapshot_url = value; return 0;
-    case OPT_ADMIN_TOKEN_FILE: opt->admin_token_file = value; return 0;
-    case OPT_PARTITIONS: return parse_partitions(value, opt);
-    case OPT_NO_FOLD: opt->no_fold = 1; return 0;
-    case OPT_NO_HTTP: opt->no_http = 1; return 0;
-    case OPT_SNAPSHOT_INTERVAL:
-        if (parse_int("snapshot-interval", value, 0, 86400 * 365, &n)) return -1;
-        opt->snapshot_interval_s = (int)n;
-        return 0;
-    case OPT_GUILD_CAPACITY:
-        if (parse_int("guild-capacity", value, 1, 1000000000, &n)) return -1;
-        opt->guild_capacity = n;
-        return 0;
-    case OPT_REQUEST_TIMEOUT_MS:
-        if (parse_int("request-timeout-ms", value, 100, 600000, &n)) return -1;
-        opt->delivery_timeout_ms = (int)n;
-        return 0;
-    case OPT_WAIT_MS:
-        if (parse_int("wait-ms", value, 1, 30000, &n)) return -1;
-        opt->wait_ms = (int)n;
-        return 0;
-    case OPT_READY_MAX_LAG:
-        if (parse_int("ready-max-lag", value, 0, 1LL << 40, &n)) return -1;
-        opt->ready_max_lag = n;
-        return 0;
-    case OPT_BATCH_EVENTS:
-        if (parse_int("batch-events", value, 1, 1000000, &n)) return -1;
-        opt->batch_events = (int)n;
-        return 0;
-    case OPT_BATCH_MS:
-        if (parse_int("batch-ms", value, 1, 60000, &n)) return -1;
-        opt->batch_ms = (int)n;
-        return 0;
-    case OPT_FOLD_THREADS:
-        if (parse_int("fold-threads", value, 0, STORE_MAX_PARTITIONS, &n)) return -1;
-        opt->fold_threads = (int)n;
-        return 0;
-    case OPT_FOLD_NICE:
-        if (parse_int("fold-nice", value, 0, 19, &n)) return -1;
-        opt->fold_nice = (int)n;
-        return 0;
-    }
-    return -1;
-}
-
-/* Defaults, then the environment, then flags. Returns 0, 1 after --help, -1 on error. */
-static int parse_options(int argc, char **argv, options *opt) {
-    memset(opt, 0, sizeof *opt);
-    opt->http = "127.0.0.1:8080";
-    opt->brokers = "127.0.0.1:9092";
-    opt->topic = "events";
-    opt->db = "lootlog-state";
-    opt->partition_first = opt->partition_last = -1;
-    opt->delivery_timeout_ms = 5000;
-    opt->wait_ms = 2000;
-    opt->guild_capacity = FOLD_DEFAULT_GUILD_CAPACITY;
-    opt->ready_max_lag = 10000;
-    opt->batch_events = 20000;
-    /* On a busy machine the HTTP loop's reads go first: GET /inventory p99 at 10k/s
-     * while 6 fold threads drain a backlog on 2 cores fell from ~2 s at nice 5 to
-     * ~40-65 ms at nice 19. The price, where producers share the cores, is lag
-     * (docs/benchmarks.md); --fold-nice moves the balance. */
-    opt->fold_nice = 19;
-    opt->batch_ms = 20;
-    opt->gen_rate = 1000;
-    opt->gen_duration_s = 10;
-    opt->gen_users = 1000;
-    opt->gen_connections = 32;
-    opt->gen_user_prefix = "player";
-    opt->retain = 5;
-    opt->from_offset = opt->until_offset = opt->from_time_ms = opt->until_time_ms = -1;
-
-    for (const struct option *o = long_options; o->name; o++) {
-        const char *value = o->val >= OPT_HTTP ? env_option(o->name) : NULL;
-        if (!value || !*value) continue;
-        if (o->has_arg == no_argument) {
-            if (strcmp(value, "0") == 0 || strcmp(value, "false") == 0) continue;
-            value = NULL;
-        }
-        if (apply_option(opt, o->val, value)) {
-            fprintf(stderr, "lootlog: (from the environment, LOOTLOG_ for --%s)\n", o->name);
-            return -1;
-        }
-    }
-    optind = 1;
-    int code;
-    while ((code = getopt_long(argc, argv, "hX:", long_options, NULL)) != -1) {
-        if (code == 'h') {
-            fputs(usage_text, stdout);
-            return 1;
-        }
-        if (code == 'X') {
-            if (opt->kafka_prop_count == MAX_KAFKA_PROPS) {
-                fprintf(stderr, "lootlog: too many -X settings\n");
-                return -1;
-            }
-            opt->kafka_props[opt->kafka_prop_count++] = optarg;
-            continue;
-        }
-        if (code == '?' || apply_option(opt, code, optarg)) {
-            fputs(usage_text, stderr);
-            return -1;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "lootlog: unexpected argument '%s'\n", argv[optind]);
-        return -1;
-    }
-    return 0;
-}
+/* Every verb's settings, parsed from the option table of cli/options.c. */
+typedef cli_options options;
 
 /* Migrates one SQLite file. Returns 0 or 1. */
 static int migrate_file(const options *opt, const char *path) {
@@ -416,7 +90,9 @@ static int cmd_gen(options *opt) {
         .rate = opt->gen_rate,
         .users = opt->gen_users,
         .duration_s = opt->gen_duration_s,
-        .http_url = opt->brokers_set && !opt->http_set ? NULL : opt->http,
+        .http_url = cli_given(opt, CLI_GEN, "brokers") && !cli_given(opt, CLI_GEN, "http")
+                        ? NULL
+                        : opt->http,
         .brokers = opt->brokers,
         .topic = opt->topic,
         .connections = opt->gen_connections,
@@ -436,7 +112,7 @@ static int cmd_gen(options *opt) {
 /* The admin token: $LOOTLOG_ADMIN_TOKEN, else the first line of --admin-token-file.
  * Returns 0 with *token (malloc'ed, or NULL when none is configured), or -1. */
 static int load_admin_token(const options *opt, char **token, char *errstr, size_t errstr_size) {
-    const char *env = getenv("LOOTLOG_ADMIN_TOKEN");
+    const char *env = opt->admin_token;
     *token = NULL;
     if (env && *env) {
         *token = strdup(env);
@@ -534,6 +210,10 @@ static int cmd_replay(options *opt) {
            summary.seconds > 0 ? summary.events / summary.seconds : 0.0,
            (unsigned long long)summary.applied, (unsigned long long)summary.rejected,
            (unsigned long long)summary.duplicates, (unsigned long long)summary.dead_letters);
+    if (summary.pending) printf(", %llu pending", (unsigned long long)summary.pending);
+    if (summary.emitted_missing)
+        printf("; %llu emitted guild events not in the log yet (serve produces them)",
+               (unsigned long long)summary.emitted_missing);
     if (opt->verify_path)
         printf("; verify: %llu players compared, %llu differ",
                (unsigned long long)summary.players_compared,
@@ -598,7 +278,10 @@ static int cmd_restore(options *opt) {
         return 2;
     }
     folder_of(opt->db, work_dir, sizeof work_dir);
-    if (snapshot_restore(opt->snapshot_url, opt->snapshot_id ? opt->snapshot_id : "latest",
+    int32_t only[STORE_MAX_PARTITIONS]; /* --partitions A-B: a shard's snapshot */
+    size_t only_count = 0;
+    for (int p = opt->partition_first; p >= 0 && p <= opt->partition_last; p++) only[only_count++] = p;
+    if (snapshot_restore(opt->snapshot_url, opt->snapshot_id, opt->topic, only, only_count,
                          opt->db, work_dir, 30000, id, errstr, sizeof errstr)) {
         fprintf(stderr, "lootlog: restore failed: %s\n", errstr);
         return 1;
@@ -621,6 +304,7 @@ typedef struct {
     const char *db_path;
     waiters *fold_waiters;
     int64_t drain_deadline_ms;
+    int fold_failed; /* the fold engine stopped on an error: serve exits with status 1 */
 } serve_state;
 
 static int64_t monotonic_ms(void) {
@@ -646,6 +330,24 @@ static void on_fold_commit_fd(evutil_socket_t fd, short what, void *arg) {
 
 static void notify_fold_commit(void *opaque) { waiters_notify(opaque); }
 
+/* Twice a second: a fold engine that stopped on an error it cannot retry (a store that
+ * cannot be opened, a topic of more partitions than lootlog folds) ends serve, rather
+ * than leave it answering reads from state that will never advance. */
+static void on_fold_watch(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    serve_state *s = arg;
+    consumer_stats stats;
+    char why[512];
+    if (!s->fold) return;
+    consumer_get_stats(s->fold, &stats);
+    if (!stats.failed) return;
+    consumer_error(s->fold, why, sizeof why);
+    log_error("serve", "the fold stopped: %s; shutting down", why);
+    s->fold_failed = 1;
+    event_base_loopexit(s->base, NULL);
+}
+
 /* During shutdown: keep the loop running until every produced event has its delivery
  * report (so each waiting client gets its answer) or the deadline passes. */
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
@@ -656,10 +358,13 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
         event_base_loopexit(s->base, NULL);
 }
 
-/* 1 when dir holds at least one store with folded state. */
-static int folder_holds_state(const char *dir, char *errstr, size_t errstr_size) {
+/* 1 when dir holds at least one store with folded state, and every store there holds
+ * topic's state. */
+static int folder_holds_state(const char *dir, const char *topic, char *errstr,
+                              size_t errstr_size) {
     int32_t partitions[STORE_MAX_PARTITIONS];
     size_t count = 0;
+    int found = 0;
     char path[PATH_MAX];
     if (store_list_partitions(dir, partitions, STORE_MAX_PARTITIONS, &count, errstr, errstr_size))
         return 0;
@@ -668,12 +373,18 @@ static int folder_holds_state(const char *dir, char *errstr, size_t errstr_size)
         store_path(dir, partitions[i], path, sizeof path);
         store *probe = store_open(path, partitions[i], STORE_READER, errstr, errstr_size);
         if (!probe) return 0;
-        int rc = store_get_next_offset(probe, &next);
+        char held[256] = "";
+        int rc = store_get_next_offset(probe, &next) || store_get_topic(probe, held, sizeof held);
         store_close(probe);
-        if (rc == 0 && next >= 0) return 1;
+        if (rc == 0 && held[0] && strcmp(held, topic) != 0) {
+            snprintf(errstr, errstr_size, "%s holds the state of topic '%s', not '%s'", path,
+                     held, topic);
+            return 0;
+        }
+        if (rc == 0 && next >= 0) found = 1;
     }
-    snprintf(errstr, errstr_size, "%s holds no folded state", dir);
-    return 0;
+    if (!found) snprintf(errstr, errstr_size, "%s holds no folded state", dir);
+    return found;
 }
 
 /* POST /admin/swap: the fold finishes its batches and stops, the rebuilt folder and the
@@ -684,7 +395,7 @@ static int folder_holds_state(const char *dir, char *errstr, size_t errstr_size)
  * half-swapped state; they wait for the ms the fold needs to finish its batches. */
 static int swap_state(void *opaque, const char *path, char *errstr, size_t errstr_size) {
     serve_state *s = opaque;
-    if (!folder_holds_state(path, errstr, errstr_size)) return -1;
+    if (!folder_holds_state(path, s->fold_config.topic, errstr, errstr_size)) return -1;
     log_info("serve", "swap: replacing %s with %s", s->db_path, path);
     routes_set_state(s->rts, NULL, NULL);
     consumer_stop(s->fold);
@@ -716,11 +427,13 @@ static int cmd_serve(options *opt) {
     int rc = 1;
     serve_state s = {0};
     catalog *cat = NULL;
+    metrics *registry = NULL;
     char *admin_token = NULL;
     char snapshot_work_dir[1024];
     snapshot_scheduler *snapshots = NULL;
     http_server *http = NULL;
     struct event *sigint_ev = NULL, *sigterm_ev = NULL, *wake_ev = NULL, *drain_ev = NULL;
+    struct event *watch_ev = NULL;
 
     signal(SIGPIPE, SIG_IGN);
     s.base = event_base_new();
@@ -732,6 +445,8 @@ static int cmd_serve(options *opt) {
     if (!cat) goto fail;
     s.fold_waiters = waiters_new(errstr, sizeof errstr);
     if (!s.fold_waiters) goto fail;
+    registry = metrics_new(errstr, sizeof errstr);
+    if (!registry) goto fail;
 
     producer_config pc = {
         .brokers = opt->brokers,
@@ -757,8 +472,10 @@ static int cmd_serve(options *opt) {
             .batch_max_ms = opt->batch_ms,
             .kafka_props = opt->kafka_props,
             .kafka_prop_count = opt->kafka_prop_count,
+            .emit = 1, /* the guild exchange's events go out from serve's outboxes */
             .on_commit = notify_fold_commit,
             .on_commit_opaque = s.fold_waiters,
+            .commit_seconds = metrics_commit_histogram(registry),
         };
         s.fold_config = cc;
         s.db_path = opt->db;
@@ -782,6 +499,8 @@ static int cmd_serve(options *opt) {
         .readers = s.readers,
         .fold = s.fold,
         .default_wait_ms = opt->wait_ms,
+        .max_parked = opt->max_parked,
+        .write_timeout_ms = opt->delivery_timeout_ms,
         .ready_max_lag = opt->ready_max_lag,
         .partition_first = opt->partition_first,
         .partition_last = opt->partition_last,
@@ -789,11 +508,16 @@ static int cmd_serve(options *opt) {
         .swap_db = swap_state,
         .swap_opaque = &s,
         .snapshots = snapshots,
+        .metrics = registry,
     };
     s.rts = routes_new(&rc_config, errstr, sizeof errstr);
     if (!s.rts) goto fail;
     if (!opt->no_http) {
-        http_config hc = {.address = opt->http, .request_timeout_s = 30};
+        http_config hc = {.address = opt->http, .request_timeout_s = 30,
+                          .read_timeout_ms = opt->read_timeout_ms,
+                          .max_connections = opt->max_connections,
+                          .access_log = opt->access_log,
+                          .request_done = metrics_request_done, .request_done_arg = registry};
         http = http_server_new(s.base, &hc, routes_handle, s.rts, errstr, sizeof errstr);
         if (!http) goto fail;
     }
@@ -805,6 +529,12 @@ static int cmd_serve(options *opt) {
     if (!wake_ev || !sigint_ev || !sigterm_ev || event_add(wake_ev, NULL) ||
         event_add(sigint_ev, NULL) || event_add(sigterm_ev, NULL)) {
         snprintf(errstr, sizeof errstr, "registering loop events failed");
+        goto fail;
+    }
+    struct timeval watch_every = {0, 500 * 1000};
+    watch_ev = event_new(s.base, -1, EV_PERSIST, on_fold_watch, &s);
+    if (!watch_ev || event_add(watch_ev, &watch_every)) {
+        snprintf(errstr, sizeof errstr, "registering the fold watch failed");
         goto fail;
     }
     log_info("serve", "lootlog %s: http %s, brokers %s, topic %s, db %s%s", LOOTLOG_VERSION,
@@ -823,10 +553,10 @@ static int cmd_serve(options *opt) {
     struct timeval tick = {0, 20 * 1000};
     if (drain_ev && event_add(drain_ev, &tick) == 0 && producer_outstanding(s.prod) > 0)
         event_base_dispatch(s.base);
-    rc = 0;
+    rc = s.fold_failed ? 1 : 0;
     goto cleanup;
 fail:
-    fprintf(stderr, "lootlog: %s\n", errstr);
+    log_error("serve", "%s", errstr);
 cleanup:
     if (drain_ev) event_free(drain_ev);
     drain_ev = NULL;
@@ -845,9 +575,11 @@ cleanup:
     free(admin_token);
     if (drain_ev) event_free(drain_ev);
     if (wake_ev) event_free(wake_ev);
+    if (watch_ev) event_free(watch_ev);
     if (sigint_ev) event_free(sigint_ev);
     if (sigterm_ev) event_free(sigterm_ev);
     waiters_free(s.fold_waiters);
+    metrics_free(registry); /* after the HTTP server and the fold: both report to it */
     catalog_free(cat);
     event_base_free(s.base);
     if (rc == 0) log_info("serve", "stopped cleanly");
@@ -857,14 +589,25 @@ cleanup:
 int main(int argc, char **argv) {
     options opt;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(usage_text, argc < 2 ? stderr : stdout);
+        cli_print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
         printf("lootlog %s\n", LOOTLOG_VERSION);
         return 0;
     }
-    const char *verb = argv[1];
+    unsigned verb = cli_verb_find(argv[1]);
+    if (!verb) {
+        fprintf(stderr, "lootlog: unknown verb '%s' (lootlog --help lists them)\n", argv[1]);
+        return 2;
+    }
+    int rc = cli_parse(verb, argc - 1, argv + 1, &opt);
+    if (rc) return rc == 1 ? 0 : 2;
+    if (verb != CLI_TOPIC && opt.positional_count) {
+        fprintf(stderr, "lootlog: unexpected argument '%s'\n", opt.positional[0]);
+        return 2;
+    }
+    log_set_format(opt.log_format == CLI_LOG_JSON ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
     curl_global_init(CURL_GLOBAL_DEFAULT); /* once, before any thread: WebHDFS and --swap */
     /* SQLite's memory statistics take one process-wide mutex on every allocation: the
      * fold threads, each with its own connections, would queue on it. Nothing reads
@@ -874,14 +617,18 @@ int main(int argc, char **argv) {
      * with a thread per partition the resident set grows with the partitions; two arenas
      * serve them as fast (bench/: replay rate unchanged) with far less held memory. */
     mallopt(M_ARENA_MAX, 2);
-    int rc = parse_options(argc - 1, argv + 1, &opt);
-    if (rc) return rc > 0 ? 0 : 2;
-    if (strcmp(verb, "serve") == 0) return cmd_serve(&opt);
-    if (strcmp(verb, "migrate") == 0) return cmd_migrate(&opt);
-    if (strcmp(verb, "gen") == 0) return cmd_gen(&opt);
-    if (strcmp(verb, "replay") == 0) return cmd_replay(&opt);
-    if (strcmp(verb, "snapshot") == 0) return cmd_snapshot(&opt);
-    if (strcmp(verb, "restore") == 0) return cmd_restore(&opt);
-    fprintf(stderr, "lootlog: unknown command '%s'\n%s", verb, usage_text);
+    switch (verb) {
+    case CLI_SERVE: return cmd_serve(&opt);
+    case CLI_TOPIC: return topic_command(&opt);
+    case CLI_MIGRATE: return cmd_migrate(&opt);
+    case CLI_GEN: return cmd_gen(&opt);
+    case CLI_REPLAY: return cmd_replay(&opt);
+    case CLI_SNAPSHOT: return cmd_snapshot(&opt);
+    case CLI_RESTORE: return cmd_restore(&opt);
+    case CLI_OPTIONS:
+        if (opt.markdown) cli_print_markdown(stdout);
+        else cli_print_usage(stdout);
+        return 0;
+    }
     return 2;
 }

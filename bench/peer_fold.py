@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The fold peer: the fold of design.md's rules written the way a Python team would
+"""The fold peer: the fold of lootlog's rules (docs/design.md, "Fold rules") written the way a Python team would
 write it as a script or batch job — confluent-kafka consumer, json.loads, sqlite3 (WAL),
 one transaction per 5000 events — applying the SAME rules as lootlog's fold
 (state/fold.c), so the comparison is work for work:
@@ -10,13 +10,18 @@ one transaction per 5000 events — applying the SAME rules as lootlog's fold
   - purchase: all cart lines apply together (lines of one type merged);
   - consume: holding fewer of any line -> rejected `insufficient_quantity`, nothing
     changes; a row that reaches 0 is deleted;
-  - join_guild: in another guild -> `already_in_guild`; the same one -> applied, no-op;
-    a guild at capacity -> `guild_full`; leave_guild outside a guild -> `not_in_guild`;
+  - join_guild: a join still waiting -> `guild_join_pending`; in another guild ->
+    `already_in_guild`; the same one -> applied, no-op; else `pending`, and a request to
+    the guild's partition is written to an outbox; guild_join_requested (the guild's
+    partition): a seat while under capacity, else `guild_full`, and the decision to the
+    outbox; guild_join_decided: the waiting player joins (or not); leave_guild outside a
+    guild -> `not_in_guild`, else applied and a request to free the seat;
   - `default` events are recorded but touch no player; invalid messages are
     dead-lettered; every outcome is recorded with its partition and offset.
 
 It folds the topic as it is when it starts (end offsets fixed then), into DB, and prints
-`peer-fold: N events in S s (R/s): A applied, B rejected, C duplicate, D dead-lettered`
+`peer-fold: N events in S s (R/s): A applied, B rejected, C duplicate, D dead-lettered,
+P pending`
 (with --json, one JSON object instead).
 
   python bench/peer_fold.py BROKERS TOPIC DB [--guild-capacity 100] [--batch 5000] [--json]
@@ -30,13 +35,19 @@ import time
 from confluent_kafka import Consumer, TopicPartition
 
 EVENT_TYPES = {"default", "purchase_sword", "purchase_item", "consume_item", "join_guild",
-               "leave_guild"}
+               "leave_guild", "guild_join_requested", "guild_join_decided",
+               "guild_leave_requested"}
+GUILD_SIDE = {"guild_join_requested", "guild_leave_requested"}
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 INT64_MAX = 2 ** 63 - 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS players (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL,
-                                    guild_id TEXT);
+                                    guild_id TEXT, pending_guild_id TEXT, pending_cause TEXT);
+CREATE TABLE IF NOT EXISTS guild_members (guild_id TEXT NOT NULL, user_id TEXT NOT NULL,
+                                          PRIMARY KEY (guild_id, user_id));
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, msg_key TEXT NOT NULL,
+                                   payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inventory (user_id TEXT NOT NULL, item_type TEXT NOT NULL,
                                       quantity INTEGER NOT NULL,
                                       PRIMARY KEY (user_id, item_type));
@@ -92,16 +103,31 @@ def decode(key, value):
         raise Invalid(f"{kind} needs items")
     if kind == "join_guild" and guild is None:
         raise Invalid("join_guild needs a valid guild_id")
-    if key is None or key.decode("utf-8", "replace") != ev["user_id"]:
-        raise Invalid("message key is not the event's user_id")
+    if kind in GUILD_SIDE or kind == "guild_join_decided":
+        if not isinstance(ev.get("cause_event_id"), str) or guild is None:
+            raise Invalid(f"{kind} needs a valid guild_id and cause_event_id")
+    expected_key = ev["guild_id"] if kind in GUILD_SIDE else ev["user_id"]
+    if key is None or key.decode("utf-8", "replace") != expected_key:
+        raise Invalid("message key is not the event's key")
     return ev
+
+
+def derived_id(cause, kind):
+    """The id lootlog gives an emitted event (a version-8 UUID from SHA-256)."""
+    import hashlib
+    b = bytearray(hashlib.sha256(f"{cause}/{kind}".encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x80
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Fold:
     def __init__(self, con, guild_capacity):
         self.con = con
         self.capacity = guild_capacity
-        self.counts = {"applied": 0, "rejected": 0, "duplicate": 0, "dead_lettered": 0}
+        self.counts = {"applied": 0, "rejected": 0, "duplicate": 0, "dead_lettered": 0,
+                       "pending": 0}
 
     def held(self, user, item_type):
         row = self.con.execute("SELECT quantity FROM inventory WHERE user_id=? AND item_type=?",
@@ -143,48 +169,97 @@ class Fold:
             self.con.execute("INSERT INTO guilds VALUES (?,?) ON CONFLICT DO UPDATE "
                              "SET member_count=excluded.member_count", (guild, count))
 
+    def emit(self, kind, cause, ev, key, **extra):
+        """Writes the event the exchange sends next to the outbox (as lootlog does)."""
+        out = {"v": 1, "event_id": derived_id(cause, kind), "event_type": kind,
+               "user_id": ev["user_id"], "ts": ev["ts"], "items": [],
+               "guild_id": ev["guild_id"], "expected_version": None, "cause_event_id": cause,
+               **extra, "metadata": {}}
+        self.con.execute("INSERT INTO outbox (msg_key, payload) VALUES (?,?)",
+                         (key, json.dumps(out)))
+
+    def guild_side(self, ev):
+        """A request folded in the guild's partition: a seat, or its release."""
+        user, guild = ev["user_id"], ev["guild_id"]
+        member = self.con.execute("SELECT 1 FROM guild_members WHERE guild_id=? AND user_id=?",
+                                  (guild, user)).fetchone() is not None
+        if ev["event_type"] == "guild_leave_requested":
+            if not member:
+                return "rejected", "not_in_guild"
+            self.con.execute("DELETE FROM guild_members WHERE guild_id=? AND user_id=?",
+                             (guild, user))
+            self.set_members(guild, self.members(guild) - 1)
+            return "applied", None
+        reason = None
+        if not member:
+            count = self.members(guild)
+            if count >= self.capacity:
+                reason = "guild_full"
+            else:
+                self.con.execute("INSERT INTO guild_members VALUES (?,?)", (guild, user))
+                self.set_members(guild, count + 1)
+        self.emit("guild_join_decided", ev["cause_event_id"], ev, user,
+                  decision="refused" if reason else "granted", reason=reason)
+        return ("rejected", reason) if reason else ("applied", None)
+
     def apply(self, ev):
         """Returns (outcome, reason) and writes the state change of one decoded event."""
         user, kind = ev["user_id"], ev["event_type"]
         cur = self.con.execute("INSERT OR IGNORE INTO seen VALUES (?,?)", (user, ev["event_id"]))
         if cur.rowcount == 0:
             return "duplicate", None
+        if kind in GUILD_SIDE:
+            return self.guild_side(ev)
         if kind == "default":
             return "applied", None
-        row = self.con.execute("SELECT version, guild_id FROM players WHERE user_id=?",
-                               (user,)).fetchone()
-        version, guild = row if row else (0, None)
+        row = self.con.execute("SELECT version, guild_id, pending_guild_id, pending_cause "
+                               "FROM players WHERE user_id=?", (user,)).fetchone()
+        version, guild, pending_guild, pending_cause = row if row else (0, None, None, None)
         expected = ev.get("expected_version")
         if expected is not None and expected != version:
             return "rejected", "version_conflict"
-        reason = None
+        reason, outcome = None, "applied"
         if kind in ("purchase_sword", "purchase_item"):
             reason = self.apply_items(user, ev["items"], +1)
         elif kind == "consume_item":
             reason = self.apply_items(user, ev["items"], -1)
         elif kind == "join_guild":
-            if guild is not None:
+            if pending_guild is not None:
+                reason = "guild_join_pending"
+            elif guild is not None:
                 if guild != ev["guild_id"]:
                     reason = "already_in_guild"
             else:
-                count = self.members(ev["guild_id"])
-                if count >= self.capacity:
-                    reason = "guild_full"
-                else:
-                    self.set_members(ev["guild_id"], count + 1)
-                    guild = ev["guild_id"]
+                self.emit("guild_join_requested", ev["event_id"], ev, ev["guild_id"])
+                pending_guild, pending_cause, outcome = ev["guild_id"], ev["event_id"], "pending"
         elif kind == "leave_guild":
-            if guild is None:
+            if pending_guild is not None:
+                reason = "guild_join_pending"
+            elif guild is None:
                 reason = "not_in_guild"
             else:
-                self.set_members(guild, self.members(guild) - 1)
+                self.emit("guild_leave_requested", ev["event_id"], dict(ev, guild_id=guild),
+                          guild)
                 guild = None
-        if reason:
+        elif kind == "guild_join_decided":
+            if (pending_guild, pending_cause) != (ev["guild_id"], ev["cause_event_id"]):
+                reason = "no_pending_join"
+            else:
+                pending_guild = pending_cause = None
+                if ev["decision"] == "granted":
+                    guild = ev["guild_id"]
+                else:
+                    reason = ev["reason"]
+                    outcome = "rejected"
+        if reason and outcome != "rejected":
             return "rejected", reason
-        self.con.execute("INSERT INTO players VALUES (?,?,?) ON CONFLICT DO UPDATE "
-                         "SET version=excluded.version, guild_id=excluded.guild_id",
-                         (user, version + 1, guild))
-        return "applied", None
+        self.con.execute("INSERT INTO players VALUES (?,?,?,?,?) ON CONFLICT DO UPDATE "
+                         "SET version=excluded.version, guild_id=excluded.guild_id, "
+                         "pending_guild_id=excluded.pending_guild_id, "
+                         "pending_cause=excluded.pending_cause",
+                         (user, version + (outcome == "applied"), guild, pending_guild,
+                          pending_cause))
+        return outcome, reason
 
     def fold_message(self, msg):
         try:
@@ -268,7 +343,7 @@ def main():
     else:
         print(f"peer-fold: {done} events in {elapsed:.1f} s ({done / elapsed:.0f}/s): "
               f"{c['applied']} applied, {c['rejected']} rejected, {c['duplicate']} duplicate, "
-              f"{c['dead_lettered']} dead-lettered")
+              f"{c['dead_lettered']} dead-lettered, {c['pending']} pending")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ in one run on one machine, written to docs/benchmarks.md with one SVG chart per
 benchmark (bench/charts/). Every benchmark checks its answer, so a fast wrong fold fails.
 
   .cache/venv/bin/python bench/run.py [--quick] [--out docs/benchmarks.md]
-        [--only live,replay,reads,freshness,writes,footprint] [--fold-threads N]
-        [--guild-capacity N] [--build] [--keep] [--keep-stack]
+        [--only live,replay,reads,freshness,writes,footprint,pit] [--fold-threads N]
+        [--guild-capacity N] [--build | --bin PATH] [--keep] [--keep-stack]
 
   1. fold and replay: `lootlog replay` of a `lootlog gen` topic (>= 1M events; --quick
      ~100k) beside `kcat` consume-only (ceiling) and bench/peer_fold.py (a Python fold of
@@ -18,12 +18,19 @@ benchmark (bench/charts/). Every benchmark checks its answer, so a fast wrong fo
   5. writes over HTTP: lootlog, the Flask + kafka-python peer under gunicorn and under the
      Flask dev server, and the no-HTTP produce ceiling (`lootlog gen --brokers`)
   6. footprint: database bytes per event, peak RSS of serve, snapshot restore time
+  7. pit: GET /inventory/{u}?at=T (issue 14) for one player with 1,000 and one with 10,000
+     events (--quick 200 / 2,000); GET /inventory now as ceiling, `lootlog replay
+     --until-time T` + reading the store as peer; answers checked against the events and
+     against those replays
+
+--only runs a subset; when --out exists it rewrites only their sections and goals.
 
 It starts its own Kafka + HDFS (stack/stack, .dev/bench-stack, ports 29xxx), works in
 .dev/bench-work, installs what it lacks (bench/requirements.txt into this Python, kcat),
 builds bench/loadgen.c, and stops everything it started, also on failure. Exit status:
 1 when a benchmark could not run or answered wrong; never because of a speed."""
 import argparse
+import bisect
 import dataclasses
 import glob
 import http.client
@@ -105,6 +112,9 @@ class Params:
     snapshot_players: int
     sample: int              # players compared one by one through GET /inventory
     guild_capacity: int
+    pit_events: tuple = (1_000, 10_000)  # events of each of the two players (benchmark 7)
+    pit_requests: int = 1000  # GET ?at= per player, and plain GETs as its ceiling
+    pit_replays: int = 3      # replay --until-time runs (the peer, and the answer check)
 
 
 def make_params(quick, guild_capacity):
@@ -114,7 +124,8 @@ def make_params(quick, guild_capacity):
                       read_seconds=4, backlog_cap=150_000, fresh_rate=10_000, fresh_seconds=4,
                       fresh_users=10_000, write_seconds=4, write_connections=64,
                       write_users=1000, snapshot_players=10_000, sample=200,
-                      guild_capacity=guild_capacity)
+                      guild_capacity=guild_capacity, pit_events=(200, 2_000), pit_requests=200,
+                      pit_replays=2)
     return Params(quick=False, live_rate=100_000, live_seconds=20, gen_users=100_000,
                   replay_min_events=1_000_000, read_players=1_000_000, read_rate=10_000,
                   read_seconds=15, backlog_cap=3_000_000, fresh_rate=10_000, fresh_seconds=15,
@@ -587,19 +598,21 @@ class PeerDb:
         self.con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
     def players(self):
-        return [r[0] for r in self.con.execute("SELECT user_id FROM players ORDER BY user_id")]
+        return [r[0] for r in self.con.execute(
+            "SELECT user_id FROM players WHERE version > 0 ORDER BY user_id")]
 
     def guild_users(self):
         return {r[0] for r in self.con.execute(
             "SELECT DISTINCT user_id FROM outcomes WHERE event_type IN ('join_guild','leave_guild')")}
 
     def counts(self):
-        return {"players": self.con.execute("SELECT count(*) FROM players").fetchone()[0],
+        return {"players": self.con.execute(
+                    "SELECT count(*) FROM players WHERE version > 0").fetchone()[0],
                 "inventory_rows": self.con.execute("SELECT count(*) FROM inventory").fetchone()[0]}
 
     def expect(self, user):
-        row = self.con.execute("SELECT version, guild_id FROM players WHERE user_id=?",
-                               (user,)).fetchone()
+        row = self.con.execute("SELECT version, guild_id FROM players WHERE user_id=? "
+                               "AND version > 0", (user,)).fetchone()
         if not row:
             return None
         items = dict(self.con.execute("SELECT item_type, quantity FROM inventory WHERE user_id=?",
@@ -633,10 +646,10 @@ class Bench:
             self.fold_flags += ["--guild-capacity", str(params.guild_capacity)]
         if args.fold_threads and self.has_fold_threads:
             self.fold_flags += ["--fold-threads", str(args.fold_threads)]
-        # With a capacity no guild reaches, every outcome depends on the player's own
-        # partition only, so lootlog and the peer must agree on every player whatever
-        # order the partitions were interleaved in.
-        self.deterministic = self.has_capacity_flag and params.guild_capacity >= 10 ** 8
+        # Guild seats are decided in the guild's partition, in its log order, so lootlog
+        # and the peer must agree on every player whatever order the partitions were
+        # folded in.
+        self.deterministic = True
 
     def topic(self, name):
         t = f"bench-{self.run_id}-{name}"
@@ -703,7 +716,7 @@ class Bench:
         check = {"players_sampled": len(users), "mismatches": len(mismatches),
                  "lootlog_rows": got_counts, "peer_rows": want_counts,
                  "versions_checked": "all sampled players" if not loose else
-                 "players without guild events (guild capacity reachable: order-dependent)"}
+                 "players without guild events"}
         if problems:
             raise WrongAnswer("; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)"
                                                          if len(problems) > 5 else ""))
@@ -838,6 +851,9 @@ def bench_replay(b):
     if mo:
         outcomes = dict(zip(["applied", "rejected", "duplicate", "dead_lettered"],
                             map(int, mo.groups())))
+        pending = re.search(r"(\d+) pending", summary)
+        outcomes["pending"] = int(pending.group(1)) if pending else 0
+        peer["outcomes"].setdefault("pending", 0)
         if b.deterministic and outcomes != peer["outcomes"]:
             raise WrongAnswer(f"replay outcomes {outcomes} != peer {peer['outcomes']}")
     log("replay: comparing the replayed store with the peer through GET /inventory")
@@ -1306,6 +1322,342 @@ def snapshot_restore(b):
             "check": {"rows": got, "players_sampled": len(sample), "mismatches": 0}}
 
 
+# ------------------------------------------------------------------ 7. point-in-time reads
+
+PIT_ITEMS = ITEM_TYPES[:6]  # few types, so consumes often find (and often miss) what was bought
+
+
+def iso_ms(ms):
+    """The canonical ts of a millisecond time: YYYY-MM-DDTHH:MM:SS.mmmZ."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+class PitPlayer:
+    """One player's made-up history, and the state the fold rules give after each of its
+    events, computed here from the events alone (not from anything lootlog wrote):
+    dedupe on event_id, expected_version, purchases add, a consume of more than is held
+    is rejected whole, version = applied events."""
+
+    def __init__(self, user, count, start_ms, span_ms, rng):
+        self.user = user
+        self.values, self.ts, self.states, self.offsets = [], [], [], []
+        self.partition = None
+        self.outcomes = {"applied": 0, "rejected": 0, "duplicate": 0}
+        version, held, seen, previous = 0, {}, set(), None
+        t = start_ms
+        for i in range(count):
+            if previous and rng.random() < 0.02:  # a producer retry: the same event again
+                event_id, ts_ms, value, kind, lines, expected = previous
+            else:
+                t += max(2, int(span_ms / count * rng.uniform(0.5, 1.5)))
+                ts_ms, event_id = t, str(uuid.UUID(int=rng.getrandbits(128), version=4))
+                kind = "purchase_item" if i == 0 or rng.random() < 0.55 else "consume_item"
+                lines = [(rng.choice(PIT_ITEMS), rng.randint(1, 5 if kind == "purchase_item" else 4))
+                         for _ in range(rng.randint(1, 3 if kind == "purchase_item" else 2))]
+                expected = None
+                if i and rng.random() < 0.06:  # half of them stale: version_conflict
+                    expected = version if rng.random() < 0.5 else abs(version - 1)
+                value = json.dumps({
+                    "v": 1, "event_id": event_id, "event_type": kind, "user_id": user,
+                    "ts": iso_ms(ts_ms), "guild_id": None, "expected_version": expected,
+                    "items": [{"item_type": it, "quantity": q, "unit_price": 10} for it, q in lines],
+                    "metadata": {"remote_addr": None, "host": None, "user_agent": None,
+                                 "accept_language": None}}, separators=(",", ":"))
+                previous = (event_id, ts_ms, value, kind, lines, expected)
+            if event_id in seen:
+                outcome = "duplicate"
+            else:
+                seen.add(event_id)
+                merged = {}
+                for it, q in lines:
+                    merged[it] = merged.get(it, 0) + q
+                if expected is not None and expected != version:
+                    outcome = "rejected"
+                elif kind == "consume_item" and any(held.get(it, 0) < q for it, q in merged.items()):
+                    outcome = "rejected"
+                else:
+                    sign = 1 if kind == "purchase_item" else -1
+                    held = dict(held)
+                    for it, q in merged.items():
+                        held[it] = held.get(it, 0) + sign * q
+                        if not held[it]:
+                            del held[it]
+                    version += 1
+                    outcome = "applied"
+            self.outcomes[outcome] += 1
+            self.values.append(value)
+            self.ts.append(ts_ms)
+            self.states.append((version, held))
+
+    def _state(self, index):
+        """(version, items, ts of the last event counted) after the first index events,
+        or None while the player does not exist (no applied event yet: 404)."""
+        if index == 0 or self.states[index - 1][0] == 0:
+            return None
+        version, items = self.states[index - 1]
+        return version, items, iso_ms(self.ts[index - 1])
+
+    def at_time(self, t_ms):
+        return self._state(bisect.bisect_right(self.ts, t_ms))
+
+    def at_offset(self, offset):
+        return self._state(bisect.bisect_right(self.offsets, offset))
+
+    def free_point(self, t_ms, taken):
+        """A time on no event of the topic (so "at or before T" and Kafka's "timestamp
+        before T" cut at the same events)."""
+        while t_ms in taken:
+            t_ms += 1
+        return t_ms
+
+
+def produce_pit(topic, players):
+    """Both players' events in time order, keyed by player (murmur2, as lootlog's producer
+    does), each message's Kafka timestamp = its event's ts (what replay --until-time cuts
+    on); records each event's partition and offset."""
+    from confluent_kafka import Producer
+    order = sorted((ts, pi, k) for pi, pl in enumerate(players) for k, ts in enumerate(pl.ts))
+    placed, failed = {}, []
+    producer = Producer({"bootstrap.servers": BROKERS, "acks": "all", "enable.idempotence": True,
+                         "partitioner": "murmur2_random", "linger.ms": 20,
+                         "compression.type": "lz4"})
+
+    def delivered(where):
+        def report(err, msg):
+            if err:
+                failed.append(err)
+            else:
+                placed[where] = (msg.partition(), msg.offset())
+        return report
+    for n, (ts, pi, k) in enumerate(order):
+        pl = players[pi]
+        while True:
+            try:
+                producer.produce(topic, value=pl.values[k], key=pl.user, timestamp=ts,
+                                 on_delivery=delivered((pi, k)))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if n % 1000 == 0:
+            producer.poll(0)
+    if producer.flush(120) or failed or len(placed) != len(order):
+        raise CannotRun(f"producing {topic}: {len(failed)} failed deliveries {failed[:1]}")
+    for pi, pl in enumerate(players):
+        spots = [placed[(pi, k)] for k in range(len(pl.ts))]
+        if len({p for p, _ in spots}) != 1:
+            raise CannotRun(f"{pl.user}: events on more than one partition")
+        pl.partition = spots[0][0]
+        pl.offsets = [o for _, o in spots]
+
+
+def pit_mismatch(label, status, body, want):
+    """None when a GET answer is want (None: 404), else what differs."""
+    if want is None:
+        return None if status == 404 else f"{label}: expected 404, got {status} {body[:120]!r}"
+    if status != 200:
+        return f"{label}: expected 200, got {status} {body[:120]!r}"
+    got = json.loads(body)
+    version, items, last_ts = want
+    got_items = {i["item_type"]: i["quantity"] for i in got.get("items", [])}
+    if got_items != items or got.get("version") != version or got.get("guild_id") is not None:
+        return (f"{label}: version {got.get('version')} items {got_items} guild "
+                f"{got.get('guild_id')} != expected {version} {items} None")
+    as_of = got.get("as_of_event") or {}
+    if last_ts is not None and as_of.get("ts") != last_ts:  # None: a plain GET
+        return f"{label}: as_of_event.ts {as_of.get('ts')} != last event at or before {last_ts}"
+    return None
+
+
+def replayed_state(folder, user):
+    """(version, items) of user in a replayed folder (its SQLite stores), or None."""
+    for f in store_files(folder):
+        con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT version, guild_id FROM players WHERE user_id=? AND "
+                              "version > 0", (user,)).fetchone()
+            if row:
+                items = dict(con.execute(
+                    "SELECT i.item_type, i.quantity FROM inventory i JOIN players p ON "
+                    "p.player_key = i.player_key WHERE p.user_id = ?", (user,)))
+                return row[0], row[1], items
+        finally:
+            con.close()
+    return None
+
+
+def timed_gets(client, paths):
+    """Closed loop on one keep-alive connection: [(ms, status, body)] in order."""
+    out = []
+    for path in paths:
+        start = time.perf_counter()
+        status, body = client.get(path)
+        out.append(((time.perf_counter() - start) * 1000, status, body))
+    return out
+
+
+def percentiles(ms):
+    s = sorted(ms)
+
+    def pct(q):
+        return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+    return {"count": len(s), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
+            "max_ms": s[-1], "mean_ms": sum(s) / len(s)}
+
+
+def bench_pit(b):
+    p = b.p
+    rng = random.Random(14)
+    sizes = p.pit_events
+    span_ms = 10 * 3600 * 1000  # ten hours of play, ending an hour ago (Kafka keeps it)
+    start_ms = (int(time.time()) - 11 * 3600) * 1000
+    players = [PitPlayer(f"pit-{n}", n, start_ms, span_ms, rng) for n in sizes]
+    topic = b.topic("pit")
+    log(f"point-in-time: producing {' and '.join(f'{n:,}' for n in sizes)} events of two players")
+    produce_pit(topic, players)
+    store = os.path.join(WORK, "pit-store")
+    serve = b.serve("pit", store, topic)
+    serve.wait_for("/healthz")
+    serve.wait_folded(timeout=300)
+    taken = {t for pl in players for t in pl.ts}
+    client = Http(serve.port)
+    problems, checked = [], 0
+    results, raw = {}, {}
+    try:
+        # The answers first: before the first event, after the last, at tokens.
+        for pl in players:
+            first, last = pl.ts[0], pl.ts[-1]
+            for t in (first - 1000, first, last, last + 60_000):
+                status, body = client.get(f"/inventory/{pl.user}?at={iso_ms(t)}")
+                problems.append(pit_mismatch(f"{pl.user} at {iso_ms(t)}", status, body,
+                                             pl.at_time(t)))
+            status, body = client.get(f"/inventory/{pl.user}")
+            problems.append(pit_mismatch(f"{pl.user} now", status, body,
+                                         pl.at_time(last)[:2] + (None,)))
+            for k in rng.sample(range(len(pl.offsets)), 10):
+                status, body = client.get(f"/inventory/{pl.user}?at_token="
+                                          f"{pl.partition}:{pl.offsets[k]}")
+                problems.append(pit_mismatch(f"{pl.user} at_token {pl.partition}:{pl.offsets[k]}",
+                                             status, body, pl.at_offset(pl.offsets[k])))
+            checked += 15
+
+        # The latency: random points over each player's span, closed loop, every answer
+        # checked against the events too (after the clock stopped).
+        for pl in players:
+            first, last = pl.ts[0], pl.ts[-1]
+            points = [pl.free_point(rng.randrange(first, last), taken) for _ in range(p.pit_requests)]
+            timed_gets(client, [f"/inventory/{pl.user}?at={iso_ms(t)}" for t in points[:20]])
+            log(f"point-in-time: {p.pit_requests} GET ?at= for {pl.user}")
+            answers = timed_gets(client, [f"/inventory/{pl.user}?at={iso_ms(t)}" for t in points])
+            for t, (_, status, body) in zip(points, answers):
+                problems.append(pit_mismatch(f"{pl.user} at {iso_ms(t)}", status, body,
+                                             pl.at_time(t)))
+            checked += len(points)
+            now = timed_gets(client, [f"/inventory/{pl.user}"] * p.pit_requests)
+            early = [ms for t, (ms, _, _) in zip(points, answers) if t < first + (last - first) / 10]
+            late = [ms for t, (ms, _, _) in zip(points, answers) if t > last - (last - first) / 10]
+            results[pl.user] = {
+                "events": len(pl.ts), "at": percentiles([ms for ms, _, _ in answers]),
+                "now": percentiles([ms for ms, _, _ in now]),
+                "first_tenth_p50_ms": percentiles(early)["p50_ms"] if early else None,
+                "last_tenth_p50_ms": percentiles(late)["p50_ms"] if late else None}
+    finally:
+        client.close()
+
+    # The peer: a replay up to T into a new folder, then reading the player there; each
+    # replayed state is also the check of ?at=T for both players.
+    replays = []
+    for i in range(p.pit_replays):
+        lo, hi = min(pl.ts[0] for pl in players), max(pl.ts[-1] for pl in players)
+        t = players[0].free_point(lo + (hi - lo) * (i + 1) // (p.pit_replays + 1) +
+                                  rng.randrange(-60_000, 60_000), taken)
+        folder = os.path.join(WORK, f"pit-replay-{i}")
+        log(f"point-in-time: lootlog replay --until-time {iso_ms(t)}")
+        start = time.monotonic()
+        run([BIN, "replay", "--brokers", BROKERS, "--topic", topic, "--until-time", iso_ms(t),
+             "--db", folder, *b.fold_flags], timeout=1800, check=True)
+        replay_s = time.monotonic() - start
+        states = {pl.user: replayed_state(folder, pl.user) for pl in players}
+        total_s = time.monotonic() - start
+        replays.append({"at": iso_ms(t), "replay_s": round(replay_s, 3),
+                        "replay_and_read_s": round(total_s, 3)})
+        client = Http(serve.port)
+        try:
+            for pl in players:
+                want = pl.at_time(t)
+                got = states[pl.user]
+                if (got and (got[0], got[2])) != (want and (want[0], want[1])) or \
+                        (got and got[1] is not None):
+                    problems.append(f"{pl.user}: replay --until-time {iso_ms(t)} gives {got}, "
+                                    f"the events give {want and want[:2]}")
+                status, body = client.get(f"/inventory/{pl.user}?at={iso_ms(t)}")
+                problems.append(pit_mismatch(f"{pl.user} at {iso_ms(t)} (replayed)", status, body,
+                                             want))
+                checked += 1
+        finally:
+            client.close()
+    serve.stop()
+    problems = [x for x in problems if x]
+    if problems:
+        raise WrongAnswer(f"{len(problems)} wrong point-in-time answers: " + "; ".join(problems[:3]))
+
+    replay_ms = sorted(r["replay_and_read_s"] * 1000 for r in replays)
+    replay_median = replay_ms[len(replay_ms) // 2]
+    big, small = (results[pl.user] for pl in (players[-1], players[0]))
+    b.goal(f"GET /inventory?at= p99, one player with {len(players[-1].ts):,} events",
+           "milliseconds (issue 14; here p99 ≤ 50 ms)", f"{big['at']['p99_ms']:.1f} ms",
+           big["at"]["p99_ms"] <= 50 if not p.quick else None)
+    rows = []
+    for pl in players:
+        res = results[pl.user]
+        n = f"{len(pl.ts):,} events"
+        rows += [
+            row(f"{n}: GET ?at=T p50", "ms", res["at"]["p50_ms"], replay_median,
+                res["now"]["p50_ms"], peer_name="replay --until-time T, then read the store",
+                ceiling_name="GET /inventory now"),
+            row(f"{n}: GET ?at=T p99", "ms", res["at"]["p99_ms"], None, res["now"]["p99_ms"],
+                goal="milliseconds" if pl is players[-1] else ""),
+            row(f"{n}: GET ?at=T p99.9 / max", "ms",
+                f"{res['at']['p999_ms']:.2f} / {res['at']['max_ms']:.2f}", None,
+                f"{res['now']['p999_ms']:.2f} / {res['now']['max_ms']:.2f}"),
+            row(f"{n}: p50 with T in the first / last tenth of the history", "ms",
+                f"{res['first_tenth_p50_ms']:.2f} / {res['last_tenth_p50_ms']:.2f}"
+                if res["first_tenth_p50_ms"] and res["last_tenth_p50_ms"] else None),
+        ]
+    rows.append(row("replay --until-time T + read: median / max of "
+                    f"{len(replays)}", "ms", None, f"{replay_median:,.0f} / {replay_ms[-1]:,.0f}"))
+    groups = [(f"{len(pl.ts):,} events", [
+        ("?at= p50", results[pl.user]["at"]["p50_ms"], f"{results[pl.user]['at']['p50_ms']:.2f}"),
+        ("lootlog", results[pl.user]["at"]["p99_ms"], f"{results[pl.user]['at']['p99_ms']:.2f}"),
+        ("ceiling", results[pl.user]["now"]["p99_ms"], f"{results[pl.user]['now']['p99_ms']:.2f}")])
+        for pl in players]
+    chart = write_chart(b, "pit.svg", svgchart.bar_chart(
+        "7. GET /inventory/{u}?at=T latency by the player's history (ms)", groups,
+        "milliseconds, closed loop (lower is better)",
+        note=f"lootlog = ?at=T p99; ceiling = GET /inventory now, p99; the peer "
+             f"(replay --until-time T) took {replay_median / 1000:.2f} s per question"))
+    outcomes = {pl.user: pl.outcomes for pl in players}
+    total = sum(len(pl.ts) for pl in players)
+    return section(
+        "7. Point-in-time reads",
+        f"Two players with {' and '.join(f'{len(pl.ts):,}' for pl in players)} events over "
+        "ten hours (purchases and consumes of 6 item types; some consumes of more than is held "
+        "and some stale `expected_version`s rejected, 2% producer retries deduplicated), "
+        f"produced straight to a {PARTITIONS}-partition topic ({total:,} events in all) with "
+        "each message's Kafka timestamp = its event's `ts`, folded by `lootlog serve`. Then, "
+        f"for each player, {p.pit_requests} `GET /inventory/<u>?at=T` for T uniform over "
+        "the player's span, one keep-alive connection, closed loop (the client is Python: "
+        "its ~0.1 ms per request is in every number, ceiling included). Ceiling: the same "
+        "number of plain `GET /inventory/<u>` (the current state, one row read). Peer: what "
+        "answering took before: `lootlog replay --until-time T --db <new folder>` of the same "
+        "topic, then reading the player from the replayed stores (sqlite3); its time grows "
+        "with the whole topic, ?at= only with the player's own history.",
+        rows, {"answers_checked": checked, "mismatches": 0,
+               "against": "the events produced (Python), and for each replay point the "
+                          "replay --until-time state of both players",
+               "outcomes": outcomes},
+        chart, raw={"results": results, "replays": replays, "topic_events": total})
+
+
 # ------------------------------------------------------------------ report
 
 def machine_info():
@@ -1397,6 +1749,8 @@ def fmt(value, unit=""):
 def ratio(a, b):
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
         r = a / b
+        if 0 < r < 0.1:  # far below: "1/73×" says more than "0.01×"
+            return f"1/{1 / r:,.0f}×"
         return f"{r:.2f}×" if r < 10 else f"{r:.1f}×"
     return ""
 
@@ -1421,9 +1775,111 @@ Measured with the previous bench/run.py (wrk, closed loop) and for issue 8, on t
 """
 
 
+REPORT_ORDER = ("replay", "live", "reads", "freshness", "writes", "footprint", "pit")
+
+
+def section_lines(sec, path, stamp=None):
+    """The markdown of one benchmark's section (from its "## " heading on)."""
+    lines = [f"## {sec['title']}", ""]
+    if stamp:
+        lines += [stamp, ""]
+    if sec["status"] != "ok":
+        lines += [f"**{sec['status']}**", ""]
+    if sec.get("about"):
+        lines += [sec["about"], ""]
+    if sec.get("rows"):
+        peer_name = next((r["peer_name"] for r in sec["rows"] if r["peer_name"]), "")
+        ceil_name = next((r["ceiling_name"] for r in sec["rows"] if r["ceiling_name"]), "")
+        lines += [f"| measure | unit | lootlog | peer{f' ({peer_name})' if peer_name else ''} | "
+                  f"ceiling{f' ({ceil_name})' if ceil_name else ''} | lootlog / peer | "
+                  "lootlog / ceiling | goal |", "|---|---|---|---|---|---|---|---|"]
+        for r in sec["rows"]:
+            lines.append(f"| {r['measure']} | {r['unit']} | {fmt(r['lootlog'], r['unit'])} | "
+                         f"{fmt(r['peer'], r['unit'])} | {fmt(r['ceiling'], r['unit'])} | "
+                         f"{ratio(r['lootlog'], r['peer'])} | {ratio(r['lootlog'], r['ceiling'])} | "
+                         f"{r['goal']} |")
+        lines.append("")
+    if sec.get("chart"):
+        link = os.path.relpath(sec["chart"], os.path.dirname(os.path.abspath(path)))
+        lines += [f"![{sec['title']}]({link})", ""]
+    if sec.get("check"):
+        lines += [f"Answer check: `{json.dumps(sec['check'], default=str)}`", ""]
+    for note in sec.get("notes", []):
+        lines += [note, ""]
+    if sec.get("raw"):
+        lines += ["<details><summary>raw numbers</summary>", "", "```json",
+                  json.dumps(sec["raw"], indent=1, default=str)[:20000], "```", "", "</details>",
+                  ""]
+    return lines
+
+
+def goal_line(name, target, value, met):
+    mark = "—" if met is None else "yes" if met else "**no**"
+    return f"| {name} | {target} | {value} | {mark} |"
+
+
+def merge_report(b, path, text, only_cmd):
+    """The report of an --only run into an existing one: the sections of the benchmarks
+    that ran replace theirs (or are added in their place), each stamped with this run;
+    their goals replace or join the goals table; everything else stays as it was."""
+    generated, history = text.split(HISTORY_MARK, 1)
+    blocks = [[]]  # blocks[0]: before the first "## "
+    for line in generated.rstrip("\n").split("\n"):
+        if line.startswith("## "):
+            blocks.append([line])
+        else:
+            blocks[-1].append(line)
+    stamp = (f"*This section was rewritten by `{only_cmd}` on "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} ({versions()['lootlog']}; "
+             f"load average {b.load_before:.2f} before / {b.load_after:.2f} after); the rest "
+             "of the file is from the run described at its top.*")
+
+    def number(heading):
+        return heading[3:].split(" ", 1)[0]  # "7." of "## 7. Point-in-time reads"
+    for key in REPORT_ORDER:
+        sec = b.results.get(key)
+        if not sec:
+            continue
+        new = section_lines(sec, path, stamp)
+        at = next((i for i, blk in enumerate(blocks[1:], 1)
+                   if number(blk[0]) == number(new[0])), None)
+        if at is None:  # a new section: after the last numbered one before it
+            at = next((i for i, blk in enumerate(blocks[1:], 1)
+                       if blk[0] == "## How to run"), len(blocks))
+            blocks.insert(at, new)
+        else:
+            blocks[at] = new
+    for blk in blocks[1:]:
+        if blk[0].startswith("## Goals"):
+            rows = [i for i, line in enumerate(blk) if line.startswith("| ")][1:]  # no header
+            sep = next((i for i, line in enumerate(blk) if line.startswith("|---")), len(blk) - 1)
+            for name, target, value, met in b.goals:
+                hit = next((i for i in rows if blk[i].split(" | ", 1)[0] == f"| {name}"), None)
+                if hit is not None:
+                    blk[hit] = goal_line(name, target, value, met)
+                else:
+                    end = (rows[-1] if rows else sep) + 1
+                    blk.insert(end, goal_line(name, target, value, met))
+                    rows.append(end)
+    out = []
+    for blk in blocks:
+        while blk and not blk[-1].strip():
+            blk.pop()
+        out += blk + [""]
+    return out + [HISTORY_MARK, "", history.strip("\n"), ""]
+
+
 def write_report(b, path, wall_s, failures):
     p = b.p
     cmd = ".cache/venv/bin/python bench/run.py" + (" --quick" if p.quick else "")
+    if b.args.only and os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+        if text.startswith("# lootlog benchmarks") and HISTORY_MARK in text:
+            lines = merge_report(b, path, text, f"{cmd} --only {b.args.only}")
+            with open(path, "w") as f:
+                f.write("\n".join(lines))
+            return
     lines = ["# lootlog benchmarks", "",
              f"Written by `{cmd}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in "
              f"{wall_s / 60:.1f} min" + (" — **a --quick run: small sizes, numbers are "
@@ -1436,10 +1892,9 @@ def write_report(b, path, wall_s, failures):
     if b.soft_failures:
         lines += ["**Could not be measured in this run:**", ""] + \
                  [f"- {f}" for f in b.soft_failures] + [""]
-    lines += ["## Goals (issue 8)", "", "| measure | goal | this run | met |", "|---|---|---|---|"]
+    lines += ["## Goals (issues 8 and 14)", "", "| measure | goal | this run | met |", "|---|---|---|---|"]
     for name, target, value, met in b.goals:
-        mark = "—" if met is None else "yes" if met else "**no**"
-        lines.append(f"| {name} | {target} | {value} | {mark} |")
+        lines.append(goal_line(name, target, value, met))
     lines += ["", "## Machine", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in machine_info().items()]
     lines.append(f"| load average (1 min) before the stack started / at the end | "
@@ -1455,38 +1910,9 @@ def write_report(b, path, wall_s, failures):
                  f"{' (given: ' + str(b.args.fold_threads) + ')' if b.args.fold_threads else ' (its default)'} |")
     lines.append(f"| answer checks | {'every sampled player: items, version and guild' if b.deterministic else 'items of every sampled player; version and guild of players without guild events'} |")
     lines.append("")
-    for key in ("replay", "live", "reads", "freshness", "writes", "footprint"):
-        sec = b.results.get(key)
-        if not sec:
-            continue
-        lines += [f"## {sec['title']}", ""]
-        if sec["status"] != "ok":
-            lines += [f"**{sec['status']}**", ""]
-        if sec.get("about"):
-            lines += [sec["about"], ""]
-        if sec.get("rows"):
-            peer_name = next((r["peer_name"] for r in sec["rows"] if r["peer_name"]), "")
-            ceil_name = next((r["ceiling_name"] for r in sec["rows"] if r["ceiling_name"]), "")
-            lines += [f"| measure | unit | lootlog | peer{f' ({peer_name})' if peer_name else ''} | "
-                      f"ceiling{f' ({ceil_name})' if ceil_name else ''} | lootlog / peer | "
-                      "lootlog / ceiling | goal |", "|---|---|---|---|---|---|---|---|"]
-            for r in sec["rows"]:
-                lines.append(f"| {r['measure']} | {r['unit']} | {fmt(r['lootlog'], r['unit'])} | "
-                             f"{fmt(r['peer'], r['unit'])} | {fmt(r['ceiling'], r['unit'])} | "
-                             f"{ratio(r['lootlog'], r['peer'])} | {ratio(r['lootlog'], r['ceiling'])} | "
-                             f"{r['goal']} |")
-            lines.append("")
-        if sec.get("chart"):
-            link = os.path.relpath(sec["chart"], os.path.dirname(os.path.abspath(path)))
-            lines += [f"![{sec['title']}]({link})", ""]
-        if sec.get("check"):
-            lines += [f"Answer check: `{json.dumps(sec['check'], default=str)}`", ""]
-        for note in sec.get("notes", []):
-            lines += [note, ""]
-        if sec.get("raw"):
-            lines += ["<details><summary>raw numbers</summary>", "", "```json",
-                      json.dumps(sec["raw"], indent=1, default=str)[:20000], "```", "", "</details>",
-                      ""]
+    for key in REPORT_ORDER:
+        if b.results.get(key):
+            lines += section_lines(b.results[key], path)
     lines += ["## How to run", "",
               "```", ".cache/venv/bin/python bench/run.py           # full sizes (>= 1M events, "
               "1M players; roughly 10-15 min on 2 cores)", ".cache/venv/bin/python bench/run.py --quick   # small sizes, a few "
@@ -1495,7 +1921,10 @@ def write_report(b, path, wall_s, failures):
               "keeps its stores and logs in `.dev/bench-work`, writes this file and "
               "`bench/charts/*.svg`, and exits 1 only when a benchmark could not run or answered "
               "wrong. Load tool: `bench/loadgen.c` (libevent; open loop at a fixed rate with "
-              "latency from the intended send time, as wrk2 does; `--rate 0` for closed loop).",
+              "latency from the intended send time, as wrk2 does; `--rate 0` for closed loop). "
+              "`--only KEY,...` runs some benchmarks and, when the report exists, rewrites only "
+              "their sections (stamped with that run) and their goals, keeping the rest; "
+              "`--bin PATH` measures another lootlog binary than build/lootlog.",
               ""]
     history = ""
     if os.path.exists(path):
@@ -1519,10 +1948,12 @@ BENCHMARKS = [  # run order; the report lists them by number
     ("freshness", bench_freshness),
     ("writes", bench_writes),
     ("footprint", bench_footprint),
+    ("pit", bench_pit),
 ]
 TITLES = {"replay": "1. Fold and replay", "live": "2. Live fold under sustained produce",
           "reads": "3. Reads", "freshness": "4. Freshness under write load",
-          "writes": "5. Writes over HTTP", "footprint": "6. Footprint"}
+          "writes": "5. Writes over HTTP", "footprint": "6. Footprint",
+          "pit": "7. Point-in-time reads"}
 
 
 def clean_up(b):
@@ -1541,22 +1972,30 @@ def clean_up(b):
 
 
 def main():
+    global BIN  # --bin: every helper here reads the module's BIN
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes (CI)")
     parser.add_argument("--only", default="", help="comma-separated: " +
                         ",".join(k for k, _ in BENCHMARKS) + " (others skipped)")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
-    parser.add_argument("--guild-capacity", type=int, default=1_000_000_000,
-                        help="for lootlog and the peer (default: unreachable, so every "
-                             "player's state is independent of partition interleaving)")
+    parser.add_argument("--guild-capacity", type=int, default=100,
+                        help="for lootlog and the peer (guilds are decided in the log, so "
+                             "any capacity gives one answer whatever the interleaving)")
     parser.add_argument("--fold-threads", type=int, default=0,
                         help="passed to serve and replay when the binary has the flag")
     parser.add_argument("--build", action="store_true", help="run ninja -C build first")
+    parser.add_argument("--bin", default=BIN,
+                        help="the lootlog binary to measure (default: build/lootlog)")
     parser.add_argument("--keep", action="store_true", help="keep this run's topics")
     parser.add_argument("--keep-stack", action="store_true",
                         help="leave Kafka + HDFS running (stop: stack/stack stop .dev/bench-stack)")
     args = parser.parse_args()
 
+    if os.path.abspath(args.bin) != BIN:
+        BIN = os.path.abspath(args.bin)
+        if args.build or not os.access(BIN, os.X_OK):
+            raise SystemExit(f"bench: --bin {args.bin}: not an executable (--build builds "
+                             "build/lootlog only)")
     ensure_tools(args.build)
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)

@@ -1,20 +1,57 @@
-/* http: evhttp setup and reply helpers. Slow clients are cut off by evhttp's
- * per-connection timeout; bodies and headers have hard size limits. */
+/* http: evhttp setup and reply helpers. Every connection is watched: one that does not
+ * deliver a complete request within read_timeout_ms of its first byte (or of being
+ * accepted) is cut, and connections beyond max_connections are refused with a 503;
+ * idle keep-alive connections are closed by evhttp's own timeout. Bodies and headers
+ * have hard size limits. */
 #include "http.h"
 
 #include "../state/log.h"
+#include "access_log.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define HTTP_DEFAULT_READ_TIMEOUT_MS 5000
+#define HTTP_DEFAULT_MAX_CONNECTIONS 1000
+#define HTTP_SWEEP_MS 100
+
+/* One accepted connection. evhttp owns the bufferevent; the extra reference taken at
+ * accept keeps it readable here after evhttp freed it, which is how a closed connection
+ * is noticed (its callbacks are then cleared). */
+typedef struct {
+    struct bufferevent *bev;
+    size_t index;        /* in http_server.conns */
+    int64_t started_ms;  /* when the request being read began; -1: idle, between requests */
+    int busy;            /* a complete request is being answered */
+    int bytes_seen;      /* bytes arrived since the last request completed */
+    int refused;         /* over the cap: answered 503 and closed */
+    int cut;             /* already cut by the sweep */
+} http_conn;
 
 struct http_server {
     struct evhttp *http;
+    struct event_base *base;
     struct evhttp_bound_socket *bound;
     void (*handler)(struct evhttp_request *, void *);
     void *handler_arg;
+    int read_timeout_ms;
+    int max_connections;
+    int access_log;
+    void (*request_done)(struct evhttp_request *, void *);
+    void *request_done_arg;
+    http_conn **conns; /* every connection evhttp has not yet freed, plus refused ones */
+    size_t conn_count, conn_cap;
+    size_t served;     /* connections in conns that are not refused */
+    struct event *sweep;
+    int64_t last_refusal_log_ms;
+    int stopping;      /* shutting down: new requests get 503 and their connection closes */
+    uint64_t refused_total, cut_total;
 };
 
 static const char *reason_phrase(int status) {
@@ -27,6 +64,7 @@ static const char *reason_phrase(int status) {
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
+    case 408: return "Request Timeout";
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
     case 412: return "Precondition Failed";
@@ -42,8 +80,180 @@ static const char *reason_phrase(int status) {
     }
 }
 
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------- connection watch */
+
+static http_conn *conn_of(http_server *srv, struct evhttp_request *req) {
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    /* Newest first: a request most often comes on a recent connection. */
+    for (size_t i = srv->conn_count; bev && i-- > 0;)
+        if (srv->conns[i]->bev == bev) return srv->conns[i];
+    return NULL;
+}
+
+static void conn_remove(http_server *srv, http_conn *c) {
+    size_t last = --srv->conn_count;
+    if (c->index != last) {
+        srv->conns[c->index] = srv->conns[last];
+        srv->conns[c->index]->index = c->index;
+    }
+    if (!c->refused) srv->served--;
+    bufferevent_decref(c->bev); /* evhttp freed it: this closes the socket */
+    free(c);
+}
+
+/* 1 once evhttp has freed the connection's bufferevent (bufferevent_free clears the
+ * callbacks; while evhttp uses a connection its error callback is always set). */
+static int conn_closed(const http_conn *c) {
+    bufferevent_event_cb eventcb = NULL;
+    bufferevent_getcb(c->bev, NULL, NULL, &eventcb, NULL);
+    return eventcb == NULL;
+}
+
+/* Writes a complete JSON response straight to the socket and shuts it: evhttp then
+ * sees the end of the connection and frees it. For connections no request of which
+ * evhttp will ever answer (refused, or cut mid-request). status 0: close without a word
+ * (an idle connection, whose client would take any bytes as the answer to its next
+ * request). */
+static void conn_close_with(http_conn *c, int status, const char *code, const char *message) {
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    char body[256], text[512];
+    if (fd < 0) return;
+    if (status) {
+        int body_len = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}",
+                                code, message);
+        int len = snprintf(text, sizeof text,
+                           "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s"
+                           "Connection: close\r\nContent-Length: %d\r\n\r\n%s",
+                           status, reason_phrase(status),
+                           status == 503 ? "Retry-After: 1\r\n" : "", body_len, body);
+        /* Best effort: the client may be gone already. */
+        ssize_t sent = send(fd, text, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)sent;
+    }
+    shutdown(fd, SHUT_RDWR);
+}
+
+/* The input buffer of a connection grew: the first bytes of a request start its clock. */
+static void on_conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg) {
+    (void)buf;
+    http_conn *c = arg;
+    if (info->n_added == 0) return;
+    c->bytes_seen = 1;
+    if (c->started_ms < 0) c->started_ms = now_ms();
+}
+
+/* Runs once the accepted socket is attached: a refused connection gets its answer. */
+static void on_refuse(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    conn_close_with(arg, 503, "too_many_connections",
+                    "the server's connection limit is reached; retry shortly");
+}
+
+/* evhttp asks for the bufferevent of each accepted connection: it is made here so the
+ * connection can be counted and watched. */
+static struct bufferevent *on_accept(struct event_base *base, void *arg) {
+    http_server *srv = arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    http_conn *c = calloc(1, sizeof *c);
+    if (!bev || !c) goto fail;
+    if (srv->conn_count == srv->conn_cap) {
+        size_t grown = srv->conn_cap ? srv->conn_cap * 2 : 64;
+        http_conn **bigger = realloc(srv->conns, grown * sizeof *bigger);
+        if (!bigger) goto fail;
+        srv->conns = bigger;
+        srv->conn_cap = grown;
+    }
+    c->bev = bev;
+    c->started_ms = now_ms();
+    /* Count only connections evhttp still serves: forget the closed ones first. */
+    for (size_t i = srv->conn_count; i-- > 0;)
+        if (conn_closed(srv->conns[i])) conn_remove(srv, srv->conns[i]);
+    c->refused = srv->served >= (size_t)srv->max_connections;
+    if (!evbuffer_add_cb(bufferevent_get_input(bev), on_conn_input, c)) goto fail;
+    if (c->refused) {
+        struct timeval now = {0, 0};
+        if (event_base_once(base, -1, EV_TIMEOUT, on_refuse, c, &now)) goto fail;
+        srv->refused_total++;
+        int64_t t = now_ms();
+        if (t - srv->last_refusal_log_ms >= 1000) {
+            srv->last_refusal_log_ms = t;
+            log_warn("http", "refusing connections: %zu open, --max-connections %d "
+                     "(%llu refused so far)", srv->served, srv->max_connections,
+                     (unsigned long long)srv->refused_total);
+        }
+    } else {
+        srv->served++;
+    }
+    bufferevent_incref(bev);
+    c->index = srv->conn_count;
+    srv->conns[srv->conn_count++] = c;
+    return bev;
+fail:
+    /* evhttp makes a bufferevent of its own: the connection is served, unwatched. */
+    if (bev) bufferevent_free(bev);
+    free(c);
+    return NULL;
+}
+
+/* Every HTTP_SWEEP_MS: forgets closed connections and cuts those whose request has
+ * not arrived in time. A connection whose request is being answered is left alone:
+ * its handler has bounds of its own. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    http_server *srv = arg;
+    int64_t now = now_ms();
+    for (size_t i = srv->conn_count; i-- > 0;) {
+        http_conn *c = srv->conns[i];
+        if (conn_closed(c)) {
+            conn_remove(srv, c);
+            continue;
+        }
+        if (c->busy || c->refused || c->cut || c->started_ms < 0 ||
+            now - c->started_ms < srv->read_timeout_ms)
+            continue;
+        c->cut = 1;
+        srv->cut_total++;
+        log_warn("http", "closed a connection that sent no complete request in %d ms",
+                 srv->read_timeout_ms);
+        if (c->bytes_seen)
+            conn_close_with(c, 408, "request_timeout", "no complete request arrived in time");
+        else
+            conn_close_with(c, 0, NULL, NULL);
+    }
+}
+
+static void on_request_done(struct evhttp_request *req, void *arg) {
+    http_server *srv = arg;
+    if (srv->request_done) srv->request_done(req, srv->request_done_arg);
+    http_conn *c = conn_of(srv, req);
+    if (!c) return;
+    c->busy = 0;
+    c->bytes_seen = 0;
+    c->started_ms = -1; /* idle until the next request's first byte */
+}
+
 static void on_request(struct evhttp_request *req, void *arg) {
     http_server *srv = arg;
+    if (srv->stopping) {
+        /* The handler's state may already be gone; in-flight requests are answered. */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        http_reply_error(req, 503, "shutting_down", "lootlog is stopping");
+        return;
+    }
+    http_conn *c = conn_of(srv, req);
+    if (c) c->busy = 1;
+    evhttp_request_set_on_complete_cb(req, on_request_done, srv);
+    access_log_begin(req, srv->access_log);
     srv->handler(req, srv->handler_arg);
 }
 
@@ -75,6 +285,23 @@ http_server *http_server_new(struct event_base *base, const http_config *config,
     }
     srv->handler = handler;
     srv->handler_arg = arg;
+    srv->access_log = config->access_log;
+    srv->request_done = config->request_done;
+    srv->request_done_arg = config->request_done_arg;
+    srv->base = base;
+    srv->read_timeout_ms =
+        config->read_timeout_ms > 0 ? config->read_timeout_ms : HTTP_DEFAULT_READ_TIMEOUT_MS;
+    srv->max_connections =
+        config->max_connections > 0 ? config->max_connections : HTTP_DEFAULT_MAX_CONNECTIONS;
+    evhttp_set_bevcb(srv->http, on_accept, srv);
+    srv->sweep = event_new(base, -1, EV_PERSIST, on_sweep, srv);
+    struct timeval every = {0, HTTP_SWEEP_MS * 1000};
+    if (!srv->sweep || event_add(srv->sweep, &every)) {
+        snprintf(errstr, errstr_size, "registering the connection sweep failed");
+        goto fail;
+    }
+    /* Idle keep-alive connections (and stalled writes to a client) are closed by
+     * evhttp's per-connection timeout. */
     evhttp_set_timeout(srv->http, config->request_timeout_s);
     evhttp_set_max_headers_size(srv->http, 16 * 1024);
     /* Bodies up to 1 MiB are read so that 64 KiB..1 MiB gets the contract's JSON 413;
@@ -100,15 +327,28 @@ fail:
 }
 
 void http_server_stop_accepting(http_server *srv) {
-    if (!srv || !srv->bound) return;
+    if (!srv) return;
+    srv->stopping = 1;
+    if (!srv->bound) return;
     evhttp_del_accept_socket(srv->http, srv->bound);
     srv->bound = NULL;
 }
 
 void http_server_free(http_server *srv) {
     if (!srv) return;
-    if (srv->http) evhttp_free(srv->http);
+    if (srv->sweep) event_free(srv->sweep);
+    if (srv->http) evhttp_free(srv->http); /* frees every connection's bufferevent */
+    while (srv->conn_count) conn_remove(srv, srv->conns[srv->conn_count - 1]);
+    free(srv->conns);
     free(srv);
+}
+
+void http_server_counts(const http_server *srv, http_counts *counts) {
+    memset(counts, 0, sizeof *counts);
+    if (!srv) return;
+    counts->open = srv->served;
+    counts->refused = srv->refused_total;
+    counts->cut = srv->cut_total;
 }
 
 void http_reply_text(struct evhttp_request *req, int status, const char *content_type,
@@ -116,6 +356,7 @@ void http_reply_text(struct evhttp_request *req, int status, const char *content
     struct evbuffer *out = evbuffer_new();
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
     if (out) evbuffer_add(out, text, len);
+    access_log_end(req, status);
     evhttp_send_reply(req, status, reason_phrase(status), out);
     if (out) evbuffer_free(out);
 }

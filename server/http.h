@@ -6,21 +6,42 @@
 #include <event2/http.h>
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct http_server http_server;
 
 typedef struct {
     const char *address; /* "127.0.0.1:8080" */
-    int request_timeout_s; /* per-connection read/write timeout against slow clients */
+    int request_timeout_s; /* idle keep-alive and stalled-write timeout of a connection */
+    int read_timeout_ms;   /* a complete request must arrive within this of its first
+                              byte (or of the accept); else 408 and close. 0: 5000 */
+    int max_connections;   /* open connections at most; beyond, 503 too_many_connections
+                              and close. 0: 1000 */
+    int access_log;        /* 1: a log line per answered request (access_log.h) */
+    /* Called once a request's answer went out (libevent keeps one completion callback per
+     * request, so this is where others hook in, e.g. latency metrics); NULL: none. */
+    void (*request_done)(struct evhttp_request *req, void *arg);
+    void *request_done_arg;
 } http_config;
+
+typedef struct {
+    size_t open;       /* connections being served */
+    uint64_t refused;  /* refused over max_connections, since start */
+    uint64_t cut;      /* closed for not sending a complete request in time */
+} http_counts;
 
 /* Binds and starts serving; each request goes to handler(req, arg). NULL with errstr. */
 http_server *http_server_new(struct event_base *base, const http_config *config,
                              void (*handler)(struct evhttp_request *, void *), void *arg,
                              char *errstr, size_t errstr_size);
 
-/* Stops accepting new connections; open ones keep being served. NULL is a no-op. */
+/* Stops accepting new connections. Requests already being handled are answered; new
+ * ones on open connections get 503 shutting_down and the connection closes, so none
+ * reaches the handler after this. NULL is a no-op. */
 void http_server_stop_accepting(http_server *srv);
+
+/* The connection counters (for /metrics); srv NULL gives zeros. */
+void http_server_counts(const http_server *srv, http_counts *counts);
 
 /* Frees the server; open connections and their pending requests are closed. */
 void http_server_free(http_server *srv);

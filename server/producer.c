@@ -35,6 +35,7 @@ struct producer {
     atomic_int stopping;
     atomic_int broker_ready;
     atomic_int partition_count;
+    atomic_int topic_missing; /* the last metadata check: the broker has no such topic */
 };
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *conf_opaque) {
@@ -73,6 +74,9 @@ static void *health_thread(void *arg) {
         const struct rd_kafka_metadata *md = NULL;
         int ready = 0, partitions = 0;
         if (rd_kafka_metadata(p->rk, 0, p->topic, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            atomic_store(&p->topic_missing,
+                         md->topic_cnt == 1 &&
+                             md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
             if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
                 partitions = md->topics[0].partition_cnt;
                 ready = partitions > 0;
@@ -181,6 +185,14 @@ int producer_send(producer *p, const char *key, const char *value, size_t value_
 }
 
 int producer_broker_ready(producer *p) { return atomic_load(&p->broker_ready); }
+
+int producer_topic_missing(producer *p, char *reason, size_t reason_size) {
+    if (!atomic_load(&p->topic_missing)) return 0;
+    snprintf(reason, reason_size,
+             "topic '%s' does not exist: create it with `lootlog topic ensure --topic %s`",
+             p->topic_name, p->topic_name);
+    return 1;
+}
 
 int producer_partition_count(producer *p) { return atomic_load(&p->partition_count); }
 

@@ -38,6 +38,10 @@ int producer_send(producer *p, const char *key, const char *value, size_t value_
  * check runs on a background thread every second, so this never blocks. */
 int producer_broker_ready(producer *p);
 
+/* 1 when the last metadata check found that the topic does not exist; reason then says
+ * so and names the command that creates it. */
+int producer_topic_missing(producer *p, char *reason, size_t reason_size);
+
 /* Partition count of the topic as last seen (0 before metadata arrived). */
 int producer_partition_count(producer *p);
 

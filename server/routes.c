@@ -3,23 +3,31 @@
 #include "routes.h"
 
 #include "../state/codec.h"
+#include "../state/fold.h"
 #include "../state/log.h"
+#include "../state/replay.h"
+#include "../state/waiters.h"
 #include "http.h"
+#include "idempotency.h"
 #include "metrics.h"
 #include "status_page.h"
 #include "validate.h"
 
 #include <event2/http.h>
 #include <librdkafka/rdkafka.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_WAIT_MS 30000
+#define DEFAULT_MAX_PARKED 10000
 
 /* A request waiting for the fold to pass (partition, offset). */
 typedef struct parked {
     struct parked *prev, *next;
+    waiter wait;    /* in routes.waits, by partition and offset */
     routes *owner;
     struct evhttp_request *req;
     struct event *timer;
@@ -33,15 +41,21 @@ typedef struct parked {
     char *category;
 } parked;
 
-#define ROUTE_SLOTS 32 /* >= the entries of route_table */
 
 struct routes {
     routes_config config;
     parked *parked_head;
     size_t parked_count;
-    uint64_t requests_by_route[ROUTE_SLOTS];
+    waiter_queue *waits;   /* the parked requests, by partition and offset */
+    size_t wait_reserved;  /* ?wait=applied writes in flight: each will park */
+    uint64_t parked_refused, writes_timed_out;
+    status_board *board;   /* the status page's store reads; NULL without a fold */
     uint64_t writes_acked, writes_failed, requests_invalid;
+    idempotency *idempotency_keys; /* Idempotency-Key -> its first request */
+    store *scratch; /* point-in-time reads fold a player here, and roll back (":memory:") */
 };
+
+#define IDEMPOTENCY_KEYS 32768 /* players' keys remembered (~5.5 MB when all are in use) */
 
 /* ---------------------------------------------------------------- path matching */
 
@@ -119,9 +133,10 @@ static int start_event(struct evhttp_request *req, event_type type, const char *
     }
     const char *if_match = http_header(req, "If-Match");
     if (if_match) {
-        long long version;
-        if (validate_if_match(if_match, &version, err)) return -1;
-        ev->has_expected_version = 1;
+        int64_t version = 0;
+        int any;
+        if (validate_if_match(if_match, &version, &any, err)) return -1;
+        ev->has_expected_version = !any; /* "*" is checked in refuse_write */
         ev->expected_version = version;
     }
     codec_now_iso8601(ev->ts, sizeof ev->ts);
@@ -196,6 +211,40 @@ static int in_list(const char *list, const char *item_type) {
 
 /* Builds the GET /inventory body from a read; writes the ETag version to *version.
  * Returns NULL when the player does not exist (or on a read error, with *failed set). */
+/* The GET /inventory shape of a player's row and lines, filtered by item_types and
+ * category (NULL: all); as_of names partition's next_offset (< 0: none). */
+static json_t *player_body(routes *r, const char *user_id, const store_player *player,
+                           const store_line *lines, size_t line_count, const char *item_types,
+                           const char *category, int32_t partition, int64_t next_offset) {
+    json_t *body = json_object();
+    json_t *items = json_array();
+    json_t *as_of = json_object();
+    json_object_set_new(body, "user_id", json_string(user_id));
+    json_object_set_new(body, "guild_id",
+                        player->guild_id[0] ? json_string(player->guild_id) : json_null());
+    for (size_t i = 0; i < line_count; i++) {
+        const store_line *line = &lines[i];
+        const catalog_item *entry = catalog_find(r->config.cat, line->item_type);
+        const char *line_category = entry ? entry->category : "unknown";
+        if (item_types && !in_list(item_types, line->item_type)) continue;
+        if (category && strcmp(category, line_category) != 0) continue;
+        json_t *obj = json_object();
+        json_object_set_new(obj, "item_type", json_string(line->item_type));
+        json_object_set_new(obj, "category", json_string(line_category));
+        json_object_set_new(obj, "quantity", json_integer(line->quantity));
+        json_array_append_new(items, obj);
+    }
+    json_object_set_new(body, "items", items);
+    if (next_offset >= 0) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", (int)partition);
+        json_object_set_new(as_of, key, json_integer(next_offset));
+    }
+    json_object_set_new(body, "as_of", as_of);
+    json_object_set_new(body, "version", json_integer(player->version));
+    return body;
+}
+
 static json_t *inventory_body(routes *r, const char *user_id, const char *item_types,
                               const char *category, int64_t *version, int *failed) {
     store_inventory inv;
@@ -218,33 +267,8 @@ static json_t *inventory_body(routes *r, const char *user_id, const char *item_t
         store_inventory_clear(&inv);
         return NULL;
     }
-    json_t *body = json_object();
-    json_t *items = json_array();
-    json_t *as_of = json_object();
-    json_object_set_new(body, "user_id", json_string(user_id));
-    json_object_set_new(body, "guild_id", inv.player.guild_id[0]
-                                              ? json_string(inv.player.guild_id)
-                                              : json_null());
-    for (size_t i = 0; i < inv.line_count; i++) {
-        const store_line *line = &inv.lines[i];
-        const catalog_item *entry = catalog_find(r->config.cat, line->item_type);
-        const char *line_category = entry ? entry->category : "unknown";
-        if (item_types && !in_list(item_types, line->item_type)) continue;
-        if (category && strcmp(category, line_category) != 0) continue;
-        json_t *obj = json_object();
-        json_object_set_new(obj, "item_type", json_string(line->item_type));
-        json_object_set_new(obj, "category", json_string(line_category));
-        json_object_set_new(obj, "quantity", json_integer(line->quantity));
-        json_array_append_new(items, obj);
-    }
-    json_object_set_new(body, "items", items);
-    if (inv.next_offset >= 0) {
-        char key[16];
-        snprintf(key, sizeof key, "%d", (int)partition);
-        json_object_set_new(as_of, key, json_integer(inv.next_offset));
-    }
-    json_object_set_new(body, "as_of", as_of);
-    json_object_set_new(body, "version", json_integer(inv.player.version));
+    json_t *body = player_body(r, user_id, &inv.player, inv.lines, inv.line_count, item_types,
+                               category, partition, inv.next_offset);
     *version = inv.player.version;
     store_inventory_clear(&inv);
     return body;
@@ -273,15 +297,8 @@ static void reply_inventory(routes *r, struct evhttp_request *req, const char *u
 
 /* Parses "<partition>:<offset>". Returns 0 or -1. */
 static int parse_token(const char *token, int32_t *partition, int64_t *offset) {
-    char *end;
-    long p = strtol(token, &end, 10);
-    if (end == token || *end != ':' || p < 0 || p >= STORE_MAX_PARTITIONS) return -1;
-    const char *o = end + 1;
-    long long off = strtoll(o, &end, 10);
-    if (end == o || *end != '\0' || off < 0) return -1;
-    *partition = (int32_t)p;
-    *offset = off;
-    return 0;
+    validate_error err;
+    return validate_token(token, STORE_MAX_PARTITIONS, partition, offset, &err);
 }
 
 /* ---------------------------------------------------------------- parking */
@@ -292,6 +309,7 @@ static void unpark(parked *pk) {
     else r->parked_head = pk->next;
     if (pk->next) pk->next->prev = pk->prev;
     r->parked_count--;
+    waiter_queue_remove(r->waits, &pk->wait);
     if (pk->timer) event_free(pk->timer);
     json_decref(pk->ack);
     free(pk->item_types);
@@ -299,19 +317,26 @@ static void unpark(parked *pk) {
     free(pk);
 }
 
-/* Answers a parked write once its event is folded: 200 applied / 409 rejected. */
-static void answer_applied_write(routes *r, parked *pk) {
+static int join_decision(routes *r, const char *user_id, store_event_outcome *outcome);
+
+/* Answers a parked write once its event is folded: 200 applied / 409 rejected. A join
+ * is answered once its guild's decision is folded too. Returns 0 answered, 1 still
+ * waiting for the decision (nothing answered). */
+static int answer_applied_write(routes *r, parked *pk) {
     store_event_outcome outcome;
     char errstr[512];
     store *st = store_set_get(r->config.readers, pk->partition, errstr, sizeof errstr);
     int found = st ? store_read_event(st, pk->event_id, pk->user_id, &outcome) : 0;
+    if (found > 0 && join_decision(r, pk->user_id, &outcome) == 0 &&
+        strcmp(outcome.outcome, "pending") == 0)
+        return 1;
     json_t *ack = pk->ack;
     pk->ack = NULL;
     if (found <= 0) {
         /* Folded past it but no record: it was dead-lettered. */
         json_object_set_new(ack, "outcome", json_string("dead_lettered"));
         http_reply_json(pk->req, 500, ack);
-        return;
+        return 0;
     }
     json_object_set_new(ack, "outcome", json_string(outcome.outcome));
     if (strcmp(outcome.outcome, "applied") == 0) {
@@ -325,13 +350,24 @@ static void answer_applied_write(routes *r, parked *pk) {
         json_object_set_new(ack, "reason", json_string(outcome.reason));
         http_reply_json(pk->req, 409, ack);
     }
+    return 0;
 }
 
+static void on_park_timeout(evutil_socket_t fd, short what, void *arg);
+
 static void answer_parked(routes *r, parked *pk) {
-    if (pk->is_write)
-        answer_applied_write(r, pk);
-    else
+    if (pk->is_write) {
+        if (answer_applied_write(r, pk)) {
+            /* A join whose decision is not folded yet: the decision comes later in the
+             * same partition, so wait for the fold to pass where it is now. */
+            pk->wait.offset = consumer_next_offset(r->config.fold, pk->partition);
+            if (waiter_queue_push(r->waits, &pk->wait) == 0) return;
+            on_park_timeout(-1, 0, pk); /* out of memory: answered as a timeout */
+            return;
+        }
+    } else {
         reply_inventory(r, pk->req, pk->user_id, pk->item_types, pk->category);
+    }
     unpark(pk);
 }
 
@@ -364,12 +400,27 @@ static void on_park_timeout(evutil_socket_t fd, short what, void *arg) {
     unpark(pk);
 }
 
+/* 1 when another request may wait for the fold (the cap counts parked requests and
+ * the ?wait=applied writes still waiting for Kafka, each of which will park). Else
+ * answers 503 with Retry-After and returns 0. */
+static int parking_allowed(routes *r, struct evhttp_request *req) {
+    if (r->parked_count + r->wait_reserved < (size_t)r->config.max_parked) return 1;
+    r->parked_refused++;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    http_reply_error(req, 503, "too_many_waiting",
+                     "too many requests are waiting for the fold; retry shortly");
+    return 0;
+}
+
 /* Parks req until the fold passes (partition, offset) or wait_ms runs out. */
 static int park(routes *r, parked *pk, int wait_ms) {
     pk->owner = r;
+    pk->wait.partition = pk->partition;
+    pk->wait.offset = pk->offset;
     pk->timer = evtimer_new(r->config.base, on_park_timeout, pk);
     struct timeval tv = {wait_ms / 1000, (wait_ms % 1000) * 1000};
     if (!pk->timer || evtimer_add(pk->timer, &tv)) return -1;
+    if (waiter_queue_push(r->waits, &pk->wait)) return -1;
     pk->next = r->parked_head;
     if (pk->next) pk->next->prev = pk;
     r->parked_head = pk;
@@ -377,12 +428,19 @@ static int park(routes *r, parked *pk, int wait_ms) {
     return 0;
 }
 
+/* Only the waits a commit ends are looked at: per partition, the heap's lowest offsets
+ * below the fold's next offset. */
 void routes_on_fold_commit(routes *r) {
-    parked *pk = r->parked_head;
-    while (pk) {
-        parked *next = pk->next;
-        if (fold_passed(r, pk->partition, pk->offset)) answer_parked(r, pk);
-        pk = next;
+    if (!r->config.fold) return;
+    metrics_fold_committed(r->config.metrics, r->config.fold);
+    int32_t span = waiter_queue_partition_span(r->waits);
+    for (int32_t p = 0; p < span; p++) {
+        int64_t next = consumer_next_offset(r->config.fold, p);
+        waiter *w;
+        while ((w = waiter_queue_pop_passed(r->waits, p, next)) != NULL) {
+            parked *pk = (parked *)((char *)w - offsetof(parked, wait));
+            answer_parked(r, pk);
+        }
     }
 }
 
@@ -397,25 +455,62 @@ typedef struct {
     const char *seed_reply; /* plain-text reply of a seed endpoint, else NULL */
     int wait_applied;
     int wait_ms;
+    struct event *timer; /* --request-timeout-ms: answer 503 if Kafka has not answered */
+    int timed_out;       /* the client got its 503; the delivery report only frees */
+    struct timespec produced_at; /* for the produce-acknowledgement histogram */
 } pending_write;
+
+static void free_pending_write(pending_write *pw) {
+    if (pw->timer) event_free(pw->timer);
+    free(pw);
+}
+
+/* Kafka has not acknowledged within the request timeout (librdkafka may hold an
+ * in-flight batch longer while a broker is away): the client gets its 503 now. The event
+ * may still land in the log later, which a 503 allows; a retry with the same
+ * Idempotency-Key is then a duplicate, not a second event. */
+static void on_write_timeout(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    pending_write *pw = arg;
+    routes *r = pw->owner;
+    pw->timed_out = 1;
+    r->writes_timed_out++;
+    r->writes_failed++;
+    if (pw->wait_applied) r->wait_reserved--;
+    evhttp_add_header(evhttp_request_get_output_headers(pw->req), "Retry-After", "1");
+    http_reply_error(pw->req, 503, "kafka_timeout",
+                     "Kafka did not acknowledge the event within the request timeout; "
+                     "retry with the same Idempotency-Key");
+    pw->req = NULL;
+}
 
 static void on_delivered(void *opaque, const char *err, int32_t partition, int64_t offset) {
     pending_write *pw = opaque;
     routes *r = pw->owner;
+    if (pw->timed_out) { /* answered already */
+        free_pending_write(pw);
+        return;
+    }
+    if (pw->timer) evtimer_del(pw->timer);
+    if (pw->wait_applied) r->wait_reserved--;
     if (err) r->writes_failed++;
     else r->writes_acked++;
+    if (!err)
+        metrics_write_acked(r->config.metrics, pw->type, partition, offset, &pw->produced_at,
+                            r->config.fold);
     if (err) {
         evhttp_add_header(evhttp_request_get_output_headers(pw->req), "Retry-After", "1");
         char message[256];
         snprintf(message, sizeof message, "Kafka did not take the event: %s", err);
         http_reply_error(pw->req, 503, "kafka_unavailable", message);
-        free(pw);
+        free_pending_write(pw);
         return;
     }
     if (pw->seed_reply) {
         http_reply_text(pw->req, 200, "text/html; charset=utf-8", pw->seed_reply,
                         strlen(pw->seed_reply));
-        free(pw);
+        free_pending_write(pw);
         return;
     }
     char token[48];
@@ -428,13 +523,13 @@ static void on_delivered(void *opaque, const char *err, int32_t partition, int64
     json_object_set_new(ack, "token", json_string(token));
     if (!pw->wait_applied) {
         http_reply_json(pw->req, 202, ack);
-        free(pw);
+        free_pending_write(pw);
         return;
     }
     parked *pk = calloc(1, sizeof *pk);
     if (!pk) {
         http_reply_json(pw->req, 202, ack);
-        free(pw);
+        free_pending_write(pw);
         return;
     }
     pk->req = pw->req;
@@ -445,10 +540,9 @@ static void on_delivered(void *opaque, const char *err, int32_t partition, int64
     snprintf(pk->user_id, sizeof pk->user_id, "%s", pw->user_id);
     snprintf(pk->event_id, sizeof pk->event_id, "%s", pw->event_id);
     int wait_ms = pw->wait_ms;
-    free(pw);
-    if (fold_passed(r, partition, offset)) { /* already folded: answer now */
-        answer_applied_write(r, pk);
-        free(pk);
+    free_pending_write(pw);
+    if (fold_passed(r, partition, offset) && answer_applied_write(r, pk) == 0) {
+        free(pk); /* already folded: answered now */
         return;
     }
     if (park(r, pk, wait_ms)) {
@@ -460,12 +554,51 @@ static void on_delivered(void *opaque, const char *err, int32_t partition, int64
 }
 
 /* Encodes ev and hands it to the producer; the answer comes from on_delivered. */
+static int require_fold_for(routes *r, struct evhttp_request *req, const char *user_id);
+
+/* The checks of a valid write against what this server knows, just before Kafka:
+ * If-Match: * needs the player to exist here (412 precondition_failed while no applied
+ * event of theirs is folded: a player never stops existing, so a yes is never wrong, and
+ * a no may only be the fold's lag), and an Idempotency-Key already used for another
+ * request is refused (422 idempotency_key_reused). Returns 1 after answering, else 0. */
+static int refuse_write(routes *r, struct evhttp_request *req, const event *ev) {
+    if (http_header(req, "If-Match") && !ev->has_expected_version) {
+        int64_t version;
+        int failed;
+        if (require_fold_for(r, req, ev->user_id)) return 1;
+        json_t *inv = inventory_body(r, ev->user_id, NULL, NULL, &version, &failed);
+        json_decref(inv);
+        if (failed) {
+            http_reply_error(req, 500, "internal", "reading the player failed");
+            return 1;
+        }
+        if (!inv) {
+            r->requests_invalid++;
+            http_reply_error(req, 412, "precondition_failed",
+                             "If-Match: * needs an existing player, and this one has no applied event");
+            return 1;
+        }
+    }
+    if (http_header(req, "Idempotency-Key")) {
+        int reused = idempotency_check(r->idempotency_keys, ev->event_id, ev);
+        if (reused) {
+            r->requests_invalid += reused == 1;
+            http_reply_error(req, reused == 1 ? 422 : 500,
+                             reused == 1 ? "idempotency_key_reused" : "internal",
+                             reused == 1 ? "this Idempotency-Key was used for another request"
+                                         : "cannot fingerprint the request");
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void produce_event(routes *r, struct evhttp_request *req, const event *ev,
                           const char *seed_reply) {
     char errstr[256];
     size_t len;
     int wait_ms = wait_ms_param(r, req);
-    if (wait_ms < 0) return;
+    if (wait_ms < 0 || refuse_write(r, req, ev)) return;
     char *value = codec_encode(ev, &len, errstr, sizeof errstr);
     if (!value) {
         http_reply_error(req, 500, "internal", errstr);
@@ -487,14 +620,31 @@ static void produce_event(routes *r, struct evhttp_request *req, const event *ev
     pw->wait_applied = wait && strcmp(wait, "applied") == 0 && r->config.fold;
     free(wait);
     pw->wait_ms = wait_ms;
+    if (pw->wait_applied && !parking_allowed(r, req)) {
+        free(pw);
+        free(value);
+        return;
+    }
+    pw->timer = evtimer_new(r->config.base, on_write_timeout, pw);
+    int timeout_ms = r->config.write_timeout_ms;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    if (!pw->timer || evtimer_add(pw->timer, &tv)) {
+        free_pending_write(pw);
+        free(value);
+        http_reply_error(req, 500, "internal", "cannot time the write");
+        return;
+    }
 
     int queue_full;
+    clock_gettime(CLOCK_MONOTONIC, &pw->produced_at);
     if (producer_send(r->config.prod, ev->user_id, value, len, on_delivered, pw, &queue_full,
                       errstr, sizeof errstr)) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
         http_reply_error(req, 503, queue_full ? "overloaded" : "kafka_unavailable", errstr);
         r->writes_failed++;
-        free(pw);
+        free_pending_write(pw);
+    } else if (pw->wait_applied) {
+        r->wait_reserved++;
     }
     free(value);
 }
@@ -628,8 +778,277 @@ static int require_player_here(routes *r, struct evhttp_request *req, const char
     return require_shard(r, req, user_id);
 }
 
+/* The fields every listing of a recorded event starts with. */
+static json_t *history_entry(const store_history_row *row) {
+    json_t *entry = json_object();
+    json_object_set_new(entry, "event_id", json_string(row->event_id));
+    json_object_set_new(entry, "event_type", json_string(row->event_type));
+    json_object_set_new(entry, "outcome", json_string(row->outcome));
+    json_object_set_new(entry, "reason", row->reason ? json_string(row->reason) : json_null());
+    json_object_set_new(entry, "ts", json_string(row->ts));
+    return entry;
+}
+
+/* ---------------------------------------------------------------- point-in-time reads
+ * A player's state at a past point, rebuilt from the player's own history by the fold's
+ * rules (fold_player_at), in the player's partition store: no replay of the log. */
+
+/* Reads the point of ?<time_name>=<ISO 8601> or ?<token_name>=<p>:<o> (the player's
+ * partition) into *point; *given says whether one was. Returns 0, or -1 after 400. */
+static int point_param(routes *r, struct evhttp_request *req, const char *user_id,
+                       const char *time_name, const char *token_name, fold_point *point,
+                       json_t **asked, int *given) {
+    char *at = http_query_param(req, time_name);
+    char *token = token_name ? http_query_param(req, token_name) : NULL;
+    int rc = 0;
+    point->until_offset = point->until_ms = -1;
+    *given = at || token;
+    *asked = NULL;
+    if (at && token) {
+        http_reply_error(req, 400, "invalid_point", "give one point: a time or a token");
+        rc = -1;
+    } else if (at) {
+        int64_t ms;
+        if (replay_parse_time(at, &ms)) {
+            char message[160];
+            snprintf(message, sizeof message,
+                     "%s must be an ISO 8601 time such as 2026-11-29T08:14:00.123Z", time_name);
+            http_reply_error(req, 400, "invalid_time", message);
+            rc = -1;
+        } else {
+            point->until_ms = ms;
+            *asked = json_string(at);
+        }
+    } else if (token) {
+        int32_t partition;
+        int64_t offset;
+        if (parse_token(token, &partition, &offset) || partition != player_partition(r, user_id)) {
+            http_reply_error(req, 400, "invalid_token",
+                             "at_token must be a token \"<p>:<o>\" of the player's partition");
+            rc = -1;
+        } else {
+            point->until_offset = offset;
+            *asked = json_string(token);
+        }
+    }
+    free(at);
+    free(token);
+    return rc;
+}
+
+/* The player's state at point into *state. Returns 0, or -1 after answering 500. */
+static int player_at(routes *r, struct evhttp_request *req, const char *user_id,
+                     const fold_point *point, fold_player_state *state) {
+    char errstr[512];
+    memset(state, 0, sizeof *state);
+    state->last_offset = -1;
+    store *st = store_set_get(r->config.readers, player_partition(r, user_id), errstr,
+                              sizeof errstr);
+    if (!st && !errstr[0]) return 0; /* nothing folded in that partition: no player */
+    if (st && !r->scratch)
+        r->scratch = store_open(":memory:", 0, STORE_WRITER, errstr, sizeof errstr);
+    if (!st || !r->scratch ||
+        fold_player_at(st, r->scratch, user_id, point, state, errstr, sizeof errstr)) {
+        log_error("http", "point-in-time read of %s: %s", user_id, errstr);
+        http_reply_error(req, 500, "internal", "rebuilding the player's state failed");
+        return -1;
+    }
+    return 0;
+}
+
+static void handle_inventory_at(routes *r, struct evhttp_request *req, const char *user_id,
+                                const fold_point *point, json_t *asked, const char *item_types,
+                                const char *category) {
+    fold_player_state state;
+    if (player_at(r, req, user_id, point, &state)) {
+        json_decref(asked);
+        return;
+    }
+    if (!state.exists) {
+        json_decref(asked);
+        fold_player_state_clear(&state);
+        http_reply_error(req, 404, "not_found", "the player did not exist at that point");
+        return;
+    }
+    int32_t partition = player_partition(r, user_id);
+    json_t *body = player_body(r, user_id, &state.player, state.lines, state.line_count,
+                               item_types, category, partition, state.last_offset + 1);
+    json_t *last = json_object();
+    json_object_set_new(last, "event_id", json_string(state.last_event_id));
+    json_object_set_new(last, "ts", json_string(state.last_ts));
+    json_object_set_new(last, "partition", json_integer(partition));
+    json_object_set_new(last, "offset", json_integer(state.last_offset));
+    json_object_set_new(body, "at", asked);
+    json_object_set_new(body, "as_of_event", last);
+    set_etag(req, state.player.version);
+    fold_player_state_clear(&state);
+    http_reply_json(req, 200, body);
+}
+
+/* What GET /v1/users/<u>/changes gathers while walking the player's history. */
+typedef struct {
+    int64_t from_ms, until_ms;
+    json_t *by_item;     /* item_type -> [change, ...] */
+    json_t *guild_events;
+} change_walk;
+
+static int collect_change(void *arg, const store_history_row *row) {
+    change_walk *walk = arg;
+    if (row->ts_ms <= walk->from_ms || (walk->until_ms >= 0 && row->ts_ms > walk->until_ms))
+        return 0;
+    int applied = strcmp(row->outcome, "applied") == 0;
+    int guild_event = row->type == EVENT_JOIN_GUILD || row->type == EVENT_LEAVE_GUILD ||
+                      row->type == EVENT_GUILD_JOIN_DECIDED;
+    if (!row->items && !guild_event) return 0;
+    json_t *entry = history_entry(row);
+    json_object_set_new(entry, "offset", json_integer(row->offset));
+    if (guild_event) {
+        json_object_set_new(entry, "guild_id", row->guild_id ? json_string(row->guild_id) : json_null());
+        json_array_append_new(walk->guild_events, entry);
+        return 0;
+    }
+    /* One entry per item type the event names, with what it changed (0 when rejected). */
+    for (const char *p = row->items; p && *p;) {
+        const char *colon = strchr(p, ':');
+        if (!colon) break;
+        char item_type[CODEC_ID_MAX + 1];
+        size_t len = (size_t)(colon - p) < CODEC_ID_MAX ? (size_t)(colon - p) : CODEC_ID_MAX;
+        memcpy(item_type, p, len);
+        item_type[len] = '\0';
+        long long quantity = strtoll(colon + 1, NULL, 10);
+        int sign = row->type == EVENT_CONSUME_ITEM ? -1 : 1;
+        json_t *line = json_deep_copy(entry);
+        json_object_set_new(line, "change", json_integer(applied ? sign * quantity : 0));
+        json_t *list = json_object_get(walk->by_item, item_type);
+        if (!list) {
+            list = json_array();
+            json_object_set_new(walk->by_item, item_type, list);
+        }
+        json_array_append_new(list, line);
+        const char *comma = strchr(colon, ',');
+        p = comma ? comma + 1 : NULL;
+    }
+    json_decref(entry);
+    return 0;
+}
+
+static int64_t held_of(const fold_player_state *state, const char *item_type) {
+    for (size_t i = 0; i < state->line_count; i++)
+        if (strcmp(state->lines[i].item_type, item_type) == 0) return state->lines[i].quantity;
+    return 0;
+}
+
+/* GET /v1/users/<u>/changes?from=<time>[&until=<time>]: per item type, what the player
+ * held at each point and the events between them that named it; the same for the guild. */
+static void handle_changes(routes *r, struct evhttp_request *req, const char *user_id) {
+    if (require_player_here(r, req, user_id)) return;
+    fold_point from, until;
+    json_t *from_text = NULL, *until_text = NULL;
+    int from_given, until_given;
+    if (point_param(r, req, user_id, "from", NULL, &from, &from_text, &from_given)) return;
+    if (!from_given) {
+        http_reply_error(req, 400, "invalid_time", "from= is required (an ISO 8601 time)");
+        return;
+    }
+    if (point_param(r, req, user_id, "until", NULL, &until, &until_text, &until_given)) {
+        json_decref(from_text);
+        return;
+    }
+    if (until_given && until.until_ms < from.until_ms) {
+        json_decref(from_text);
+        json_decref(until_text);
+        http_reply_error(req, 400, "invalid_time", "until must not be before from");
+        return;
+    }
+    fold_player_state before, after;
+    if (player_at(r, req, user_id, &from, &before)) goto free_text;
+    if (player_at(r, req, user_id, &until, &after)) {
+        fold_player_state_clear(&before);
+        goto free_text;
+    }
+    if (after.events_counted == 0) {
+        http_reply_error(req, 404, "not_found", "no such player (by the end of that span)");
+        goto free_states;
+    }
+    change_walk walk = {.from_ms = from.until_ms, .until_ms = until.until_ms,
+                        .by_item = json_object(), .guild_events = json_array()};
+    char errstr[512];
+    store *st = store_set_get(r->config.readers, player_partition(r, user_id), errstr, sizeof errstr);
+    if (!st || store_walk_player_history(st, user_id, -1, 1, collect_change, &walk)) {
+        json_decref(walk.by_item);
+        json_decref(walk.guild_events);
+        http_reply_error(req, 500, "internal", "reading the player's history failed");
+        goto free_states;
+    }
+    /* Item types whose quantity moved or that an event named, in item_type order. */
+    json_t *names = json_object(); /* a set */
+    for (size_t i = 0; i < before.line_count; i++) json_object_set(names, before.lines[i].item_type, json_true());
+    for (size_t i = 0; i < after.line_count; i++) json_object_set(names, after.lines[i].item_type, json_true());
+    const char *name;
+    json_t *unused;
+    json_object_foreach(walk.by_item, name, unused) json_object_set(names, name, json_true());
+    size_t count = json_object_size(names), n = 0;
+    const char **sorted = calloc(count ? count : 1, sizeof *sorted);
+    json_object_foreach(names, name, unused) if (sorted) sorted[n++] = name;
+    for (size_t i = 1; sorted && i < n; i++)
+        for (size_t j = i; j > 0 && strcmp(sorted[j - 1], sorted[j]) > 0; j--) {
+            const char *t = sorted[j];
+            sorted[j] = sorted[j - 1];
+            sorted[j - 1] = t;
+        }
+    json_t *items = json_array();
+    for (size_t i = 0; sorted && i < n; i++) {
+        int64_t was = held_of(&before, sorted[i]), is = held_of(&after, sorted[i]);
+        json_t *events = json_object_get(walk.by_item, sorted[i]);
+        if (was == is && !events) continue;
+        const catalog_item *entry = catalog_find(r->config.cat, sorted[i]);
+        json_t *line = json_object();
+        json_object_set_new(line, "item_type", json_string(sorted[i]));
+        json_object_set_new(line, "category", json_string(entry ? entry->category : "unknown"));
+        json_object_set_new(line, "before", json_integer(was));
+        json_object_set_new(line, "after", json_integer(is));
+        json_object_set_new(line, "events", events ? json_incref(events) : json_array());
+        json_array_append_new(items, line);
+    }
+    free(sorted);
+    json_decref(names);
+    json_t *guild = json_object();
+    json_object_set_new(guild, "before", before.player.guild_id[0] ? json_string(before.player.guild_id) : json_null());
+    json_object_set_new(guild, "after", after.player.guild_id[0] ? json_string(after.player.guild_id) : json_null());
+    json_object_set_new(guild, "events", walk.guild_events);
+    json_t *body = json_object();
+    json_object_set_new(body, "user_id", json_string(user_id));
+    json_object_set_new(body, "from", from_text);
+    json_object_set_new(body, "until", until_text ? until_text : json_null());
+    from_text = until_text = NULL;
+    json_object_set_new(body, "version_before", json_integer(before.player.version));
+    json_object_set_new(body, "version_after", json_integer(after.player.version));
+    json_object_set_new(body, "items", items);
+    json_object_set_new(body, "guild", guild);
+    json_decref(walk.by_item);
+    http_reply_json(req, 200, body);
+free_states:
+    fold_player_state_clear(&before);
+    fold_player_state_clear(&after);
+free_text:
+    json_decref(from_text);
+    json_decref(until_text);
+}
+
 static void handle_inventory(routes *r, struct evhttp_request *req, const char *user_id) {
     if (require_player_here(r, req, user_id)) return;
+    fold_point point;
+    json_t *asked;
+    int at_given;
+    if (point_param(r, req, user_id, "at", "at_token", &point, &asked, &at_given)) return;
+    if (at_given) {
+        char *item_types = http_query_param(req, "item_type");
+        char *category = http_query_param(req, "category");
+        handle_inventory_at(r, req, user_id, &point, asked, item_types, category);
+        free(item_types);
+        free(category);
+        return;
+    }
     char *after = http_query_param(req, "after");
     char *item_types = http_query_param(req, "item_type");
     char *category = http_query_param(req, "category");
@@ -642,6 +1061,8 @@ static void handle_inventory(routes *r, struct evhttp_request *req, const char *
     } else if (after && (parse_token(after, &partition, &offset) ||
                          (partitions > 0 && partition >= partitions))) {
         http_reply_error(req, 400, "invalid_token", "after must be a write's token \"<p>:<o>\"");
+    } else if (after && !fold_passed(r, partition, offset) && !parking_allowed(r, req)) {
+        /* answered: too many requests waiting */
     } else if (after && !fold_passed(r, partition, offset)) {
         parked *pk = calloc(1, sizeof *pk);
         if (pk) {
@@ -691,6 +1112,26 @@ static int read_event_anywhere(routes *r, const char *event_id, const char *user
     return 0;
 }
 
+/* A join waits (outcome "pending") for its guild's decision, which its partition records
+ * as a guild_join_decided event whose id derives from the join's: once that is folded,
+ * its outcome is the join's. Returns 1 decided (outcome updated), 0 still pending or not
+ * a join, -1 on a read error. */
+static int join_decision(routes *r, const char *user_id, store_event_outcome *outcome) {
+    char decision_id[CODEC_ID_MAX + 1], errstr[512];
+    store_event_outcome decision;
+    if (strcmp(outcome->outcome, "pending") != 0) return 0;
+    if (codec_derived_event_id(outcome->event_id, EVENT_GUILD_JOIN_DECIDED, decision_id,
+                               sizeof decision_id))
+        return -1;
+    store *st = store_set_get(r->config.readers, outcome->partition, errstr, sizeof errstr);
+    if (!st) return -1;
+    int found = store_read_event(st, decision_id, user_id, &decision);
+    if (found <= 0) return found;
+    snprintf(outcome->outcome, sizeof outcome->outcome, "%s", decision.outcome);
+    snprintf(outcome->reason, sizeof outcome->reason, "%s", decision.reason);
+    return 1;
+}
+
 static void handle_event(routes *r, struct evhttp_request *req, const char *event_id) {
     validate_error err;
     store_event_outcome outcome;
@@ -706,6 +1147,7 @@ static void handle_event(routes *r, struct evhttp_request *req, const char *even
         return;
     }
     int found = read_event_anywhere(r, event_id, user_id, &outcome);
+    if (found > 0 && join_decision(r, user_id, &outcome) < 0) found = -1;
     free(user_id);
     if (found < 0) {
         http_reply_error(req, 500, "internal", "reading the event failed");
@@ -758,55 +1200,19 @@ static void add_member(void *arg, const char *user_id) {
     snprintf(page->last, sizeof page->last, "%s", user_id);
 }
 
-typedef struct {
-    char (*ids)[CODEC_ID_MAX + 1];
-    size_t count, cap;
-    int failed;
-} member_list;
-
-static void collect_member(void *arg, const char *user_id) {
-    member_list *list = arg;
-    if (list->count == list->cap) {
-        size_t grown = list->cap ? list->cap * 2 : 64;
-        void *bigger = realloc(list->ids, grown * sizeof *list->ids);
-        if (!bigger) {
-            list->failed = 1;
-            return;
-        }
-        list->ids = bigger;
-        list->cap = grown;
-    }
-    snprintf(list->ids[list->count++], sizeof *list->ids, "%s", user_id);
-}
-
-static int compare_ids(const void *a, const void *b) { return strcmp(a, b); }
-
-/* A guild's members live with their players, in every partition's store: each store
- * gives its first page after the cursor, and the merged, sorted page is the answer. */
-static int read_guild_everywhere(routes *r, const char *guild_id, const char *cursor,
-                                 guild_page *page, int64_t *member_count) {
+/* A guild's seats are decided, and its members kept, in the guild's own partition
+ * (docs/design.md, "Guilds are decided in the log"): one store answers. */
+static int read_guild(routes *r, const char *guild_id, const char *cursor, guild_page *page,
+                      int64_t *member_count) {
     char errstr[512];
-    member_list list = {0};
-    int partitions = producer_partition_count(r->config.prod);
     *member_count = 0;
-    for (int32_t p = 0; p < partitions; p++) {
-        store *st = store_set_get(r->config.readers, p, errstr, sizeof errstr);
-        if (!st) continue;
-        int64_t count = 0;
-        if (store_read_guild(st, guild_id, cursor, page->limit + 1, &count, collect_member, &list)) {
-            log_error("http", "guild read: %s", store_errmsg(st));
-            free(list.ids);
-            return -1;
-        }
-        *member_count += count;
-    }
-    if (list.failed) {
-        free(list.ids);
+    int32_t p = player_partition(r, guild_id);
+    store *st = p >= 0 ? store_set_get(r->config.readers, p, errstr, sizeof errstr) : NULL;
+    if (!st) return 0; /* nothing folded there yet */
+    if (store_read_guild(st, guild_id, cursor, page->limit + 1, member_count, add_member, page)) {
+        log_error("http", "guild read: %s", store_errmsg(st));
         return -1;
     }
-    if (list.count) qsort(list.ids, list.count, sizeof *list.ids, compare_ids);
-    for (size_t i = 0; i < list.count; i++) add_member(page, list.ids[i]);
-    free(list.ids);
     return 0;
 }
 
@@ -830,7 +1236,12 @@ static void handle_guild_info(routes *r, struct evhttp_request *req, const char 
         http_reply_error(req, 400, "invalid_cursor", "cursor must come from next_cursor");
         return;
     }
-    int rc = read_guild_everywhere(r, guild_id, cursor ? cursor : "", &page, &member_count);
+    if (require_shard(r, req, guild_id)) { /* the guild's partition is folded elsewhere */
+        free(cursor);
+        json_decref(page.members);
+        return;
+    }
+    int rc = read_guild(r, guild_id, cursor ? cursor : "", &page, &member_count);
     free(cursor);
     if (rc) {
         json_decref(page.members);
@@ -877,12 +1288,7 @@ static json_t *history_items(const char *items) {
 static void add_history(void *arg, const store_history_row *row) {
     history_page *page = arg;
     if (++page->seen > page->limit) return;
-    json_t *entry = json_object();
-    json_object_set_new(entry, "event_id", json_string(row->event_id));
-    json_object_set_new(entry, "event_type", json_string(row->event_type));
-    json_object_set_new(entry, "outcome", json_string(row->outcome));
-    json_object_set_new(entry, "reason", row->reason ? json_string(row->reason) : json_null());
-    json_object_set_new(entry, "ts", json_string(row->ts));
+    json_t *entry = history_entry(row);
     json_object_set_new(entry, "items", history_items(row->items));
     json_object_set_new(entry, "guild_id", row->guild_id ? json_string(row->guild_id) : json_null());
     json_object_set_new(entry, "partition", json_integer(row->partition));
@@ -948,7 +1354,10 @@ static void handle_items(routes *r, struct evhttp_request *req) {
 static int readiness(routes *r, json_t *body) {
     int broker = producer_broker_ready(r->config.prod);
     int fold_ok = 1;
+    char missing[512];
     if (body) json_object_set_new(body, "broker", json_boolean(broker));
+    if (body && producer_topic_missing(r->config.prod, missing, sizeof missing))
+        json_object_set_new(body, "reason", json_string(missing));
     if (r->config.fold) {
         consumer_stats stats;
         consumer_get_stats(r->config.fold, &stats);
@@ -956,6 +1365,19 @@ static int readiness(routes *r, json_t *body) {
         if (body) {
             json_object_set_new(body, "fold_assigned", json_boolean(stats.assigned));
             json_object_set_new(body, "fold_lag", json_integer(stats.lag));
+        }
+        /* A store that cannot commit (disk full, read-only) stops its partition's fold
+         * while reads go on: not ready, and the reason says why. */
+        char why[512];
+        if (consumer_commit_error(r->config.fold, why, sizeof why)) {
+            fold_ok = 0;
+            if (body) json_object_set_new(body, "fold_commit_error", json_string(why));
+        }
+        /* The engine stopped on what it cannot retry (e.g. a store of another topic). */
+        if (stats.failed) {
+            fold_ok = 0;
+            consumer_error(r->config.fold, why, sizeof why);
+            if (body) json_object_set_new(body, "fold_error", json_string(why));
         }
     }
     return broker && fold_ok;
@@ -972,33 +1394,25 @@ static void handle_readyz(routes *r, struct evhttp_request *req) {
 
 /* ---------------------------------------------------------------- dispatch */
 
-static size_t route_names(metrics_route *out, const uint64_t *counts);
-
-/* Fills view (by_route holds its per-route rows) from the counters and the fold. */
-static void metrics_collect(routes *r, metrics_view *view, metrics_route *by_route) {
+/* Fills view from the counters and the fold. */
+static void metrics_collect(routes *r, metrics_view *view) {
     memset(view, 0, sizeof *view);
-    view->routes = by_route;
-    view->route_count = route_names(by_route, r->requests_by_route);
     view->writes_acked = r->writes_acked;
     view->writes_failed = r->writes_failed;
     view->requests_invalid = r->requests_invalid;
     view->parked = r->parked_count;
     view->producer_queue = producer_outstanding(r->config.prod);
     view->broker_ready = producer_broker_ready(r->config.prod);
-    view->has_fold = r->config.fold != NULL;
-    if (r->config.fold) consumer_get_stats(r->config.fold, &view->fold);
-    if (r->config.snapshots) {
-        view->has_snapshots = 1;
-        snapshot_scheduler_counts(r->config.snapshots, &view->snapshots_taken,
-                                  &view->snapshots_failed);
-    }
+    view->fold = r->config.fold;
+    view->snapshots = r->config.snapshots;
 }
 
+static void collect_sample(void *arg, metrics_view *view) { metrics_collect(arg, view); }
+
 static void handle_metrics(routes *r, struct evhttp_request *req) {
-    metrics_route by_route[ROUTE_SLOTS];
     metrics_view view;
-    metrics_collect(r, &view, by_route);
-    char *text = metrics_render(&view);
+    metrics_collect(r, &view);
+    char *text = r->config.metrics ? metrics_render(r->config.metrics, &view) : NULL;
     if (!text) {
         http_reply_error(req, 500, "internal", "out of memory");
         return;
@@ -1010,17 +1424,29 @@ static void handle_metrics(routes *r, struct evhttp_request *req) {
 static int is_ready(routes *r);
 
 static void on_status(routes *r, struct evhttp_request *req, const char *unused) {
-    metrics_route by_route[ROUTE_SLOTS];
     metrics_view view;
     (void)unused;
-    metrics_collect(r, &view, by_route);
-    char *html = status_page_render(&view, LOOTLOG_VERSION, is_ready(r));
+    metrics_collect(r, &view);
+    status_page_input in = {LOOTLOG_VERSION, is_ready(r), r->config.metrics, &view, r->board};
+    char *html = r->config.metrics ? status_page_render(&in) : NULL;
     if (!html) {
         http_reply_error(req, 500, "internal", "out of memory");
         return;
     }
     http_reply_text(req, 200, "text/html; charset=utf-8", html, strlen(html));
     free(html);
+}
+
+/* 1 when given is the admin token. Both are hashed and the digests compared with
+ * CRYPTO_memcmp, so the time taken tells neither how many leading bytes matched nor the
+ * token's length (a plain memcmp stops at the first difference). */
+static int admin_token_equal(const char *given, const char *token) {
+    unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
+    unsigned int a_len = 0, b_len = 0;
+    if (!EVP_Digest(given, strlen(given), a, &a_len, EVP_sha256(), NULL) ||
+        !EVP_Digest(token, strlen(token), b, &b_len, EVP_sha256(), NULL) || a_len != b_len)
+        return 0;
+    return CRYPTO_memcmp(a, b, a_len) == 0;
 }
 
 /* 1 when the request carries the admin bearer token; else answers 401/403. */
@@ -1031,9 +1457,8 @@ static int admin_ok(routes *r, struct evhttp_request *req) {
                          "no admin token configured (LOOTLOG_ADMIN_TOKEN or --admin-token-file)");
         return 0;
     }
-    size_t n = r->config.admin_token ? strlen(r->config.admin_token) : 0;
-    if (!auth || !r->config.admin_token || strncmp(auth, "Bearer ", 7) != 0 || strlen(auth + 7) != n ||
-        memcmp(auth + 7, r->config.admin_token, n) != 0) {
+    if (!auth || !r->config.admin_token || strncmp(auth, "Bearer ", 7) != 0 ||
+        !admin_token_equal(auth + 7, r->config.admin_token)) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
         http_reply_error(req, 401, "unauthorized", "a valid admin bearer token is required");
         return 0;
@@ -1152,41 +1577,33 @@ enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_PUT = 8, M_DELETE = 16 };
 /* Path patterns: '*' takes one segment, handed to the handler. The seed endpoints write
  * events, so they take GET only: a HEAD must not change state. */
 static const struct {
-    const char *name; /* for /metrics */
+    const char *name; /* the route template: the route label of /metrics */
     const char *pattern;
     int methods;
     route_fn handler;
 } route_table[] = {
-    {"purchases", "v1/users/*/purchases", M_POST, on_purchases},
-    {"consumptions", "v1/users/*/consumptions", M_POST, on_consumptions},
-    {"guild_join", "v1/users/*/guild", M_PUT, on_guild_join},
-    {"guild_leave", "v1/users/*/guild", M_DELETE, on_guild_leave},
-    {"inventory", "inventory/*", M_READ, handle_inventory},
-    {"user_inventory", "v1/users/*/inventory", M_READ, handle_inventory},
-    {"history", "v1/users/*/history", M_READ, handle_history},
-    {"event", "v1/events/*", M_READ, handle_event},
-    {"guild_info", "v1/guilds/*", M_READ, handle_guild_info},
-    {"items", "v1/items", M_READ, on_items},
-    {"seed_default", "", M_GET, on_seed_default},
-    {"seed_purchase_a_sword", "purchase_a_sword", M_GET, on_seed_sword},
-    {"seed_join_guild", "join_guild", M_GET, on_seed_join},
-    {"healthz", "healthz", M_READ, on_healthz},
-    {"readyz", "readyz", M_READ, on_readyz},
-    {"metrics", "metrics", M_READ, on_metrics},
-    {"status", "status", M_READ, on_status},
-    {"admin_swap", "admin/swap", M_POST, on_swap},
-    {"admin_snapshots", "admin/snapshots", M_READ | M_POST, on_admin_snapshots},
+    {"/v1/users/{user}/purchases", "v1/users/*/purchases", M_POST, on_purchases},
+    {"/v1/users/{user}/consumptions", "v1/users/*/consumptions", M_POST, on_consumptions},
+    {"/v1/users/{user}/guild", "v1/users/*/guild", M_PUT, on_guild_join},
+    {"/v1/users/{user}/guild", "v1/users/*/guild", M_DELETE, on_guild_leave},
+    {"/inventory/{user}", "inventory/*", M_READ, handle_inventory},
+    {"/v1/users/{user}/inventory", "v1/users/*/inventory", M_READ, handle_inventory},
+    {"/v1/users/{user}/history", "v1/users/*/history", M_READ, handle_history},
+    {"/v1/users/{user}/changes", "v1/users/*/changes", M_READ, handle_changes},
+    {"/v1/events/{event_id}", "v1/events/*", M_READ, handle_event},
+    {"/v1/guilds/{guild}", "v1/guilds/*", M_READ, handle_guild_info},
+    {"/v1/items", "v1/items", M_READ, on_items},
+    {"/", "", M_GET, on_seed_default},
+    {"/purchase_a_sword", "purchase_a_sword", M_GET, on_seed_sword},
+    {"/join_guild", "join_guild", M_GET, on_seed_join},
+    {"/healthz", "healthz", M_READ, on_healthz},
+    {"/readyz", "readyz", M_READ, on_readyz},
+    {"/metrics", "metrics", M_READ, on_metrics},
+    {"/status", "status", M_READ, on_status},
+    {"/admin/swap", "admin/swap", M_POST, on_swap},
+    {"/admin/snapshots", "admin/snapshots", M_READ | M_POST, on_admin_snapshots},
 };
 #define ROUTE_COUNT (sizeof route_table / sizeof route_table[0])
-_Static_assert(ROUTE_COUNT <= ROUTE_SLOTS, "ROUTE_SLOTS is too small");
-
-static size_t route_names(metrics_route *out, const uint64_t *counts) {
-    for (size_t i = 0; i < ROUTE_COUNT; i++) {
-        out[i].route = route_table[i].name;
-        out[i].requests = counts[i];
-    }
-    return ROUTE_COUNT;
-}
 
 static int method_bit(enum evhttp_cmd_type method) {
     switch (method) {
@@ -1237,13 +1654,14 @@ void routes_handle(struct evhttp_request *req, void *arg) {
             const char *capture[4] = {0};
             if (!match(&parts, route_table[i].pattern, capture)) continue;
             if (route_table[i].methods & method) {
-                r->requests_by_route[i]++;
+                metrics_track_request(r->config.metrics, req, route_table[i].name);
                 route_table[i].handler(r, req, capture[0]);
                 return;
             }
             allowed |= route_table[i].methods;
         }
     }
+    metrics_track_request(r->config.metrics, req, "unmatched");
     if (allowed)
         method_not_allowed(req, allowed);
     else
@@ -1258,12 +1676,36 @@ routes *routes_new(const routes_config *config, char *errstr, size_t errstr_size
     }
     r->config = *config;
     if (r->config.default_wait_ms <= 0) r->config.default_wait_ms = 2000;
-    if (r->config.ready_max_lag <= 0) r->config.ready_max_lag = 10000;
+    if (r->config.ready_max_lag < 0) r->config.ready_max_lag = 10000; /* 0: caught up */
+    if (r->config.max_parked <= 0) r->config.max_parked = DEFAULT_MAX_PARKED;
+    if (r->config.write_timeout_ms <= 0) r->config.write_timeout_ms = 5000;
+    r->waits = waiter_queue_new(errstr, errstr_size);
+    if (!r->waits) {
+        free(r);
+        return NULL;
+    }
+    if (!(r->idempotency_keys = idempotency_new(IDEMPOTENCY_KEYS))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        routes_free(r);
+        return NULL;
+    }
+    if (r->config.readers && !(r->board = status_board_start(store_set_dir(r->config.readers),
+                                                             errstr, errstr_size))) {
+        routes_free(r);
+        return NULL;
+    }
+    if (metrics_start_sampling(r->config.metrics, r->config.base, collect_sample, r)) {
+        snprintf(errstr, errstr_size, "starting the metrics sampler failed");
+        routes_free(r);
+        return NULL;
+    }
     return r;
 }
 
 void routes_free(routes *r) {
     if (!r) return;
+    metrics_stop_sampling(r->config.metrics);
+    status_board_stop(r->board);
     while (r->parked_head) {
         parked *pk = r->parked_head;
         if (pk->is_write) {
@@ -1275,5 +1717,8 @@ void routes_free(routes *r) {
         }
         unpark(pk);
     }
+    waiter_queue_free(r->waits);
+    idempotency_free(r->idempotency_keys);
+    store_close(r->scratch);
     free(r);
 }

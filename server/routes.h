@@ -1,4 +1,4 @@
-/* routes: every HTTP endpoint of the contract (design.md "HTTP API"). Writes become
+/* routes: every HTTP endpoint of the contract (docs/design.md, "HTTP API"). Writes become
  * events handed to the producer and are answered from its delivery report; reads come
  * from a reader connection; requests that wait for the fold are parked, not blocked. */
 #ifndef LOOTLOG_ROUTES_H
@@ -8,6 +8,7 @@
 #include "../state/consumer.h"
 #include "../state/snapshot.h"
 #include "../state/store_set.h"
+#include "metrics.h"
 #include "producer.h"
 
 #include <event2/event.h>
@@ -23,6 +24,8 @@ typedef struct {
     store_set *readers; /* the stores' readers; NULL with --no-fold */
     consumer *fold; /* NULL with --no-fold */
     int default_wait_ms;  /* ?after= / ?wait=applied bound unless timeout_ms says */
+    int max_parked;       /* requests waiting for the fold at most; beyond, 503. 0: 10000 */
+    int write_timeout_ms; /* a write not acknowledged by Kafka in this gets 503. 0: 5000 */
     int64_t ready_max_lag; /* /readyz fails while the fold is further behind */
     int partition_first;   /* a shard: reads only for players of these partitions; */
     int partition_last;    /* -1: every partition */
@@ -32,6 +35,7 @@ typedef struct {
     int (*swap_db)(void *opaque, const char *path, char *errstr, size_t errstr_size);
     void *swap_opaque;
     snapshot_scheduler *snapshots; /* NULL without --snapshot-url */
+    metrics *metrics; /* the registry main created (outlives the routes); NULL: no /metrics */
 } routes_config;
 
 routes *routes_new(const routes_config *config, char *errstr, size_t errstr_size);

@@ -151,24 +151,65 @@ int validate_guild_join(const char *body, size_t len, event *ev, validate_error 
     return rc;
 }
 
-int validate_if_match(const char *header, long long *version, validate_error *err) {
-    const char *p = header;
-    while (*p == ' ') p++;
-    if (strncmp(p, "W/", 2) == 0) p += 2;
-    int quoted = *p == '"';
-    if (quoted) p++;
-    if (*p < '0' || *p > '9') goto bad;
-    char *end;
-    long long v = strtoll(p, &end, 10);
-    if (quoted) {
-        if (*end != '"') goto bad;
-        end++;
-    }
-    while (*end == ' ') end++;
-    if (*end != '\0' || v < 0 || end - p > 19) goto bad;
-    *version = v;
+/* The value of the decimal number s[0..len): digits only (no sign, no space), with
+ * leading zeros only when zeros_ok, and at most max_digits digits after them.
+ * max_digits <= 18 keeps every accepted value below INT64_MAX: nothing saturates or
+ * wraps. Returns 0 with *value, -1 for anything else (too many digits: -2). */
+static int parse_decimal(const char *s, size_t len, int zeros_ok, size_t max_digits,
+                         int64_t *value) {
+    int64_t v = 0;
+    if (len == 0 || (!zeros_ok && s[0] == '0' && len > 1)) return -1;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] < '0' || s[i] > '9') return -1;
+    while (len > 1 && s[0] == '0') s++, len--;
+    if (len > max_digits) return -2;
+    for (size_t i = 0; i < len; i++) v = v * 10 + (s[i] - '0');
+    *value = v;
     return 0;
-bad:
+}
+
+/* Strong comparison only (RFC 9110 13.1.1, 8.8.3.2): our ETag is the player's version as
+ * a strong tag ("7"), so the one form that can match it is "<version>".
+ *   "7"          -> *version = 7
+ *   *            -> *any = 1: the write needs the player to exist (the caller checks)
+ *   W/"7"        -> 412 precondition_failed: a weak tag never matches a strong comparison
+ *   "<19+ digits>" -> 400 if_match_out_of_range (no version gets there; never saturated)
+ *   anything else (7 unquoted, "07", "x", lists) -> 400 invalid_if_match
+ * Surrounding spaces and tabs are ignored (optional white space of a field value). */
+int validate_if_match(const char *header, int64_t *version, int *any, validate_error *err) {
+    const char *p = header;
+    size_t len;
+    *any = 0;
+    while (*p == ' ' || *p == '\t') p++;
+    len = strlen(p);
+    while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+    if (len == 1 && p[0] == '*') {
+        *any = 1;
+        return 0;
+    }
+    if (len >= 2 && p[0] == 'W' && p[1] == '/')
+        return validate_fail(err, 412, "precondition_failed",
+                             "If-Match compares strongly: a weak entity-tag (W/\"...\") never matches");
+    if (len >= 2 && p[0] == '"' && p[len - 1] == '"') {
+        int rc = parse_decimal(p + 1, len - 2, 0, 18, version);
+        if (rc == 0) return 0;
+        if (rc == -2)
+            return validate_fail(err, 400, "if_match_out_of_range",
+                                 "If-Match holds more digits than any player version can have");
+    }
     return validate_fail(err, 400, "invalid_if_match",
-                         "If-Match must be a player version such as \"7\"");
+                         "If-Match must be one player version such as \"7\" (quoted), or *");
+}
+
+int validate_token(const char *text, int max_partitions, int32_t *partition, int64_t *offset,
+                   validate_error *err) {
+    const char *colon = strchr(text, ':');
+    int64_t p, o;
+    if (colon && parse_decimal(text, (size_t)(colon - text), 1, 9, &p) == 0 && p < max_partitions &&
+        parse_decimal(colon + 1, strlen(colon + 1), 1, 18, &o) == 0) {
+        *partition = (int32_t)p;
+        *offset = o;
+        return 0;
+    }
+    return validate_fail(err, 400, "invalid_token", "after must be a write's token \"<p>:<o>\"");
 }

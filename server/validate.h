@@ -7,6 +7,7 @@
 #include "../state/codec.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define VALIDATE_BODY_MAX (64 * 1024)
 
@@ -39,7 +40,17 @@ int validate_consumption(const char *body, size_t len, const catalog *cat, event
 /* A guild join body: {"guild_id"}. Fills ev->guild_id. */
 int validate_guild_join(const char *body, size_t len, event *ev, validate_error *err);
 
-/* An If-Match header: "7", 7 or W/"7". Returns 0 with *version, -1 with a 400. */
-int validate_if_match(const char *header, long long *version, validate_error *err);
+/* An If-Match header, compared strongly: "7" gives 0 with *version = 7 and *any = 0; *
+ * gives 0 with *any = 1 (the player must exist). Else -1 with err: 412
+ * precondition_failed for a weak tag (W/"7"), 400 if_match_out_of_range for more than 18
+ * digits, 400 invalid_if_match for anything else (7 unquoted, "07", lists). */
+int validate_if_match(const char *header, int64_t *version, int *any, validate_error *err);
+
+/* A read-your-writes token "<partition>:<offset>" as a write's answer gives it: decimal
+ * digits only (leading zeros allowed, no sign or space), partition < max_partitions,
+ * offset of at most 18 digits after its leading zeros (no value saturates).
+ * Returns 0 with *partition and *offset, -1 with a 400 invalid_token. */
+int validate_token(const char *text, int max_partitions, int32_t *partition, int64_t *offset,
+                   validate_error *err);
 
 #endif

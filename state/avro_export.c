@@ -92,13 +92,17 @@ static const struct {
         "  {\"name\": \"user_id\", \"type\": \"string\", \"doc\": \"Player id.\"},\n"
         "  {\"name\": \"ts\", \"type\": \"string\", \"doc\": \"Event time, ISO 8601 UTC.\"},\n"
         "  {\"name\": \"outcome\", \"type\": \"string\",\n"
-        "   \"doc\": \"applied, rejected or duplicate.\"},\n"
+        "   \"doc\": \"applied, rejected, duplicate, or pending (a join waiting for its "
+        "guild's decision; the guild_join_decided event of the same player carries it: "
+        "applied = granted, rejected = refused).\"},\n"
         "  {\"name\": \"reason\", \"type\": [\"null\", \"string\"], \"default\": null,\n"
         "   \"doc\": \"Rejection code when the outcome is rejected, else null.\"},\n"
         "  {\"name\": \"items\", \"type\": [\"null\", \"string\"], \"default\": null,\n"
         "   \"doc\": \"The event's items as JSON text, null for events without items.\"},\n"
         "  {\"name\": \"guild_id\", \"type\": [\"null\", \"string\"], \"default\": null,\n"
-        "   \"doc\": \"Guild of a join_guild or leave_guild event, else null.\"}\n"
+        "   \"doc\": \"Guild of a guild event (join_guild, leave_guild and the guild "
+        "exchange's guild_join_requested, guild_join_decided, guild_leave_requested), else "
+        "null.\"}\n"
         " ]}\n"},
 };
 

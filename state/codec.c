@@ -3,6 +3,7 @@
 #include "codec.h"
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,7 +17,42 @@ static const char *const type_names[EVENT_TYPE_COUNT] = {
     [EVENT_CONSUME_ITEM] = "consume_item",
     [EVENT_JOIN_GUILD] = "join_guild",
     [EVENT_LEAVE_GUILD] = "leave_guild",
+    [EVENT_GUILD_JOIN_REQUESTED] = "guild_join_requested",
+    [EVENT_GUILD_JOIN_DECIDED] = "guild_join_decided",
+    [EVENT_GUILD_LEAVE_REQUESTED] = "guild_leave_requested",
 };
+
+int codec_type_is_emitted(event_type type) {
+    return type == EVENT_GUILD_JOIN_REQUESTED || type == EVENT_GUILD_JOIN_DECIDED ||
+           type == EVENT_GUILD_LEAVE_REQUESTED;
+}
+
+const char *codec_event_key(const event *ev) {
+    return ev->type == EVENT_GUILD_JOIN_REQUESTED || ev->type == EVENT_GUILD_LEAVE_REQUESTED
+               ? ev->guild_id
+               : ev->user_id;
+}
+
+int codec_derived_event_id(const char *cause_event_id, event_type type, char *buf,
+                           size_t buf_size) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    char input[CODEC_ID_MAX + 64];
+    const char *type_name = codec_type_name(type);
+    if (buf_size < 37 || !type_name) return -1;
+    int n = snprintf(input, sizeof input, "%s/%s", cause_event_id, type_name);
+    if (n < 0 || (size_t)n >= sizeof input ||
+        !EVP_Digest(input, (size_t)n, digest, &digest_len, EVP_sha256(), NULL) || digest_len < 16)
+        return -1;
+    digest[6] = (unsigned char)((digest[6] & 0x0f) | 0x80); /* version 8: custom */
+    digest[8] = (unsigned char)((digest[8] & 0x3f) | 0x80); /* RFC variant */
+    const unsigned char *b = digest;
+    snprintf(buf, buf_size,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+    return 0;
+}
 
 const char *codec_type_name(event_type type) {
     if ((int)type < 0 || type >= EVENT_TYPE_COUNT) return NULL;
@@ -158,6 +194,12 @@ char *codec_encode(const event *ev, size_t *len, char *errstr, size_t errstr_siz
     set_string_or_null(root, "guild_id", ev->guild_id);
     json_object_set_new(root, "expected_version",
                         ev->has_expected_version ? json_integer(ev->expected_version) : json_null());
+    if (codec_type_is_emitted(ev->type))
+        json_object_set_new(root, "cause_event_id", json_string(ev->cause_event_id));
+    if (ev->type == EVENT_GUILD_JOIN_DECIDED) {
+        json_object_set_new(root, "decision", json_string(ev->decision_granted ? "granted" : "refused"));
+        set_string_or_null(root, "reason", ev->decision_granted ? "" : ev->decision_reason);
+    }
     json_object_set(root, "metadata", meta);
     out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!out) goto oom;
@@ -194,6 +236,25 @@ static int scan_fail(scanner *sc, const char *fmt, const char *what) {
     return -1;
 }
 
+/* Message text a reason quotes: at most EXCERPT_CHARS bytes, printable ASCII as is and
+ * every other byte (control characters, quotes, backslashes, UTF-8) as \xHH, so that a
+ * dead-letter reason, which is logged and stored, can never carry a payload's newline. */
+#define EXCERPT_CHARS 24
+#define EXCERPT_SIZE (EXCERPT_CHARS * 4 + 4)
+static const char *excerpt(char out[EXCERPT_SIZE], const char *text) {
+    size_t used = 0, i = 0;
+    for (; text[i] && i < EXCERPT_CHARS; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\')
+            out[used++] = (char)c;
+        else
+            used += (size_t)snprintf(out + used, EXCERPT_SIZE - used, "\\x%02x", c);
+    }
+    if (text[i]) memcpy(out + used, "...", 3), used += 3;
+    out[used] = '\0';
+    return out;
+}
+
 static int syntax(scanner *sc, const char *what) {
     return scan_fail(sc, "invalid JSON: %s", what);
 }
@@ -227,6 +288,21 @@ static int hex4(const char *p, uint32_t *out) {
     return 0;
 }
 
+/* The code point of a one-letter JSON escape (\n, \", ...); 0 for any other letter. */
+static uint32_t short_escape(char e) {
+    switch (e) {
+    case '"': return '"';
+    case '\\': return '\\';
+    case '/': return '/';
+    case 'b': return '\b';
+    case 'f': return '\f';
+    case 'n': return '\n';
+    case 'r': return '\r';
+    case 't': return '\t';
+    default: return 0;
+    }
+}
+
 /* Appends code point cp as UTF-8 at dst[*used] when it fits; *overflow when not. */
 static void put_utf8(char *dst, size_t dst_size, size_t *used, uint32_t cp, int *overflow) {
     char buf[4];
@@ -250,11 +326,14 @@ static void put_utf8(char *dst, size_t dst_size, size_t *used, uint32_t cp, int 
 
 /* Scans a string at sc->p (which must be at its opening quote) into dst (NULL: skip).
  * *overflow is set when it did not fit (dst then holds a whole-character prefix);
- * *has_nul when it contained U+0000. Returns 0, or -1 on a syntax error. */
-static int scan_string(scanner *sc, char *dst, size_t dst_size, int *overflow, int *has_nul) {
+ * *has_nul when it contained U+0000, *escaped when it had an escape (each may be NULL).
+ * Returns 0, or -1 on a syntax error. */
+static int scan_string(scanner *sc, char *dst, size_t dst_size, int *overflow, int *has_nul,
+                       int *escaped) {
     size_t used = 0;
     *overflow = 0;
     if (has_nul) *has_nul = 0;
+    if (escaped) *escaped = 0;
     if (sc->p >= sc->end || *sc->p != '"') return syntax(sc, "a string was expected");
     sc->p++;
     while (sc->p < sc->end) {
@@ -270,15 +349,8 @@ static int scan_string(scanner *sc, char *dst, size_t dst_size, int *overflow, i
             char e = sc->p[1];
             uint32_t cp;
             sc->p += 2;
+            if (escaped) *escaped = 1;
             switch (e) {
-            case '"': cp = '"'; break;
-            case '\\': cp = '\\'; break;
-            case '/': cp = '/'; break;
-            case 'b': cp = '\b'; break;
-            case 'f': cp = '\f'; break;
-            case 'n': cp = '\n'; break;
-            case 'r': cp = '\r'; break;
-            case 't': cp = '\t'; break;
             case 'u':
                 if (sc->end - sc->p < 4 || hex4(sc->p, &cp)) return syntax(sc, "bad \\u escape");
                 sc->p += 4;
@@ -294,7 +366,8 @@ static int scan_string(scanner *sc, char *dst, size_t dst_size, int *overflow, i
                 }
                 if (cp == 0 && has_nul) *has_nul = 1;
                 break;
-            default: return syntax(sc, "bad escape in a string");
+            default:
+                if (!(cp = short_escape(e))) return syntax(sc, "bad escape in a string");
             }
             put_utf8(dst, dst_size, &used, cp, overflow);
             continue;
@@ -379,19 +452,106 @@ static int scan_literal(scanner *sc, const char *word) {
 
 static int skip_value(scanner *sc, int depth);
 
+/* The next code point of a string the scanner has already checked, from *p (inside the
+ * quotes) on; moves *p past it. Returns -1 at the closing quote. */
+static int32_t string_next(const char **p) {
+    const unsigned char *s = (const unsigned char *)*p;
+    uint32_t cp, low;
+    size_t n;
+    if (s[0] == '"') return -1;
+    if (s[0] == '\\') {
+        switch (s[1]) {
+        case 'u':
+            hex4((const char *)s + 2, &cp);
+            if (cp >= 0xD800 && cp <= 0xDBFF) { /* checked: a low surrogate follows */
+                hex4((const char *)s + 8, &low);
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                *p += 6;
+            }
+            *p += 6;
+            return (int32_t)cp;
+        default: cp = short_escape((char)s[1]); break; /* checked by the scanner */
+        }
+        *p += 2;
+        return (int32_t)cp;
+    }
+    n = s[0] < 0x80 ? 1 : (s[0] & 0xE0) == 0xC0 ? 2 : (s[0] & 0xF0) == 0xE0 ? 3 : 4;
+    cp = n == 1 ? s[0] : n == 2 ? s[0] & 0x1Fu : n == 3 ? s[0] & 0x0Fu : s[0] & 0x07u;
+    for (size_t i = 1; i < n; i++) cp = (cp << 6) | (s[i] & 0x3Fu);
+    *p += n;
+    return (int32_t)cp;
+}
+
+/* A key as it appears in the message: the text between its quotes, escapes and all. */
+typedef struct {
+    const char *raw;
+    size_t raw_len;
+    int escaped; /* holds a backslash: its decoded text may equal another spelling */
+} raw_key;
+
+/* 1 when two checked keys decode to the same text: byte-equal, or equal once the escapes
+ * of either are decoded ("a" and "\u0061" are one key). */
+static int same_key(const raw_key *a, const raw_key *b) {
+    if (!a->escaped && !b->escaped)
+        return a->raw_len == b->raw_len && memcmp(a->raw, b->raw, a->raw_len) == 0;
+    const char *pa = a->raw, *pb = b->raw;
+    for (;;) {
+        int32_t ca = string_next(&pa), cb = string_next(&pb);
+        if (ca != cb) return 0;
+        if (ca < 0) return 1;
+    }
+}
+
+/* Members one object may have. The event's objects have at most a dozen; the cap keeps
+ * the duplicate check (each key against the ones before it) cheap on hostile input. */
+#define SCAN_MAX_MEMBERS 64
+
 /* Walks an object, calling member(sc, key, arg) with sc->p at each value (which the
- * callback must consume). Returns 0 or -1. */
+ * callback must consume). Every object of a message goes through here, so here its keys
+ * are held to what jansson and the contract expect: no key contains U+0000 (so a key
+ * that compares equal to a known name is that name, not "user_id\u0000x"), and no key
+ * appears twice (else which value counts would be the reader's guess). Returns 0 or -1. */
 static int scan_object(scanner *sc, int depth,
                        int (*member)(scanner *sc, const char *key, void *arg, int depth),
                        void *arg) {
+    raw_key keys[SCAN_MAX_MEMBERS];
+    size_t count = 0;
+    /* A bit per (length, first and last byte) of the plain keys so far: a new plain key
+     * whose bit is clear repeats none of them, and skips the comparisons. */
+    uint64_t plain_seen = 0;
+    int any_escaped = 0;
     if (depth > SCAN_MAX_DEPTH) return syntax(sc, "nested too deeply");
     if (!accept(sc, '{')) return syntax(sc, "an object was expected");
     if (accept(sc, '}')) return 0;
     do {
         char key[64];
-        int overflow;
+        int overflow, has_nul;
         skip_ws(sc);
-        if (scan_string(sc, key, sizeof key, &overflow, NULL)) return -1;
+        if (count == SCAN_MAX_MEMBERS) {
+            snprintf(sc->errstr, sc->errstr_size, "an object has more than %d members",
+                     SCAN_MAX_MEMBERS);
+            return -1;
+        }
+        const char *start = sc->p;
+        if (scan_string(sc, key, sizeof key, &overflow, &has_nul, &keys[count].escaped)) return -1;
+        if (has_nul) return syntax(sc, "an object key contains U+0000");
+        keys[count].raw = start + 1;
+        keys[count].raw_len = (size_t)(sc->p - start) - 2;
+        size_t raw_len = keys[count].raw_len;
+        uint64_t bit = raw_len == 0 ? 1
+                       : 1ULL << ((raw_len * 7u + (unsigned char)start[1] * 3u +
+                                   (unsigned char)start[raw_len]) & 63u);
+        int may_repeat = any_escaped || keys[count].escaped || (plain_seen & bit);
+        plain_seen |= bit;
+        any_escaped |= keys[count].escaped;
+        for (size_t i = 0; may_repeat && i < count; i++) {
+            if (same_key(&keys[i], &keys[count])) {
+                char shown[EXCERPT_SIZE];
+                return scan_fail(sc, "invalid JSON: duplicate object key '%s'",
+                                 excerpt(shown, key));
+            }
+        }
+        count++;
         if (overflow) key[0] = '\0'; /* a long key is no key we know: skipped below */
         if (!accept(sc, ':')) return syntax(sc, "':' was expected");
         skip_ws(sc);
@@ -415,7 +575,7 @@ static int skip_value(scanner *sc, int depth) {
     if (depth > SCAN_MAX_DEPTH) return syntax(sc, "nested too deeply");
     if (sc->p >= sc->end) return syntax(sc, "a value was expected");
     switch (*sc->p) {
-    case '"': return scan_string(sc, NULL, 0, &overflow, NULL);
+    case '"': return scan_string(sc, NULL, 0, &overflow, NULL, NULL);
     case '{': return scan_object(sc, depth, skip_member, NULL);
     case '[':
         sc->p++;
@@ -434,7 +594,6 @@ static int skip_value(scanner *sc, int depth) {
 /* What the scanner found for each known field before validation. */
 typedef struct {
     event *ev;
-    unsigned seen; /* bit per known key, for duplicate detection */
     int has_v, v_is_int;
     int64_t v;
     int event_id_state, event_type_state, user_id_state, ts_state, guild_state; /* see below */
@@ -442,6 +601,8 @@ typedef struct {
     int items_state; /* 0 absent/null, 1 array, -1 not an array */
     int items_error; /* a bad line: errstr already holds why */
     int expected_state; /* 0 absent/null, 1 integer, -1 bad */
+    int cause_state, decision_state, reason_state; /* the emitted guild events' fields */
+    char decision[16];
 } decode_ctx;
 
 /* Field states: 0 absent or null, 1 string, 2 too long, 3 contains NUL, -1 not a string */
@@ -452,7 +613,7 @@ static int scan_field_string(scanner *sc, char *dst, size_t dst_size, int *state
         return scan_literal(sc, "null");
     }
     if (sc->p < sc->end && *sc->p == '"') {
-        if (scan_string(sc, dst, dst_size, &overflow, &has_nul)) return -1;
+        if (scan_string(sc, dst, dst_size, &overflow, &has_nul, NULL)) return -1;
         *state = overflow ? 2 : has_nul ? 3 : 1;
         return 0;
     }
@@ -592,7 +753,7 @@ static int meta_member(scanner *sc, const char *key, void *arg, int depth) {
         dst = m->accept_language, size = sizeof m->accept_language;
     /* Metadata is informational: a long value is cut (at a character), a non-string is
      * ignored; neither dead-letters a valid event. */
-    if (dst && sc->p < sc->end && *sc->p == '"') return scan_string(sc, dst, size, &overflow, NULL);
+    if (dst && sc->p < sc->end && *sc->p == '"') return scan_string(sc, dst, size, &overflow, NULL, NULL);
     return skip_value(sc, depth + 1);
 }
 
@@ -606,6 +767,9 @@ enum {
     KEY_GUILD_ID = 1 << 6,
     KEY_EXPECTED = 1 << 7,
     KEY_METADATA = 1 << 8,
+    KEY_CAUSE = 1 << 9,
+    KEY_DECISION = 1 << 10,
+    KEY_REASON = 1 << 11,
 };
 
 static int top_member(scanner *sc, const char *key, void *arg, int depth) {
@@ -617,7 +781,8 @@ static int top_member(scanner *sc, const char *key, void *arg, int depth) {
     } keys[] = {{"v", KEY_V},           {"event_id", KEY_EVENT_ID}, {"event_type", KEY_EVENT_TYPE},
                 {"user_id", KEY_USER_ID}, {"ts", KEY_TS},         {"items", KEY_ITEMS},
                 {"guild_id", KEY_GUILD_ID}, {"expected_version", KEY_EXPECTED},
-                {"metadata", KEY_METADATA}};
+                {"metadata", KEY_METADATA}, {"cause_event_id", KEY_CAUSE},
+                {"decision", KEY_DECISION}, {"reason", KEY_REASON}};
     unsigned bit = 0;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         if (key[0] == keys[i].name[0] && strcmp(key, keys[i].name) == 0) {
@@ -625,9 +790,7 @@ static int top_member(scanner *sc, const char *key, void *arg, int depth) {
             break;
         }
     }
-    if (!bit) return skip_value(sc, depth + 1);
-    if (ctx->seen & bit) return scan_fail(sc, "invalid JSON: duplicate object key '%s'", key);
-    ctx->seen |= bit;
+    if (!bit) return skip_value(sc, depth + 1); /* scan_object refused a repeated key */
     int64_t number;
     int is_integer;
     switch (bit) {
@@ -665,10 +828,48 @@ static int top_member(scanner *sc, const char *key, void *arg, int depth) {
     case KEY_GUILD_ID:
         return scan_field_string(sc, ev->guild_id, sizeof ev->guild_id, &ctx->guild_state);
     case KEY_ITEMS: return scan_items(sc, ctx, depth);
+    case KEY_CAUSE:
+        return scan_field_string(sc, ev->cause_event_id, sizeof ev->cause_event_id, &ctx->cause_state);
+    case KEY_DECISION:
+        return scan_field_string(sc, ctx->decision, sizeof ctx->decision, &ctx->decision_state);
+    case KEY_REASON:
+        return scan_field_string(sc, ev->decision_reason, sizeof ev->decision_reason, &ctx->reason_state);
     default: /* KEY_METADATA */
         if (sc->p < sc->end && *sc->p == '{') return scan_object(sc, depth + 1, meta_member, &ev->metadata);
         return skip_value(sc, depth + 1);
     }
+}
+
+/* 1 for the types that carry a guild_id: join_guild, leave_guild and every "guild_"
+ * type (the guild-side events the fold emits). Any other type with a guild_id is refused,
+ * so no stray guild_id can reach history or a guild's partition. */
+static int is_guild_type(event_type type) {
+    const char *name = codec_type_name(type);
+    return type == EVENT_JOIN_GUILD || type == EVENT_LEAVE_GUILD ||
+           (name && strncmp(name, "guild_", 6) == 0);
+}
+
+/* 1 when ts is the one form lootlog writes (codec_now_iso8601): exactly
+ * "YYYY-MM-DDTHH:MM:SS.mmmZ", 24 characters, UTC ("Z", no offset), milliseconds always
+ * three digits, and a real instant: year 1970..9999, a day that exists in its month (leap
+ * years counted), hours 00-23, minutes and seconds 00-59 (no leap second). Anything else
+ * (other RFC 3339 spellings included) is refused: history, the extracts and the analysts
+ * sort and compare ts as text, which is right only for this one form. */
+static int ts_canonical(const char *ts) {
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+    static const int month_days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int v[6] = {0}; /* year month day hour minute second */
+    static const int at[6] = {0, 5, 8, 11, 14, 17}, width[6] = {4, 2, 2, 2, 2, 2};
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        if (shape[i] == 'd' ? (ts[i] < '0' || ts[i] > '9') : ts[i] != shape[i]) return 0;
+    }
+    if (ts[sizeof shape - 1] != '\0') return 0;
+    for (int f = 0; f < 6; f++)
+        for (int i = 0; i < width[f]; i++) v[f] = v[f] * 10 + (ts[at[f] + i] - '0');
+    int leap = (v[0] % 4 == 0 && v[0] % 100 != 0) || v[0] % 400 == 0;
+    return v[0] >= 1970 && v[1] >= 1 && v[1] <= 12 && v[2] >= 1 &&
+           v[2] <= month_days[v[1] - 1] && !(v[1] == 2 && v[2] == 29 && !leap) && v[3] <= 23 &&
+           v[4] <= 59 && v[5] <= 59;
 }
 
 /* Checks the fields each type needs, once the generic fields are known good. */
@@ -686,6 +887,15 @@ static int check_type_shape(const event *ev, char *errstr, size_t errstr_size) {
     case EVENT_JOIN_GUILD:
         if (!codec_identifier_ok(ev->guild_id)) {
             snprintf(errstr, errstr_size, "join_guild needs a valid guild_id");
+            return -1;
+        }
+        return 0;
+    case EVENT_GUILD_JOIN_REQUESTED:
+    case EVENT_GUILD_JOIN_DECIDED:
+    case EVENT_GUILD_LEAVE_REQUESTED:
+        if (!codec_identifier_ok(ev->guild_id) || !codec_identifier_ok(ev->cause_event_id)) {
+            snprintf(errstr, errstr_size, "%s needs a valid guild_id and cause_event_id",
+                     codec_type_name(ev->type));
             return -1;
         }
         return 0;
@@ -711,8 +921,11 @@ int codec_decode(const char *json, size_t len, event *ev, char *errstr, size_t e
     skip_ws(&sc);
     if (sc.p < sc.end && *sc.p != '{') {
         /* Still tell invalid JSON from valid non-objects, as a reader would expect. */
-        if (skip_value(&sc, 0) == 0 && (skip_ws(&sc), sc.p == sc.end))
-            snprintf(errstr, errstr_size, "event is not a JSON object");
+        if (skip_value(&sc, 0) == 0) {
+            skip_ws(&sc);
+            if (sc.p == sc.end) snprintf(errstr, errstr_size, "event is not a JSON object");
+            else syntax(&sc, "text after the value"); /* found by fuzzing: no reason was set */
+        }
         return -1;
     }
     if (scan_object(&sc, 0, top_member, &ctx)) return -1;
@@ -735,7 +948,8 @@ int codec_decode(const char *json, size_t len, event *ev, char *errstr, size_t e
     }
     if (field_error("event_type", ctx.event_type_state, errstr, errstr_size, 0)) return -1;
     if (codec_type_parse(ctx.type_name, &ev->type)) {
-        snprintf(errstr, errstr_size, "unknown event_type '%s'", ctx.type_name);
+        char shown[EXCERPT_SIZE];
+        snprintf(errstr, errstr_size, "unknown event_type '%s'", excerpt(shown, ctx.type_name));
         return -1;
     }
     if (field_error("user_id", ctx.user_id_state, errstr, errstr_size, 0)) return -1;
@@ -750,8 +964,43 @@ int codec_decode(const char *json, size_t len, event *ev, char *errstr, size_t e
     }
     if (ctx.items_error) return -1; /* errstr holds the first bad line's reason */
     if (field_error("guild_id", ctx.guild_state, errstr, errstr_size, 1)) return -1;
+    if (ctx.guild_state == 1 && !is_guild_type(ev->type)) {
+        snprintf(errstr, errstr_size, "%s takes no guild_id", codec_type_name(ev->type));
+        return -1;
+    }
+    if (ev->guild_id[0] && !codec_identifier_ok(ev->guild_id)) {
+        snprintf(errstr, errstr_size, "guild_id is not a valid identifier");
+        return -1;
+    }
     if (ctx.expected_state == -1) {
         snprintf(errstr, errstr_size, "expected_version is not a non-negative integer");
+        return -1;
+    }
+    if (field_error("cause_event_id", ctx.cause_state, errstr, errstr_size, 1) ||
+        field_error("decision", ctx.decision_state, errstr, errstr_size, 1) ||
+        field_error("reason", ctx.reason_state, errstr, errstr_size, 1))
+        return -1;
+    if (!codec_type_is_emitted(ev->type) && (ctx.cause_state || ctx.decision_state || ctx.reason_state)) {
+        snprintf(errstr, errstr_size, "%s takes no cause_event_id, decision or reason",
+                 codec_type_name(ev->type));
+        return -1;
+    }
+    if (ev->type == EVENT_GUILD_JOIN_DECIDED) {
+        /* granted carries no reason; refused carries one, which the player's fold records */
+        ev->decision_granted = strcmp(ctx.decision, "granted") == 0;
+        if (!(ev->decision_granted ? ctx.reason_state == 0
+                                   : strcmp(ctx.decision, "refused") == 0 && ctx.reason_state == 1 &&
+                                         codec_identifier_ok(ev->decision_reason))) {
+            snprintf(errstr, errstr_size,
+                     "guild_join_decided needs decision granted, or refused with a reason");
+            return -1;
+        }
+    } else if (ctx.decision_state || ctx.reason_state) {
+        snprintf(errstr, errstr_size, "%s takes no decision or reason", codec_type_name(ev->type));
+        return -1;
+    }
+    if (!ts_canonical(ev->ts)) {
+        snprintf(errstr, errstr_size, "ts is not a UTC time such as 2026-11-29T08:14:00.123Z");
         return -1;
     }
     return check_type_shape(ev, errstr, errstr_size);

@@ -1,5 +1,5 @@
 /* codec: the lootlog event, as a C struct and as the JSON that travels in Kafka.
- * Encoding builds the contract's JSON shape (design.md "Event"); decoding validates
+ * Encoding builds the contract's JSON shape (docs/design.md, "Event"); decoding validates
  * a message from the topic strictly, so a bad one can be dead-lettered with a reason. */
 #ifndef LOOTLOG_CODEC_H
 #define LOOTLOG_CODEC_H
@@ -13,6 +13,7 @@
 #define CODEC_QUANTITY_MAX 1000000
 #define CODEC_TS_MAX 32
 #define CODEC_META_MAX 256
+#define CODEC_REASON_MAX 32
 
 typedef enum {
     EVENT_DEFAULT = 0,
@@ -21,6 +22,11 @@ typedef enum {
     EVENT_CONSUME_ITEM,
     EVENT_JOIN_GUILD,
     EVENT_LEAVE_GUILD,
+    /* Emitted by the fold itself (docs/design.md, "Guilds are decided in the log"); their
+     * values follow the client types because history stores the number. */
+    EVENT_GUILD_JOIN_REQUESTED, /* key: guild_id, folded on the guild's partition */
+    EVENT_GUILD_JOIN_DECIDED,   /* key: user_id, folded on the player's partition */
+    EVENT_GUILD_LEAVE_REQUESTED, /* key: guild_id */
     EVENT_TYPE_COUNT
 } event_type;
 
@@ -47,6 +53,9 @@ typedef struct {
     size_t item_count;
     event_item items[CODEC_MAX_ITEMS];
     char guild_id[CODEC_ID_MAX + 1];   /* "" when the event has none */
+    char cause_event_id[CODEC_ID_MAX + 1]; /* emitted events: the client event behind them */
+    int decision_granted;                  /* guild_join_decided: 1 granted, 0 refused */
+    char decision_reason[CODEC_REASON_MAX]; /* guild_join_decided refused: "guild_full" */
     int has_expected_version;
     int64_t expected_version;
     event_metadata metadata;
@@ -54,6 +63,20 @@ typedef struct {
 
 /* The contract's name of an event type ("purchase_item"); NULL for an invalid value. */
 const char *codec_type_name(event_type type);
+
+/* 1 for the types the fold emits (never accepted from HTTP clients), else 0. */
+int codec_type_is_emitted(event_type type);
+
+/* The Kafka key an event travels under: the guild_id for the requests a guild's
+ * partition decides, the user_id for everything else. */
+const char *codec_event_key(const event *ev);
+
+/* Writes the id of the event of type that cause_event_id gives rise to: a UUID (RFC 9562
+ * version 8) from the first 16 bytes of SHA-256("<cause_event_id>/<type name>"), so every
+ * fold that emits it, again and again, emits the same id and the receiver can dedupe.
+ * buf_size >= 37. Returns 0, -1 if the hash could not be computed. */
+int codec_derived_event_id(const char *cause_event_id, event_type type, char *buf,
+                           size_t buf_size);
 
 /* Parses a type name; returns 0 and writes *type, or -1 for an unknown name. */
 int codec_type_parse(const char *name, event_type *type);

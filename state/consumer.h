@@ -7,6 +7,7 @@
 #define LOOTLOG_CONSUMER_H
 
 #include "fold.h"
+#include "histogram.h"
 #include "store.h"
 
 #include <stddef.h>
@@ -33,9 +34,13 @@ typedef struct {
     /* extra librdkafka properties, "key=value" strings */
     const char *const *kafka_props;
     size_t kafka_prop_count;
+    /* Produce the events the fold emits (the outbox) to the topic: serve. Replay leaves
+     * them in the stores' outboxes (replay_run keeps only those missing from the log). */
+    int emit;
     /* Called on a fold thread after every commit, e.g. to wake the HTTP loop. */
     void (*on_commit)(void *opaque);
     void *on_commit_opaque;
+    histogram *commit_seconds; /* when not NULL, times every commit (server/metrics) */
 } consumer_config;
 
 typedef struct {
@@ -44,7 +49,7 @@ typedef struct {
     int failed;             /* the engine stopped on an error it cannot retry */
     size_t partition_count; /* of the topic, once known */
     int64_t lag;            /* sum over partitions of high watermark - next offset; -1 unknown */
-    uint64_t batches, applied, rejected, duplicates, dead_letters;
+    uint64_t batches, applied, rejected, duplicates, dead_letters, pending;
 } consumer_stats;
 
 /* Starts the engine (its threads open the stores). config strings and arrays must
@@ -57,8 +62,20 @@ void consumer_get_stats(consumer *c, consumer_stats *stats);
 /* The error that stopped the engine (stats.failed), as a sentence; "" when none. */
 void consumer_error(consumer *c, char *errstr, size_t errstr_size);
 
+/* How many partitions' last commit failed (disk full, read-only, I/O error: the batch
+ * is rolled back and read again), with the latest such error in errstr ("" when 0). */
+int consumer_commit_error(consumer *c, char *errstr, size_t errstr_size);
+
+/* Records of event type type folded and committed so far (valid events, any outcome);
+ * any thread. */
+uint64_t consumer_folded_of_type(consumer *c, int type);
+
 /* The next offset committed for partition, or -1 before anything was; any thread. */
 int64_t consumer_next_offset(consumer *c, int32_t partition);
+
+/* The partition's lag as last measured (high watermark - next offset), or -1 when
+ * unknown or not folded here; any thread. */
+int64_t consumer_partition_lag(consumer *c, int32_t partition);
 
 /* Asks the threads to finish their batches, joins them, closes the stores and frees. */
 void consumer_stop(consumer *c);

@@ -21,6 +21,7 @@ const char *fold_outcome_name(fold_outcome outcome) {
     case FOLD_REJECTED: return "rejected";
     case FOLD_DUPLICATE: return "duplicate";
     case FOLD_DEAD_LETTER: return "dead_lettered";
+    case FOLD_PENDING: return "pending";
     }
     return "unknown";
 }
@@ -52,13 +53,21 @@ typedef struct {
     size_t id_count, id_cap;
 } cached_player;
 
-/* A guild's member count in this partition, read once per batch. */
+/* A guild's member count (the guild's seats are decided in its own partition), read
+ * once per batch. */
 typedef struct {
     char guild_id[STORE_ID_SIZE];
     int64_t count;
     int dirty;
-    int64_t elsewhere; /* members in other partitions; -1 until asked (once a batch) */
 } guild_count;
+
+/* An event the fold emits, kept for the commit's outbox. */
+typedef struct {
+    char msg_key[STORE_ID_SIZE];
+    char event_id[STORE_ID_SIZE];
+    char user_id[STORE_ID_SIZE];
+    char *payload; /* the JSON, malloc'ed */
+} pending_emit;
 
 typedef struct {
     int add; /* 1 join, 0 leave */
@@ -110,6 +119,8 @@ struct fold_partition {
     size_t guild_count_used, guild_cap;
     member_change *members;
     size_t member_count, member_cap;
+    pending_emit *emits;
+    size_t emit_count, emit_cap;
     char *arena;
     size_t arena_used, arena_cap;
     uint32_t *ids_scratch; /* FOLD_MAX_CACHED_IDS hashes, for loading a player's */
@@ -291,7 +302,6 @@ static guild_count *get_guild(fold_partition *fp, const char *guild_id) {
     guild_count *g = &fp->guilds[fp->guild_count_used];
     memset(g, 0, sizeof *g);
     snprintf(g->guild_id, sizeof g->guild_id, "%s", guild_id);
-    g->elsewhere = -1;
     if (store_get_guild_count(fp->st, guild_id, &g->count)) {
         snprintf(fp->errmsg, sizeof fp->errmsg, "%s", store_errmsg(fp->st));
         return NULL;
@@ -374,43 +384,147 @@ static int apply_items(fold_partition *fp, cached_player *p, const event *ev, in
     return 0;
 }
 
-static int apply_join(fold_partition *fp, cached_player *p, const event *ev, int32_t partition,
+/* Builds the event that cause gives rise to (type: a request for the guild's partition
+ * or a decision for the player's), with its id derived from the client event that began
+ * the exchange, and keeps it for the outbox. Returns 0, or -1 (fp->errmsg). */
+static int emit_event(fold_partition *fp, event_type type, const event *cause, int granted,
+                      const char *reason) {
+    event out; /* ~6 KB, like the caller's: the fold thread's stack holds both */
+    char errstr[128];
+    memset(&out, 0, sizeof out);
+    out.version = CODEC_EVENT_VERSION;
+    out.type = type;
+    snprintf(out.user_id, sizeof out.user_id, "%s", cause->user_id);
+    snprintf(out.guild_id, sizeof out.guild_id, "%s", cause->guild_id);
+    snprintf(out.ts, sizeof out.ts, "%s", cause->ts);
+    /* A decision answers a request, whose own cause is the client's join. */
+    snprintf(out.cause_event_id, sizeof out.cause_event_id, "%s",
+             codec_type_is_emitted(cause->type) ? cause->cause_event_id : cause->event_id);
+    out.decision_granted = granted;
+    if (reason) snprintf(out.decision_reason, sizeof out.decision_reason, "%s", reason);
+    if (codec_derived_event_id(out.cause_event_id, type, out.event_id, sizeof out.event_id)) {
+        snprintf(fp->errmsg, sizeof fp->errmsg, "cannot derive an emitted event id");
+        return -1;
+    }
+    if (reserve((void **)&fp->emits, &fp->emit_cap, fp->emit_count + 1, sizeof *fp->emits)) goto oom;
+    size_t len;
+    char *payload = codec_encode(&out, &len, errstr, sizeof errstr);
+    if (!payload) {
+        snprintf(fp->errmsg, sizeof fp->errmsg, "encoding an emitted event: %s", errstr);
+        return -1;
+    }
+    pending_emit *e = &fp->emits[fp->emit_count++];
+    snprintf(e->msg_key, sizeof e->msg_key, "%s", codec_event_key(&out));
+    snprintf(e->event_id, sizeof e->event_id, "%s", out.event_id);
+    snprintf(e->user_id, sizeof e->user_id, "%s", out.user_id);
+    e->payload = payload;
+    return 0;
+oom:
+    snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
+    return -1;
+}
+
+/* join_guild, on the player's partition: the player's own rules; a join that passes
+ * them waits (pending) for the guild's partition to grant or refuse a seat. */
+static int apply_join(fold_partition *fp, cached_player *p, const event *ev,
                       fold_result *result) {
+    if (p->row.pending_guild_id[0]) {
+        reject(result, "guild_join_pending");
+        return 0;
+    }
     if (p->row.guild_id[0]) {
         if (strcmp(p->row.guild_id, ev->guild_id) != 0) reject(result, "already_in_guild");
         return 0; /* joining the guild one is in: applied, nothing changes */
     }
-    guild_count *g = get_guild(fp, ev->guild_id);
-    if (!g) return -1;
-    if (g->elsewhere < 0)
-        g->elsewhere = fp->config.members_elsewhere
-                           ? fp->config.members_elsewhere(fp->config.members_elsewhere_opaque,
-                                                          partition, ev->guild_id)
-                           : 0;
-    int64_t members = g->count + g->elsewhere;
-    if (members >= fp->config.guild_capacity) {
-        reject(result, "guild_full");
-        return 0;
-    }
-    if (record_member_change(fp, 1, ev->guild_id, ev->user_id, ev->ts)) return -1;
-    g->count++;
-    g->dirty = 1;
-    snprintf(p->row.guild_id, sizeof p->row.guild_id, "%s", ev->guild_id);
+    if (emit_event(fp, EVENT_GUILD_JOIN_REQUESTED, ev, 0, NULL)) return -1;
+    snprintf(p->row.pending_guild_id, sizeof p->row.pending_guild_id, "%s", ev->guild_id);
+    snprintf(p->row.pending_cause, sizeof p->row.pending_cause, "%s", ev->event_id);
+    p->dirty = 1;
+    result->outcome = FOLD_PENDING;
     return 0;
 }
 
+/* leave_guild, on the player's partition: decided here at once; the guild's partition
+ * is told to free the seat. */
 static int apply_leave(fold_partition *fp, cached_player *p, const event *ev,
                        fold_result *result) {
+    if (p->row.pending_guild_id[0]) {
+        reject(result, "guild_join_pending");
+        return 0;
+    }
     if (!p->row.guild_id[0]) {
         reject(result, "not_in_guild");
         return 0;
     }
-    guild_count *g = get_guild(fp, p->row.guild_id);
+    event leave = *ev; /* the request names the guild being left */
+    snprintf(leave.guild_id, sizeof leave.guild_id, "%s", p->row.guild_id);
+    if (emit_event(fp, EVENT_GUILD_LEAVE_REQUESTED, &leave, 0, NULL)) return -1;
+    p->row.guild_id[0] = '\0';
+    return 0;
+}
+
+/* 1 when user_id holds a seat in guild_id as of this point of the batch, 0 when not, -1
+ * on a store error. The batch's own changes come first (latest wins), then the store. */
+static int holds_seat(fold_partition *fp, const char *guild_id, const char *user_id) {
+    for (size_t i = fp->member_count; i > 0; i--) {
+        const member_change *m = &fp->members[i - 1];
+        if (strcmp(m->user_id, user_id) == 0 && strcmp(m->guild_id, guild_id) == 0) return m->add;
+    }
+    int member = store_is_member(fp->st, guild_id, user_id);
+    if (member < 0) snprintf(fp->errmsg, sizeof fp->errmsg, "%s", store_errmsg(fp->st));
+    return member;
+}
+
+/* guild_join_requested, on the guild's partition: a seat, in this partition's log order,
+ * while there is one. Granted or refused, the decision goes back to the player. */
+static int decide_join(fold_partition *fp, const event *ev, fold_result *result) {
+    int member = holds_seat(fp, ev->guild_id, ev->user_id);
+    if (member < 0) return -1;
+    if (!member) {
+        guild_count *g = get_guild(fp, ev->guild_id);
+        if (!g) return -1;
+        if (g->count >= fp->config.guild_capacity) {
+            reject(result, "guild_full");
+        } else {
+            if (record_member_change(fp, 1, ev->guild_id, ev->user_id, ev->ts)) return -1;
+            g->count++;
+            g->dirty = 1;
+        }
+    }
+    int granted = result->outcome == FOLD_APPLIED;
+    return emit_event(fp, EVENT_GUILD_JOIN_DECIDED, ev, granted, granted ? NULL : result->reason);
+}
+
+/* guild_leave_requested, on the guild's partition: frees the seat. */
+static int release_seat(fold_partition *fp, const event *ev, fold_result *result) {
+    int member = holds_seat(fp, ev->guild_id, ev->user_id);
+    if (member <= 0) {
+        if (member == 0) reject(result, "not_in_guild");
+        return member;
+    }
+    guild_count *g = get_guild(fp, ev->guild_id);
     if (!g) return -1;
-    if (record_member_change(fp, 0, p->row.guild_id, ev->user_id, ev->ts)) return -1;
+    if (record_member_change(fp, 0, ev->guild_id, ev->user_id, ev->ts)) return -1;
     if (g->count > 0) g->count--;
     g->dirty = 1;
-    p->row.guild_id[0] = '\0';
+    return 0;
+}
+
+/* guild_join_decided, on the player's partition: the answer to the join it waits for. A
+ * refusal is a rejected outcome that still ends the wait. */
+static int apply_decision(cached_player *p, const event *ev, fold_result *result) {
+    if (strcmp(p->row.pending_guild_id, ev->guild_id) != 0 ||
+        strcmp(p->row.pending_cause, ev->cause_event_id) != 0) {
+        reject(result, "no_pending_join");
+        return 0;
+    }
+    p->row.pending_guild_id[0] = '\0';
+    p->row.pending_cause[0] = '\0';
+    p->dirty = 1;
+    if (ev->decision_granted)
+        snprintf(p->row.guild_id, sizeof p->row.guild_id, "%s", ev->guild_id);
+    else
+        reject(result, ev->decision_reason);
     return 0;
 }
 
@@ -560,6 +674,7 @@ int fold_partition_event(fold_partition *fp, const event *ev, int64_t offset,
     memset(result, 0, sizeof *result);
     snprintf(result->user_id, sizeof result->user_id, "%s", ev->user_id);
     result->outcome = FOLD_APPLIED;
+    result->event_type = (int)ev->type;
     if (begin_if_needed(fp)) {
         snprintf(fp->errmsg, sizeof fp->errmsg, "%s", store_errmsg(fp->st));
         return -1;
@@ -573,6 +688,11 @@ int fold_partition_event(fold_partition *fp, const event *ev, int64_t offset,
     int rc = 0;
     if (seen) {
         result->outcome = FOLD_DUPLICATE;
+    } else if (ev->type == EVENT_GUILD_JOIN_REQUESTED || ev->type == EVENT_GUILD_LEAVE_REQUESTED) {
+        /* The guild's side: recorded under the player for dedupe, never in its version. */
+        rc = ev->type == EVENT_GUILD_JOIN_REQUESTED ? decide_join(fp, ev, result)
+                                                    : release_seat(fp, ev, result);
+        if (rc) return -1;
     } else if (ev->type != EVENT_DEFAULT) {
         if (ev->has_expected_version && ev->expected_version != p->row.version) {
             reject(result, "version_conflict");
@@ -581,10 +701,9 @@ int fold_partition_event(fold_partition *fp, const event *ev, int64_t offset,
             case EVENT_PURCHASE_SWORD:
             case EVENT_PURCHASE_ITEM: rc = apply_items(fp, p, ev, +1, result); break;
             case EVENT_CONSUME_ITEM: rc = apply_items(fp, p, ev, -1, result); break;
-            case EVENT_JOIN_GUILD:
-                rc = apply_join(fp, p, ev, store_partition(fp->st), result);
-                break;
+            case EVENT_JOIN_GUILD: rc = apply_join(fp, p, ev, result); break;
             case EVENT_LEAVE_GUILD: rc = apply_leave(fp, p, ev, result); break;
+            case EVENT_GUILD_JOIN_DECIDED: rc = apply_decision(p, ev, result); break;
             default: break;
             }
             if (rc) return -1;
@@ -641,12 +760,15 @@ int fold_partition_message(fold_partition *fp, int64_t offset, const void *key, 
     } else if (value_len > FOLD_MESSAGE_MAX) {
         snprintf(reason, sizeof reason, "oversize message (%zu bytes)", value_len);
     } else if (codec_decode(value, value_len, &ev, reason, sizeof reason) == 0) {
-        if (!key || key_len != strlen(ev.user_id) || memcmp(key, ev.user_id, key_len) != 0)
-            snprintf(reason, sizeof reason, "message key is not the event's user_id");
+        const char *expected_key = codec_event_key(&ev);
+        if (!key || key_len != strlen(expected_key) || memcmp(key, expected_key, key_len) != 0)
+            snprintf(reason, sizeof reason, "message key is not the event's %s",
+                     expected_key == ev.user_id ? "user_id" : "guild_id");
         else
             return fold_partition_event(fp, &ev, offset, result);
     }
     result->outcome = FOLD_DEAD_LETTER;
+    result->event_type = -1;
     snprintf(result->reason, sizeof result->reason, "%s", reason);
     if (reserve((void **)&fp->dead, &fp->dead_cap, fp->dead_count + 1, sizeof *fp->dead)) goto oom;
     pending_dead_letter *d = &fp->dead[fp->dead_count];
@@ -682,6 +804,8 @@ static void clear_batch(fold_partition *fp) {
         free(fp->dead[i].payload);
     }
     fp->dead_count = 0;
+    for (size_t i = 0; i < fp->emit_count; i++) free(fp->emits[i].payload);
+    fp->emit_count = 0;
     fp->outcome_count = 0;
     if (fp->seen_cap) memset(fp->seen_slots, 0, fp->seen_cap * sizeof *fp->seen_slots);
     fp->guild_count_used = 0;
@@ -720,7 +844,8 @@ static int write_player_events(fold_partition *fp) {
         return -1;
     }
     for (size_t i = 0; i < fp->outcome_count; i++) fp->sorted[i] = &fp->outcomes[i];
-    qsort(fp->sorted, fp->outcome_count, sizeof *fp->sorted, compare_player_events);
+    if (fp->outcome_count) /* qsort wants a non-NULL array even for 0 */
+        qsort(fp->sorted, fp->outcome_count, sizeof *fp->sorted, compare_player_events);
     for (size_t i = 0; i < fp->outcome_count; i++) {
         const pending_outcome *o = fp->sorted[i];
         if (store_add_player_event(fp->st, o->player_key, o->id_hash, o->offset)) return -1;
@@ -766,6 +891,12 @@ int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
     for (size_t i = 0; i < fp->guild_count_used; i++) {
         const guild_count *g = &fp->guilds[i];
         if (g->dirty && store_set_guild_count(fp->st, g->guild_id, g->count)) goto fail;
+    }
+    for (size_t i = 0; i < fp->emit_count; i++) {
+        const pending_emit *e = &fp->emits[i];
+        int64_t seq;
+        if (store_outbox_add(fp->st, e->msg_key, e->event_id, e->user_id, e->payload, &seq))
+            goto fail;
     }
     if (store_set_next_offset(fp->st, next_offset) || store_commit(fp->st)) goto fail;
     fp->in_txn = 0;
@@ -832,7 +963,138 @@ void fold_partition_free(fold_partition *fp) {
     free(fp->dead);
     free(fp->guilds);
     free(fp->members);
+    free(fp->emits);
     free(fp->arena);
     free(fp->ids_scratch);
     free(fp);
+}
+
+/* ---------------------------------------------------------------- point-in-time reads */
+
+static int compare_lines(const void *a, const void *b) {
+    return strcmp(((const store_line *)a)->item_type, ((const store_line *)b)->item_type);
+}
+
+typedef struct {
+    fold_partition *fp;
+    const char *user_id;
+    const fold_point *point;
+    fold_player_state *out;
+    int failed;
+} timeline_walk;
+
+/* "sword:1,arrow:20" back into the event's lines. */
+static void items_from_text(const char *text, event *ev) {
+    for (const char *p = text; p && *p && ev->item_count < CODEC_MAX_ITEMS;) {
+        const char *colon = strchr(p, ':');
+        if (!colon) break;
+        event_item *it = &ev->items[ev->item_count++];
+        size_t len = (size_t)(colon - p) < CODEC_ID_MAX ? (size_t)(colon - p) : CODEC_ID_MAX;
+        memcpy(it->item_type, p, len);
+        it->item_type[len] = '\0';
+        it->quantity = strtoll(colon + 1, NULL, 10);
+        const char *comma = strchr(colon, ',');
+        p = comma ? comma + 1 : NULL;
+    }
+}
+
+/* Folds one recorded event of the player again. Rows that changed nothing (duplicates,
+ * rejections) are skipped, but for a refused guild decision, which ends a wait; the rest
+ * must get the outcome they got when they were first folded. */
+static int timeline_row(void *arg, const store_history_row *row) {
+    timeline_walk *walk = arg;
+    fold_player_state *out = walk->out;
+    if (walk->point->until_ms >= 0 && row->ts_ms > walk->point->until_ms) return 0;
+    out->events_counted++;
+    out->last_offset = row->offset;
+    snprintf(out->last_event_id, sizeof out->last_event_id, "%s", row->event_id);
+    /* formatted once, at the end: most rows are not the last */
+    out->last_ts_ms = row->ts ? -1 : row->ts_ms;
+    if (row->ts) snprintf(out->last_ts, sizeof out->last_ts, "%s", row->ts);
+    int decision = row->type == EVENT_GUILD_JOIN_DECIDED;
+    if (strcmp(row->outcome, "duplicate") == 0 ||
+        (strcmp(row->outcome, "rejected") == 0 &&
+         (!decision || (row->reason && strcmp(row->reason, "no_pending_join") == 0))))
+        return 0;
+    event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.version = CODEC_EVENT_VERSION;
+    ev.type = (event_type)row->type;
+    snprintf(ev.event_id, sizeof ev.event_id, "%s", row->event_id);
+    snprintf(ev.user_id, sizeof ev.user_id, "%s", walk->user_id);
+    /* ts only fills the player row's created/updated times, which no answer shows */
+    if (row->ts) snprintf(ev.ts, sizeof ev.ts, "%s", row->ts);
+    if (row->guild_id) snprintf(ev.guild_id, sizeof ev.guild_id, "%s", row->guild_id);
+    items_from_text(row->items, &ev);
+    if (decision) {
+        /* The decision answers the join the player waits for: history keeps its id, from
+         * which the decision's own id derives. */
+        cached_player *p = find_player(walk->fp, walk->user_id, hash_text(walk->user_id));
+        if (p) snprintf(ev.cause_event_id, sizeof ev.cause_event_id, "%s", p->row.pending_cause);
+        ev.decision_granted = strcmp(row->outcome, "applied") == 0;
+        if (row->reason) snprintf(ev.decision_reason, sizeof ev.decision_reason, "%s", row->reason);
+    }
+    fold_result result;
+    if (fold_partition_event(walk->fp, &ev, row->offset, &result)) {
+        walk->failed = 1;
+        return 1;
+    }
+    if (strcmp(fold_outcome_name(result.outcome), row->outcome) != 0) {
+        snprintf(walk->fp->errmsg, sizeof walk->fp->errmsg,
+                 "history of %s at offset %lld: recorded %s, folds as %s", walk->user_id,
+                 (long long)row->offset, row->outcome, fold_outcome_name(result.outcome));
+        walk->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+int fold_player_at(store *history_store, store *scratch, const char *user_id,
+                   const fold_point *point, fold_player_state *out, char *errstr,
+                   size_t errstr_size) {
+    fold_config config = {.guild_capacity = FOLD_DEFAULT_GUILD_CAPACITY, .cached_players = 1};
+    memset(out, 0, sizeof *out);
+    out->last_offset = out->last_ts_ms = -1;
+    fold_partition *fp = fold_partition_new(scratch, &config, errstr, errstr_size);
+    if (!fp) return -1;
+    timeline_walk walk = {.fp = fp, .user_id = user_id, .point = point, .out = out};
+    int rc = -1;
+    if (store_walk_player_history(history_store, user_id, point->until_offset, 0, timeline_row,
+                                  &walk)) {
+        snprintf(errstr, errstr_size, "%s", store_errmsg(history_store));
+        goto done;
+    }
+    if (walk.failed) {
+        snprintf(errstr, errstr_size, "%s", fp->errmsg);
+        goto done;
+    }
+    if (out->last_ts_ms >= 0) store_format_ts(out->last_ts_ms, out->last_ts);
+    cached_player *p = find_player(fp, user_id, hash_text(user_id));
+    if (p) {
+        out->player = p->row;
+        out->exists = p->row.version > 0;
+        size_t kept = 0;
+        for (size_t i = 0; i < p->line_count; i++) kept += p->lines[i].quantity > 0;
+        if (kept && !(out->lines = calloc(kept, sizeof *out->lines))) {
+            snprintf(errstr, errstr_size, "out of memory");
+            goto done;
+        }
+        for (size_t i = 0; i < p->line_count; i++) {
+            if (p->lines[i].quantity <= 0) continue;
+            store_line *line = &out->lines[out->line_count++];
+            memcpy(line->item_type, p->lines[i].item_type, sizeof line->item_type);
+            line->quantity = p->lines[i].quantity;
+        }
+        qsort(out->lines, out->line_count, sizeof *out->lines, compare_lines);
+    }
+    rc = 0;
+done:
+    fold_partition_free(fp); /* rolls the scratch store back: it never keeps anything */
+    return rc;
+}
+
+void fold_player_state_clear(fold_player_state *state) {
+    free(state->lines);
+    state->lines = NULL;
+    state->line_count = 0;
 }

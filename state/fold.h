@@ -19,12 +19,8 @@
 #define FOLD_DEFAULT_CACHED_PLAYERS 2000 /* per partition, kept between batches */
 
 typedef struct {
-    int64_t guild_capacity;
+    int64_t guild_capacity; /* seats a guild's partition grants; 0: the default */
     size_t cached_players; /* players kept in memory between batches; 0: the default */
-    /* Members a guild has in other partitions' committed state (the interim capacity
-     * rule until guild decisions move into the log); NULL: none. */
-    int64_t (*members_elsewhere)(void *opaque, int32_t partition, const char *guild_id);
-    void *members_elsewhere_opaque;
 } fold_config;
 
 typedef enum {
@@ -32,12 +28,14 @@ typedef enum {
     FOLD_REJECTED,
     FOLD_DUPLICATE,
     FOLD_DEAD_LETTER,
+    FOLD_PENDING, /* a join waiting for its guild's decision */
 } fold_outcome;
 
 typedef struct {
     fold_outcome outcome;
     char reason[FOLD_REASON_MAX]; /* rejection code, or the dead-letter reason */
     char user_id[CODEC_ID_MAX + 1];
+    int event_type; /* codec's event_type; -1 for a dead letter */
 } fold_result;
 
 /* The contract's name of an outcome ("applied", ...). */
@@ -68,7 +66,11 @@ const char *fold_partition_errmsg(const fold_partition *fp);
 /* Records folded since the last commit (0: nothing to commit). */
 size_t fold_partition_pending(const fold_partition *fp);
 
-/* Writes every changed row, the outcomes and next_offset (the offset after the last
+/* Events this fold emits (the guild exchange of docs/design.md, "Guilds are decided in
+ * the log") are built during the batch and written to the store's outbox by the commit,
+ * in the same transaction; producing them is the caller's (store_outbox_walk). */
+
+/* Writes every changed row, the outcomes, the emitted events and next_offset (the offset after the last
  * record folded) in one transaction. Returns 0, or -1 with the store's error (then call
  * fold_partition_discard). */
 int fold_partition_commit(fold_partition *fp, int64_t next_offset);
@@ -76,5 +78,35 @@ int fold_partition_commit(fold_partition *fp, int64_t next_offset);
 /* Forgets everything since the last commit (and the cache, which may hold it), so the
  * records can be folded again from the stored offset. */
 void fold_partition_discard(fold_partition *fp);
+
+/* ---- point-in-time reads: one player's state as of a point of its own history ---- */
+
+typedef struct {
+    int64_t until_offset; /* the player's events with offset <= this count; -1: all */
+    int64_t until_ms;     /* and with ts <= this (ms since the epoch); -1: any time */
+} fold_point;
+
+typedef struct {
+    int exists;            /* an event other than default was applied by then */
+    store_player player;   /* version, guild_id, pending join, created/updated ts */
+    store_line *lines;     /* malloc'ed, item_type order; fold_player_state_clear frees */
+    size_t line_count;
+    size_t events_counted; /* the player's recorded events at or before the point */
+    int64_t last_offset;   /* the last of them: offset (-1: none), id and ts */
+    char last_event_id[STORE_ID_SIZE];
+    char last_ts[STORE_TS_SIZE];
+    int64_t last_ts_ms;    /* (internal: the last ts until it is formatted) */
+} fold_player_state;
+
+/* Rebuilds user_id's state as it was at point, from the player's own history in
+ * history_store (a reader of the player's partition), by the fold rules above over a
+ * player in memory: scratch is a writer store that only ever holds a transaction rolled
+ * back (e.g. ":memory:"), kept by the caller between calls. Each recorded outcome is
+ * folded again and must come out the same. Returns 0 with *out filled (free it with
+ * fold_player_state_clear), or -1 with errstr. */
+int fold_player_at(store *history_store, store *scratch, const char *user_id,
+                   const fold_point *point, fold_player_state *out, char *errstr,
+                   size_t errstr_size);
+void fold_player_state_clear(fold_player_state *state);
 
 #endif

@@ -1,8 +1,23 @@
-/* kafka_conf: one place where lootlog's librdkafka settings are assembled. */
+/* kafka_conf: one place where lootlog's librdkafka settings are assembled, and where
+ * librdkafka's own log lines are handed to lootlog's logger. */
 #include "kafka_conf.h"
+
+#include "log.h"
 
 #include <stdio.h>
 #include <string.h>
+
+/* librdkafka's log callback: runs on its internal threads, so it only formats a line
+ * (rd_kafka_name reads a field; no other librdkafka call). level is syslog's. */
+static void on_kafka_log(const rd_kafka_t *rk, int level, const char *facility,
+                         const char *text) {
+    log_level ours = level <= 3 ? LOG_ERROR : level == 4 ? LOG_WARN : level <= 6 ? LOG_INFO
+                                                                                 : LOG_DEBUG;
+    log_with(ours, "kafka",
+             LOG_FIELDS(LOG_STR("client", rk ? rd_kafka_name(rk) : ""),
+                        LOG_STR("facility", facility)),
+             "%s", text);
+}
 
 static int set_one(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
                    size_t errstr_size) {
@@ -18,6 +33,7 @@ rd_kafka_conf_t *kafka_conf_new(const char *brokers, const char *const *defaults
                                 const char *const *overrides, size_t override_count,
                                 char *errstr, size_t errstr_size) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, on_kafka_log);
     if (set_one(conf, "bootstrap.servers", brokers, errstr, errstr_size)) goto fail;
     for (size_t i = 0; defaults && defaults[i]; i += 2)
         if (set_one(conf, defaults[i], defaults[i + 1], errstr, errstr_size)) goto fail;

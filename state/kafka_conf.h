@@ -1,5 +1,6 @@
 /* kafka_conf: builds a librdkafka configuration from defaults, the broker list and the
- * user's -X key=value overrides, for the producer, the fold and replay alike. */
+ * user's -X key=value overrides, for the producer, the fold and replay alike. librdkafka's
+ * own log lines go through log.h (module "kafka", fields client and facility). */
 #ifndef LOOTLOG_KAFKA_CONF_H
 #define LOOTLOG_KAFKA_CONF_H
 

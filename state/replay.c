@@ -11,6 +11,7 @@
 #include "store.h"
 
 #include <librdkafka/rdkafka.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,88 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---------------------------------------------------------------- the outbox after a replay
+ * The replay folded the log as it is, emitting again every guild request and decision
+ * into the stores' outboxes. Most of them are in the log already, folded by their
+ * receiving partition in this very replay; only the others must go out (the next serve
+ * on these stores produces what is left). */
+
+typedef struct {
+    store *senders_store;
+    store *receivers[STORE_MAX_PARTITIONS];
+    const char *db_dir;
+    int partition_count;
+    int64_t *drop;
+    size_t drop_count, drop_cap;
+    size_t walked;
+} outbox_prune;
+
+static int note_if_in_log(void *arg, const store_outbox_row *r) {
+    outbox_prune *prune = arg;
+    char path[4096], why[256];
+    prune->walked++;
+    int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, r->msg_key, strlen(r->msg_key),
+                                                 prune->partition_count, NULL, NULL);
+    if (!prune->receivers[p]) {
+        if (store_path(prune->db_dir, p, path, sizeof path)) return -1;
+        prune->receivers[p] = store_open(path, p, STORE_READER, why, sizeof why);
+        if (!prune->receivers[p]) {
+            log_warn("replay", "outbox: %s", why);
+            return -1;
+        }
+    }
+    store_event_outcome outcome;
+    int found = store_read_event(prune->receivers[p], r->event_id, r->user_id, &outcome);
+    if (found < 0) return -1;
+    if (!found) return 0;
+    if (prune->drop_count == prune->drop_cap) {
+        size_t cap = prune->drop_cap ? prune->drop_cap * 2 : 1024;
+        int64_t *bigger = realloc(prune->drop, cap * sizeof *bigger);
+        if (!bigger) return -1;
+        prune->drop = bigger;
+        prune->drop_cap = cap;
+    }
+    prune->drop[prune->drop_count++] = r->seq;
+    return 0;
+}
+
+/* Drops the outbox rows whose event its receiving partition already folded. Writes how
+ * many rows stay to *kept. Returns 0 or -1. */
+static int prune_outboxes(const char *db_dir, const slice *slices, size_t slice_count,
+                          uint64_t *kept, char *errstr, size_t errstr_size) {
+    outbox_prune prune = {.db_dir = db_dir, .partition_count = (int)slice_count};
+    char path[4096];
+    store *st = NULL;
+    int rc = -1;
+    *kept = 0;
+    for (size_t i = 0; i < slice_count; i++) {
+        int32_t p = slices[i].partition;
+        if (store_path(db_dir, p, path, sizeof path) ||
+            !(st = store_open(path, p, STORE_WRITER, errstr, errstr_size)))
+            goto done;
+        prune.drop_count = 0;
+        prune.walked = 0;
+        if (store_outbox_walk(st, 0, INT32_MAX, note_if_in_log, &prune) || store_begin(st))
+            goto store_failed;
+        for (size_t k = 0; k < prune.drop_count; k++)
+            if (store_outbox_delete(st, prune.drop[k])) goto store_failed;
+        if (store_commit(st)) goto store_failed;
+        *kept += prune.walked - prune.drop_count;
+        store_close(st);
+        st = NULL;
+    }
+    rc = 0;
+    goto done;
+store_failed:
+    snprintf(errstr, errstr_size, "pruning an outbox: %s", store_errmsg(st));
+    store_rollback(st);
+done:
+    store_close(st);
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) store_close(prune.receivers[p]);
+    free(prune.drop);
+    return rc;
 }
 
 int replay_parse_time(const char *text, int64_t *ms) {
@@ -378,7 +461,8 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
         struct timespec pause = {0, 100 * 1000000L};
         nanosleep(&pause, NULL);
         consumer_get_stats(engine, &stats);
-        uint64_t done_events = stats.applied + stats.rejected + stats.duplicates + stats.dead_letters;
+        uint64_t done_events = stats.applied + stats.rejected + stats.duplicates +
+                               stats.dead_letters + stats.pending;
         if (tty) print_progress(done_events, total, started, stats.finished || stats.failed);
         if (stats.finished || stats.failed) break;
     }
@@ -390,9 +474,14 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
     summary->rejected = stats.rejected;
     summary->duplicates = stats.duplicates;
     summary->dead_letters = stats.dead_letters;
-    summary->events = stats.applied + stats.rejected + stats.duplicates + stats.dead_letters;
+    summary->pending = stats.pending;
+    summary->events = stats.applied + stats.rejected + stats.duplicates + stats.dead_letters +
+                      stats.pending;
     consumer_stop(engine);
     engine = NULL;
+    if (prune_outboxes(config->db_path, slices, slice_count, &summary->emitted_missing, errstr,
+                       errstr_size))
+        goto done;
 
     if (config->verify_path &&
         verify_against_live(config->db_path, slices, slice_count, &live, summary, errstr,

@@ -28,7 +28,8 @@ typedef struct {
 
 typedef struct {
     uint64_t events;          /* records folded */
-    uint64_t applied, rejected, duplicates, dead_letters;
+    uint64_t applied, rejected, duplicates, dead_letters, pending;
+    uint64_t emitted_missing; /* emitted events not in the log: left in the outboxes */
     double seconds;
     uint64_t players_compared; /* with verify_path */
     uint64_t players_differing;

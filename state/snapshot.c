@@ -243,56 +243,149 @@ static int extract_row(void *arg, const store_event_row *r) {
 
 /* ---------------------------------------------------------------- HDFS helpers */
 
-/* The newest complete snapshot's id under root (id[0] = 0 when none). */
-static int latest_snapshot(webhdfs *w, const hdfs_url *u, char *id, size_t id_size,
-                           char *errstr, size_t errstr_size) {
-    char dir[1024];
+/* A complete snapshot under the root, with what its manifest says of its scope. */
+typedef struct {
+    char id[64];
+    char topic[256];
+    int64_t offsets[STORE_MAX_PARTITIONS]; /* -1: the partition is not in it */
+    int same_set;                          /* its partitions are exactly the caller's */
+} snapshot_entry;
+
+/* 1 when the snapshot holds partition. */
+static int entry_has(const snapshot_entry *e, int32_t partition) {
+    return partition >= 0 && partition < STORE_MAX_PARTITIONS && e->offsets[partition] >= 0;
+}
+
+/* The complete snapshots (those with _SUCCESS) under root, newest first, each with its
+ * manifest's topic and offsets, read through scratch_dir. Several deployments may share
+ * one URL (shards of a topic, with their own partition sets): the manifest, not the
+ * folder name, says whose a snapshot is. same_set is computed against partitions (count
+ * 0: never). *out (malloc'ed, caller frees) may be NULL with *count 0. Returns 0 or -1. */
+static int list_complete(webhdfs *w, const hdfs_url *u, const char *scratch_dir,
+                         const int32_t *partitions, size_t partition_count,
+                         snapshot_entry **out, size_t *out_count, char *errstr,
+                         size_t errstr_size) {
+    char dir[1024], path[1600], local[1400];
     webhdfs_entry *entries = NULL;
     size_t count = 0;
-    int missing = 0;
-    id[0] = '\0';
+    int missing = 0, rc = -1;
+    *out = NULL;
+    *out_count = 0;
     snprintf(dir, sizeof dir, "%s/snapshots", u->root);
     if (webhdfs_list(w, dir, &entries, &count, &missing, errstr, errstr_size))
         return missing ? 0 : -1;
-    for (size_t i = 0; i < count; i++) {
-        const char *name = entries[i].name;
-        if (!entries[i].is_dir || name[0] == '_' || strcmp(name, id) <= 0) continue;
-        char success[1600];
-        webhdfs_entry st;
-        snprintf(success, sizeof success, "%s/%s/_SUCCESS", dir, name);
-        int exists = webhdfs_status(w, success, &st, errstr, errstr_size);
-        if (exists < 0) {
-            free(entries);
-            return -1;
-        }
-        if (exists) snprintf(id, id_size, "%.*s", (int)id_size - 1, name);
+    snapshot_entry *list = calloc(count ? count : 1, sizeof *list);
+    if (!list) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto done;
     }
+    snprintf(local, sizeof local, "%s/scan-manifest.json", scratch_dir);
+    for (size_t i = count; i-- > 0;) { /* names sort by time: newest first */
+        const char *name = entries[i].name;
+        if (!entries[i].is_dir || name[0] == '_' || strlen(name) >= sizeof list->id) continue;
+        snprintf(path, sizeof path, "%s/%s/_SUCCESS", dir, name);
+        int exists = webhdfs_status(w, path, NULL, errstr, errstr_size);
+        if (exists < 0) goto done;
+        if (!exists) continue;
+        snprintf(path, sizeof path, "%s/%s/manifest.json", dir, name);
+        if (webhdfs_open_to_file(w, path, local, errstr, errstr_size)) goto done;
+        json_t *manifest = json_load_file(local, 0, NULL);
+        unlink(local);
+        const char *topic = json_string_value(json_object_get(manifest, "topic"));
+        json_t *offsets = json_object_get(manifest, "offsets");
+        if (!topic || !json_is_object(offsets)) { /* not ours to judge: skipped */
+            log_warn("snapshot", "%s/%s: manifest without topic or offsets, ignored", dir, name);
+            json_decref(manifest);
+            continue;
+        }
+        snapshot_entry *e = &list[(*out_count)++];
+        snprintf(e->id, sizeof e->id, "%.63s", name); /* fits: checked above */
+        snprintf(e->topic, sizeof e->topic, "%s", topic);
+        for (int p = 0; p < STORE_MAX_PARTITIONS; p++) e->offsets[p] = -1;
+        const char *key;
+        json_t *value;
+        size_t held = 0;
+        json_object_foreach(offsets, key, value) {
+            int32_t p;
+            char canonical[16];
+            p = (int32_t)atoi(key);
+            snprintf(canonical, sizeof canonical, "%d", (int)p);
+            if (strcmp(canonical, key) != 0 || p < 0 || p >= STORE_MAX_PARTITIONS ||
+                !json_is_integer(value))
+                continue;
+            e->offsets[p] = json_integer_value(value) < 0 ? 0 : json_integer_value(value);
+            held++;
+        }
+        e->same_set = partition_count > 0 && held == partition_count;
+        for (size_t k = 0; k < partition_count && e->same_set; k++)
+            if (!entry_has(e, partitions[k])) e->same_set = 0;
+        json_decref(manifest);
+    }
+    *out = list;
+    list = NULL;
+    rc = 0;
+done:
+    free(list);
     free(entries);
-    return 0;
+    return rc;
 }
 
-/* Reads the offsets of a manifest into next (indexed by partition; untouched when
- * absent). Manifests of every schema version keep them the same way. */
-static int read_manifest_offsets(const char *path, int64_t *next, char *errstr,
-                                 size_t errstr_size) {
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    json_t *offsets = json_object_get(root, "offsets");
-    if (!json_is_object(offsets)) {
-        snprintf(errstr, errstr_size, "manifest %s has no offsets (%s)", path,
-                 root ? "missing" : jerr.text);
-        json_decref(root);
-        return -1;
+/* The final path of an extract: <root>/events/event_type=<type>/p<N>-<first>-<last>.avro. */
+static void extract_final_path(char *buf, size_t size, const char *root, const char *type_name,
+                               int32_t partition, int64_t first, int64_t last) {
+    snprintf(buf, size, "%s/events/event_type=%s/p%d-%lld-%lld.avro", root, type_name,
+             (int)partition, (long long)first, (long long)last);
+}
+
+/* Moves the extracts of complete snapshot id that are still inside its folder to their
+ * final paths (those the manifest lists, recomputed here from type, partition and
+ * offsets, so a manifest can name nothing else). Already moved ones are skipped.
+ * Returns 0 or -1 with errstr. */
+static int finish_extracts(webhdfs *w, const hdfs_url *u, const char *id, const char *scratch_dir,
+                           char *errstr, size_t errstr_size) {
+    char remote[1400], local[1400], from[1400], to[1400], type_dir[1400], name[96];
+    snprintf(remote, sizeof remote, "%s/snapshots/%s/manifest.json", u->root, id);
+    snprintf(local, sizeof local, "%s/finish-manifest.json", scratch_dir);
+    if (webhdfs_open_to_file(w, remote, local, errstr, errstr_size)) return -1;
+    json_t *manifest = json_load_file(local, 0, NULL);
+    unlink(local);
+    json_t *extracts = json_object_get(manifest, "extracts");
+    size_t i;
+    json_t *entry;
+    int rc = 0;
+    json_array_foreach(extracts, i, entry) {
+        const char *type_name = json_string_value(json_object_get(entry, "event_type"));
+        json_t *partition = json_object_get(entry, "partition");
+        json_t *first = json_object_get(entry, "first_offset");
+        json_t *last = json_object_get(entry, "last_offset");
+        event_type type;
+        if (!type_name || codec_type_parse(type_name, &type) || !json_is_integer(partition) ||
+            json_integer_value(partition) < 0 ||
+            json_integer_value(partition) >= STORE_MAX_PARTITIONS || !json_is_integer(first) ||
+            !json_is_integer(last))
+            continue; /* not an extract this code writes */
+        int32_t p = (int32_t)json_integer_value(partition);
+        extract_file_name(name, sizeof name, codec_type_name(type), p);
+        snprintf(from, sizeof from, "%s/snapshots/%s/%s", u->root, id, name);
+        int pending = webhdfs_status(w, from, NULL, errstr, errstr_size);
+        if (pending < 0) {
+            rc = -1;
+            break;
+        }
+        if (!pending) continue;
+        extract_final_path(to, sizeof to, u->root, codec_type_name(type), p,
+                           json_integer_value(first), json_integer_value(last));
+        snprintf(type_dir, sizeof type_dir, "%s/events/event_type=%s", u->root, codec_type_name(type));
+        /* A file already at the final path holds the same partition's same offsets. */
+        if (webhdfs_mkdirs(w, type_dir, errstr, errstr_size) ||
+            webhdfs_delete(w, to, 0, errstr, errstr_size) ||
+            webhdfs_rename(w, from, to, errstr, errstr_size)) {
+            rc = -1;
+            break;
+        }
     }
-    const char *key;
-    json_t *value;
-    json_object_foreach(offsets, key, value) {
-        int p = atoi(key);
-        if (p >= 0 && p < STORE_MAX_PARTITIONS && json_is_integer(value))
-            next[p] = json_integer_value(value);
-    }
-    json_decref(root);
-    return 0;
+    json_decref(manifest);
+    return rc;
 }
 
 /* Uploads local file name from dir into hdfs_dir. When record is not NULL, sets its
@@ -375,8 +468,8 @@ static int read_copy(const char *dir, int32_t partition, int64_t first, const ch
         if (avro_export_close(out, &rows, errstr, errstr_size)) goto done;
         const char *type_name = codec_type_name((event_type)t);
         char final_path[1400];
-        snprintf(final_path, sizeof final_path, "%s/events/event_type=%s/p%d-%lld-%lld.avro", root,
-                 type_name, (int)partition, (long long)first, (long long)*next - 1);
+        extract_final_path(final_path, sizeof final_path, root, type_name, partition, first,
+                           *next - 1);
         json_array_append_new(
             extracts, json_pack("{s:s,s:i,s:I,s:I,s:s,s:I}", "event_type", type_name, "partition",
                                 (int)partition, "first_offset", (json_int_t)first, "last_offset",
@@ -400,8 +493,9 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     char dir[1024], path[1400], name[96], tmp_dir[1200], final_dir[1200], prev_id[64], why[256];
     int32_t partitions[STORE_MAX_PARTITIONS];
     int64_t next[STORE_MAX_PARTITIONS], prev[STORE_MAX_PARTITIONS];
-    size_t partition_count = 0, renamed_count = 0;
-    int uploaded = 0, rc = -1;
+    size_t partition_count = 0, known_count = 0;
+    snapshot_entry *known = NULL;
+    int uploaded = 0, rc = -1, prev_same_set = 0;
     double started = now_s();
 
     memset(result, 0, sizeof *result);
@@ -439,20 +533,39 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     for (size_t i = 0; i < partition_count; i++)
         if (backup_partition(config->db_path, partitions[i], dir, errstr, errstr_size)) goto done;
 
-    /* 2. Where the extracts start: the previous complete snapshot's offsets (0 for a
-     * partition it did not have). */
-    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) prev[p] = 0;
-    if (latest_snapshot(w, &u, prev_id, sizeof prev_id, errstr, errstr_size)) goto done;
-    if (prev_id[0]) {
-        char remote[1400];
-        snprintf(remote, sizeof remote, "%s/snapshots/%s/manifest.json", u.root, prev_id);
-        snprintf(path, sizeof path, "%s/prev-manifest.json", dir);
-        if (webhdfs_open_to_file(w, remote, path, errstr, errstr_size) ||
-            read_manifest_offsets(path, prev, errstr, errstr_size))
+    /* 2. Where the extracts start: per partition, the offset in the newest complete
+     * snapshot of this topic that holds it (0 when none does). The previous snapshot is
+     * the newest of this topic and partition set (else the newest holding any of them);
+     * its extracts are moved into place first if it could not finish that. */
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) prev[p] = -1;
+    prev_id[0] = '\0';
+    if (list_complete(w, &u, dir, partitions, partition_count, &known, &known_count, errstr,
+                      errstr_size))
+        goto done;
+    for (size_t k = 0; k < known_count; k++) {
+        const snapshot_entry *e = &known[k];
+        if (strcmp(e->topic, config->topic) != 0) {
+            /* Extract names carry partition and offsets, not the topic: two topics under
+             * one root would overwrite each other's. */
+            snprintf(errstr, errstr_size, "%s holds snapshots of topic '%.100s' (%s); give each "
+                     "topic its own --snapshot-url root", config->url, e->topic, e->id);
             goto done;
-        for (int p = 0; p < STORE_MAX_PARTITIONS; p++)
-            if (prev[p] < 0) prev[p] = 0;
+        }
+        int holds_ours = 0;
+        for (size_t i = 0; i < partition_count; i++) {
+            int32_t p = partitions[i];
+            if (!entry_has(e, p)) continue;
+            holds_ours = 1;
+            if (prev[p] < 0) prev[p] = e->offsets[p];
+        }
+        if (holds_ours && (e->same_set || !prev_id[0]) && !prev_same_set) {
+            snprintf(prev_id, sizeof prev_id, "%s", e->id);
+            prev_same_set = e->same_set;
+        }
     }
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++)
+        if (prev[p] < 0) prev[p] = 0;
+    if (prev_id[0] && finish_extracts(w, &u, prev_id, dir, errstr, errstr_size)) goto done;
 
     /* 3. Analyst tables and extracts from the copies, one partition after another. */
     for (size_t t = 0; t < ANALYST_TABLE_COUNT; t++) {
@@ -504,7 +617,16 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     json_object_set(manifest, "extracts", extracts);
 
     /* 5. Upload into a temporary folder: the stores, the tables, the extracts. */
-    snprintf(tmp_dir, sizeof tmp_dir, "%s/snapshots/_tmp-%s", u.root, result->id);
+    /* The temporary name is this attempt's alone: another deployment under the same
+     * root may be writing a snapshot of the same millisecond. */
+    unsigned char nonce[6];
+    char nonce_hex[13];
+    if (getentropy(nonce, sizeof nonce)) {
+        snprintf(errstr, errstr_size, "no randomness for a temporary name");
+        goto done;
+    }
+    for (size_t i = 0; i < sizeof nonce; i++) snprintf(nonce_hex + 2 * i, 3, "%02x", nonce[i]);
+    snprintf(tmp_dir, sizeof tmp_dir, "%s/snapshots/_tmp-%s-%s", u.root, result->id, nonce_hex);
     snprintf(final_dir, sizeof final_dir, "%s/snapshots/%s", u.root, result->id);
     if (webhdfs_mkdirs(w, tmp_dir, errstr, errstr_size)) goto done;
     uploaded = 1;
@@ -520,14 +642,9 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     size_t e;
     json_t *entry;
     json_array_foreach(extracts, e, entry) {
-        const char *to = json_string_value(json_object_get(entry, "path"));
-        char type_dir[1400];
-        snprintf(type_dir, sizeof type_dir, "%.*s", (int)(strrchr(to, '/') - to), to);
         extract_file_name(name, sizeof name, json_string_value(json_object_get(entry, "event_type")),
                           (int32_t)json_integer_value(json_object_get(entry, "partition")));
-        if (webhdfs_mkdirs(w, type_dir, errstr, errstr_size) ||
-            upload(w, dir, name, tmp_dir, entry, errstr, errstr_size))
-            goto done;
+        if (upload(w, dir, name, tmp_dir, entry, errstr, errstr_size)) goto done;
         result->events_extracted += (uint64_t)json_integer_value(json_object_get(entry, "rows"));
     }
     snprintf(path, sizeof path, "%s/manifest.json", dir);
@@ -539,53 +656,42 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     snprintf(path, sizeof path, "%s/_SUCCESS", tmp_dir);
     if (webhdfs_create_from_buffer(w, path, "", 0, 1, errstr, errstr_size)) goto done;
 
-    /* 6. Into place: extracts (moved out of the temporary folder), then the snapshot. */
-    json_array_foreach(extracts, e, entry) {
-        char from[1400];
-        const char *to = json_string_value(json_object_get(entry, "path"));
-        extract_file_name(name, sizeof name, json_string_value(json_object_get(entry, "event_type")),
-                          (int32_t)json_integer_value(json_object_get(entry, "partition")));
-        snprintf(from, sizeof from, "%s/%s", tmp_dir, name);
-        /* A leftover of an attempt that failed after this step is the same range. */
-        if (webhdfs_delete(w, to, 0, errstr, errstr_size) ||
-            webhdfs_rename(w, from, to, errstr, errstr_size))
-            goto done;
-        renamed_count = e + 1;
-    }
+    /* 6. Into place: the snapshot folder in one strict rename (the commit: it never
+     * lands inside an existing folder), then its extracts moved out of it one by one.
+     * A failure between leaves a complete snapshot whose extracts the next attempt
+     * moves first (finish_extracts), so no extract is ever visible without its
+     * snapshot, and none is lost. */
     if (webhdfs_rename_strict(w, tmp_dir, final_dir, 0, errstr, errstr_size)) goto done;
     uploaded = 0;
-    renamed_count = 0;
+    if (finish_extracts(w, &u, result->id, dir, errstr, errstr_size)) {
+        char why_move[512];
+        snprintf(why_move, sizeof why_move, "%s", errstr);
+        snprintf(errstr, errstr_size, "snapshot %s is complete but moving its extracts failed "
+                 "(the next attempt moves them): %s", result->id, why_move);
+        goto done;
+    }
 
-    /* 7. Retention: keep the newest config->retain complete snapshots. */
-    char snapshots_dir[1100];
-    webhdfs_entry *entries = NULL;
-    size_t count = 0;
-    snprintf(snapshots_dir, sizeof snapshots_dir, "%s/snapshots", u.root);
-    if (webhdfs_list(w, snapshots_dir, &entries, &count, NULL, errstr, errstr_size) == 0) {
-        size_t kept = 0;
-        /* Names sort by time; walk newest first. */
-        for (size_t i = count; i-- > 0;) {
-            if (!entries[i].is_dir || entries[i].name[0] == '_') continue;
-            if (++kept <= (size_t)(config->retain > 0 ? config->retain : 1)) continue;
-            char old[1400];
-            snprintf(old, sizeof old, "%s/%s", snapshots_dir, entries[i].name);
-            if (webhdfs_delete(w, old, 1, why, sizeof why))
-                log_warn("snapshot", "retention: %s", why);
-        }
-        free(entries);
+    /* 7. Retention: keep the newest config->retain complete snapshots of this topic and
+     * partition set; other deployments' snapshots under the same root are theirs. */
+    size_t kept = 1; /* this one */
+    for (size_t k = 0; k < known_count; k++) {
+        if (!known[k].same_set || strcmp(known[k].topic, config->topic) != 0) continue;
+        if (++kept <= (size_t)(config->retain > 0 ? config->retain : 1)) continue;
+        char old[1400];
+        snprintf(old, sizeof old, "%s/snapshots/%s", u.root, known[k].id);
+        if (webhdfs_delete(w, old, 1, why, sizeof why))
+            log_warn("snapshot", "retention: %s", why);
     }
     result->seconds = now_s() - started;
     rc = 0;
 done:
     for (size_t t = 0; t < ANALYST_TABLE_COUNT; t++)
         if (tables[t]) avro_export_close(tables[t], NULL, why, sizeof why);
-    if (w && (uploaded || renamed_count)) {
-        /* The extracts moved so far are this attempt's (their names are its ranges). */
-        for (size_t i = 0; i < renamed_count; i++)
-            webhdfs_delete(w, json_string_value(json_object_get(json_array_get(extracts, i), "path")),
-                           0, why, sizeof why);
-        webhdfs_delete(w, tmp_dir, 1, why, sizeof why);
-    }
+    /* Nothing outside the temporary folder was written before the commit. If HDFS is
+     * gone this fails too; the folder's name starts with '_', which every reader skips. */
+    if (w && uploaded && webhdfs_delete(w, tmp_dir, 1, why, sizeof why))
+        log_warn("snapshot", "could not remove %s: %s", tmp_dir, why);
+    free(known);
     json_decref(files);
     json_decref(extracts);
     json_decref(manifest);
@@ -659,6 +765,19 @@ static int check_manifest_files(json_t *files, const char *id, char *errstr, siz
     return stores;
 }
 
+int snapshot_manifest_check(const char *text, size_t len, char *errstr, size_t errstr_size) {
+    json_error_t jerr;
+    json_t *manifest = json_loadb(text, len, 0, &jerr);
+    if (!manifest) {
+        snprintf(errstr, errstr_size, "the manifest is not JSON (%s)", jerr.text);
+        return -1;
+    }
+    int rc = check_manifest_files(json_object_get(manifest, "files"), "the snapshot", errstr,
+                                  errstr_size);
+    json_decref(manifest);
+    return rc;
+}
+
 /* Moves every store file listed in files from dir into db_dir, none of them over
  * anything: a leftover -wal beside a new p<N>.db would be replayed into it. On failure
  * removes the ones it moved, so db_dir holds no store again. Returns 0 or -1. */
@@ -702,7 +821,8 @@ undo:
     return -1;
 }
 
-int snapshot_restore(const char *url, const char *id, const char *db_path,
+int snapshot_restore(const char *url, const char *id, const char *topic,
+                     const int32_t *only_partitions, size_t only_count, const char *db_path,
                      const char *work_dir, long timeout_ms, char *id_out, char *errstr,
                      size_t errstr_size) {
     hdfs_url u;
@@ -737,9 +857,21 @@ int snapshot_restore(const char *url, const char *id, const char *db_path,
     w = webhdfs_new(u.base, "root", timeout_ms, errstr, errstr_size);
     if (!w) goto done;
     if (!id || strcmp(id, "latest") == 0) {
-        if (latest_snapshot(w, &u, chosen, sizeof chosen, errstr, errstr_size)) goto done;
+        /* The newest of this topic (and exactly these partitions, when given): other
+         * deployments may share the URL. */
+        snapshot_entry *known = NULL;
+        size_t known_count = 0;
+        chosen[0] = '\0';
+        if (list_complete(w, &u, dir, only_partitions, only_count, &known, &known_count, errstr,
+                          errstr_size))
+            goto done;
+        for (size_t k = 0; k < known_count && !chosen[0]; k++)
+            if (strcmp(known[k].topic, topic) == 0 && (only_count == 0 || known[k].same_set))
+                snprintf(chosen, sizeof chosen, "%s", known[k].id);
+        free(known);
         if (!chosen[0]) {
-            snprintf(errstr, errstr_size, "no complete snapshot under %s/snapshots", u.root);
+            snprintf(errstr, errstr_size, "no complete snapshot of topic '%s'%s under %s/snapshots",
+                     topic, only_count ? " with exactly the given partitions" : "", u.root);
             goto done;
         }
     } else {
@@ -761,6 +893,12 @@ int snapshot_restore(const char *url, const char *id, const char *db_path,
                  version == 1 ? " (one state.db, from lootlog 0.1)" : "", SNAPSHOT_SCHEMA_VERSION);
         goto done;
     }
+    const char *snapshot_topic = json_string_value(json_object_get(manifest, "topic"));
+    if (!snapshot_topic || strcmp(snapshot_topic, topic) != 0) {
+        snprintf(errstr, errstr_size, "snapshot %s is of topic '%.100s', not '%s' (--topic)",
+                 chosen, snapshot_topic ? snapshot_topic : "(none)", topic);
+        goto done;
+    }
     json_t *files = json_object_get(manifest, "files");
     if (check_manifest_files(files, chosen, errstr, errstr_size) < 0) goto done;
     const char *name;
@@ -774,6 +912,13 @@ int snapshot_restore(const char *url, const char *id, const char *db_path,
             sha256_file(local, hex, &bytes, errstr, errstr_size))
             goto done;
         const char *want = json_string_value(json_object_get(meta, "sha256"));
+        json_t *want_bytes = json_object_get(meta, "bytes");
+        if (!json_is_integer(want_bytes) || (uint64_t)json_integer_value(want_bytes) != bytes) {
+            snprintf(errstr, errstr_size, "%s of snapshot %s: %llu bytes, manifest says %lld", name,
+                     chosen, (unsigned long long)bytes,
+                     json_is_integer(want_bytes) ? (long long)json_integer_value(want_bytes) : -1LL);
+            goto done;
+        }
         if (strcmp(want, hex) != 0) {
             snprintf(errstr, errstr_size, "%s of snapshot %s: sha256 %s, manifest says %s", name,
                      chosen, hex, want);
@@ -807,6 +952,8 @@ struct snapshot_scheduler {
     int stopping, triggered, in_progress;
     uint64_t taken, failed;
     char last_id[32];
+    double last_seconds;     /* of the last successful snapshot */
+    int64_t last_success_at; /* its Unix finish time; 0: none yet */
     char last_error[512];
     char *list_json; /* cached GET /admin/snapshots answer */
 };
@@ -857,6 +1004,8 @@ static void *scheduler_thread(void *arg) {
         if (rc == 0) {
             s->taken++;
             snprintf(s->last_id, sizeof s->last_id, "%s", result.id);
+            s->last_seconds = result.seconds;
+            s->last_success_at = (int64_t)time(NULL);
             s->last_error[0] = '\0';
             backoff_s = 0;
         } else {
@@ -917,6 +1066,13 @@ void snapshot_scheduler_counts(snapshot_scheduler *s, uint64_t *taken, uint64_t 
     pthread_mutex_lock(&s->lock);
     *taken = s->taken;
     *failed = s->failed;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void snapshot_scheduler_last_success(snapshot_scheduler *s, double *seconds, int64_t *unix_time) {
+    pthread_mutex_lock(&s->lock);
+    *seconds = s->last_seconds;
+    *unix_time = s->last_success_at;
     pthread_mutex_unlock(&s->lock);
 }
 

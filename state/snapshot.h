@@ -39,14 +39,23 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
  * array text of {"id","path"} the caller frees. NULL with errstr on failure. */
 char *snapshot_list_json(const char *url, long timeout_ms, char *errstr, size_t errstr_size);
 
-/* Downloads snapshot id ("latest" for the newest complete one), verifies the sha256 of
- * every file in its manifest, and installs its stores (p<N>.db) into the folder db_path,
- * created if missing and refused when it already holds a store; `serve` on it then
+/* Downloads snapshot id ("latest": the newest complete one of topic, and of exactly the
+ * only_count partitions in only_partitions when only_count > 0), refuses one of another
+ * topic, checks every name its manifest lists (p<N>.db or an analyst table) before
+ * fetching anything and the size and sha256 of every file before installing any, and
+ * moves its stores (p<N>.db) into the folder db_path, created if missing and refused when
+ * it already holds a store or a leftover -wal/-shm/-journal of one; `serve` on it then
  * catches up from the stores' offsets. work_dir (scratch) must be on db_path's file
  * system. Writes the id restored to id_out (>= 32 bytes). Returns 0 or -1 with errstr. */
-int snapshot_restore(const char *url, const char *id, const char *db_path,
+int snapshot_restore(const char *url, const char *id, const char *topic,
+                     const int32_t *only_partitions, size_t only_count, const char *db_path,
                      const char *work_dir, long timeout_ms, char *id_out, char *errstr,
                      size_t errstr_size);
+
+/* Checks a manifest's text as restore does before fetching anything: JSON, and its
+ * "files" only names restore may write (p<N>.db, the analyst tables), each with a sha256.
+ * Returns the number of partition stores listed, or -1 with errstr. (For the fuzz test.) */
+int snapshot_manifest_check(const char *text, size_t len, char *errstr, size_t errstr_size);
 
 /* The periodic snapshotter of `serve`: a thread that takes a snapshot every
  * interval_s (0: only when triggered), retrying a failed one with exponential backoff
@@ -63,6 +72,9 @@ void snapshot_scheduler_trigger(snapshot_scheduler *s);
 char *snapshot_scheduler_status_json(snapshot_scheduler *s);
 /* Any thread: the counters, for /metrics. */
 void snapshot_scheduler_counts(snapshot_scheduler *s, uint64_t *taken, uint64_t *failed);
+/* Any thread: the last successful snapshot's duration and Unix finish time (0, 0: none
+ * yet), for /metrics. */
+void snapshot_scheduler_last_success(snapshot_scheduler *s, double *seconds, int64_t *unix_time);
 /* Finishes a snapshot in progress, joins the thread, frees. */
 void snapshot_scheduler_stop(snapshot_scheduler *s);
 

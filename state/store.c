@@ -49,6 +49,16 @@ enum {
     SQL_WALK_MEMBERS,
     SQL_WALK_PLAYERS,
     SQL_WALK_EVENTS,
+    SQL_IS_MEMBER,
+    SQL_OUTBOX_ADD,
+    SQL_OUTBOX_DELETE,
+    SQL_OUTBOX_WALK,
+    SQL_ALL_GUILD_MEMBERS,
+    SQL_RECENT_DEAD_LETTERS,
+    SQL_ITEM_TOTALS,
+    SQL_GET_TOPIC,
+    SQL_SET_TOPIC,
+    SQL_PLAYER_TIMELINE,
     SQL_COUNT
 };
 
@@ -61,15 +71,17 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_COMMIT] = "COMMIT",
     [SQL_ROLLBACK] = "ROLLBACK",
     [SQL_MAX_PLAYER_KEY] = "SELECT coalesce(max(player_key), 0) FROM players",
-    [SQL_GET_PLAYER] = "SELECT player_key, version, guild_id, created_ts, updated_ts "
-                       "FROM players WHERE user_id = ?1",
+    [SQL_GET_PLAYER] = "SELECT player_key, version, guild_id, created_ts, updated_ts, "
+                       "pending_guild_id, pending_cause FROM players WHERE user_id = ?1",
     [SQL_GET_LINES] =
         "SELECT item_type, quantity FROM inventory WHERE player_key = ?1 ORDER BY item_type",
     [SQL_PUT_PLAYER] =
-        "INSERT INTO players (player_key, user_id, version, guild_id, created_ts, updated_ts) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (player_key) DO UPDATE SET "
+        "INSERT INTO players (player_key, user_id, version, guild_id, created_ts, updated_ts, "
+        "pending_guild_id, pending_cause) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "ON CONFLICT (player_key) DO UPDATE SET "
         "version = excluded.version, guild_id = excluded.guild_id, "
-        "created_ts = excluded.created_ts, updated_ts = excluded.updated_ts",
+        "created_ts = excluded.created_ts, updated_ts = excluded.updated_ts, "
+        "pending_guild_id = excluded.pending_guild_id, pending_cause = excluded.pending_cause",
     [SQL_SET_LINE] = "INSERT INTO inventory (player_key, item_type, quantity) VALUES (?1, ?2, ?3) "
                      "ON CONFLICT (player_key, item_type) DO UPDATE SET quantity = excluded.quantity",
     [SQL_DELETE_LINE] = "DELETE FROM inventory WHERE player_key = ?1 AND item_type = ?2",
@@ -102,9 +114,11 @@ static const char *const sql_text[SQL_COUNT] = {
                          "ORDER BY user_id LIMIT ?3",
     [SQL_READ_HISTORY] = "SELECT " HISTORY_COLUMNS " FROM players p JOIN player_events e ON "
                          "e.player_key = p.player_key JOIN history h ON h.offset = e.offset "
-                         "WHERE p.user_id = ?1 AND e.offset < ?2 ORDER BY e.offset DESC LIMIT ?3",
-    [SQL_ALL_PLAYERS] = "SELECT user_id, version, guild_id, player_key FROM players "
-                        "WHERE version > 0 ORDER BY user_id",
+                         "WHERE p.user_id = ?1 AND e.offset < ?2 AND h.event_type NOT IN (6, 8) "
+                         "ORDER BY e.offset DESC LIMIT ?3",
+    [SQL_ALL_PLAYERS] = "SELECT user_id, version, guild_id, player_key, pending_guild_id, "
+                        "pending_cause FROM players WHERE version > 0 OR pending_guild_id "
+                        "IS NOT NULL ORDER BY user_id",
     [SQL_ALL_LINES] = "SELECT p.user_id, i.item_type, i.quantity FROM inventory i "
                       "JOIN players p ON p.player_key = i.player_key "
                       "ORDER BY p.user_id, i.item_type",
@@ -115,6 +129,21 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_WALK_EVENTS] = "SELECT " HISTORY_COLUMNS ", p.user_id FROM history h JOIN players p "
                         "ON p.player_key = h.player_key WHERE h.offset >= ?1 AND h.offset < ?2 "
                         "ORDER BY h.offset",
+    [SQL_IS_MEMBER] = "SELECT 1 FROM guild_members WHERE guild_id = ?1 AND user_id = ?2",
+    [SQL_OUTBOX_ADD] = "INSERT INTO outbox (msg_key, event_id, user_id, payload) VALUES (?1, ?2, ?3, ?4)",
+    [SQL_OUTBOX_DELETE] = "DELETE FROM outbox WHERE seq = ?1",
+    [SQL_OUTBOX_WALK] = "SELECT seq, msg_key, event_id, user_id, payload FROM outbox WHERE seq > ?1 "
+                        "ORDER BY seq LIMIT ?2",
+    [SQL_GET_TOPIC] = "SELECT value FROM meta WHERE key = 'topic'",
+    [SQL_PLAYER_TIMELINE] = "SELECT " HISTORY_COLUMNS " FROM players p JOIN player_events e ON "
+                            "e.player_key = p.player_key JOIN history h ON h.offset = e.offset "
+                            "WHERE p.user_id = ?1 AND e.offset <= ?2 AND h.event_type NOT IN (6, 8) "
+                            "ORDER BY e.offset",
+    [SQL_SET_TOPIC] = "INSERT INTO meta (key, value) VALUES ('topic', ?1)",
+    [SQL_ALL_GUILD_MEMBERS] = "SELECT guild_id, user_id, joined_ts FROM guild_members "
+                              "ORDER BY guild_id, user_id",
+    [SQL_RECENT_DEAD_LETTERS] = "SELECT offset, reason FROM dead_letters ORDER BY offset DESC LIMIT ?1",
+    [SQL_ITEM_TOTALS] = "SELECT item_type, count(*), sum(quantity) FROM inventory GROUP BY item_type",
 };
 
 struct store {
@@ -297,18 +326,14 @@ static void column_ts(sqlite3_stmt *s, int col, char *out) {
         copy_column_text(s, col, out, STORE_TS_SIZE);
         return;
     }
-    int64_t ms = sqlite3_column_int64(s, col);
-    time_t seconds = (time_t)(ms / 1000);
-    struct tm tm;
-    char whole[24];
-    gmtime_r(&seconds, &tm);
-    strftime(whole, sizeof whole, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, STORE_TS_SIZE, "%s.%03dZ", whole, (int)(ms % 1000));
+    store_format_ts(sqlite3_column_int64(s, col), out);
 }
 
 static const char *outcome_name(int outcome) {
-    static const char *const names[] = {"applied", "rejected", "duplicate"};
-    return outcome >= 0 && outcome < 3 ? names[outcome] : "unknown";
+    /* fold_outcome's values; dead letters have no history row */
+    static const char *const names[] = {"applied", "rejected", "duplicate", "dead_lettered",
+                                        "pending"};
+    return outcome >= 0 && outcome < 5 ? names[outcome] : "unknown";
 }
 
 /* One history row of HISTORY_COLUMNS (at column base), converted to text. */
@@ -318,11 +343,33 @@ typedef struct {
     store_history_row row;
 } history_text;
 
+static void history_row_fill(store *st, sqlite3_stmt *s, int base, history_text *out,
+                             const char *type_name, int ts_is_ms);
+
 static void history_row_from(store *st, sqlite3_stmt *s, int base, history_text *out) {
     column_event_id(s, base + 0, out->event_id);
     column_ts(s, base + 4, out->ts);
     const char *type_name = codec_type_name((event_type)sqlite3_column_int(s, base + 1));
+    int ts_is_ms = sqlite3_column_type(s, base + 4) == SQLITE_INTEGER;
+    history_row_fill(st, s, base, out, type_name, ts_is_ms);
+}
+
+/* As history_row_from without the ts text when the column holds ms (ts is then NULL; a
+ * point-in-time fold needs only ts_ms, and formatting it cost a fifth of the time). */
+static void history_row_from_ms(store *st, sqlite3_stmt *s, int base, history_text *out) {
+    column_event_id(s, base + 0, out->event_id);
+    const char *type_name = codec_type_name((event_type)sqlite3_column_int(s, base + 1));
+    int ts_is_ms = sqlite3_column_type(s, base + 4) == SQLITE_INTEGER;
+    if (!ts_is_ms) copy_column_text(s, base + 4, out->ts, STORE_TS_SIZE);
+    history_row_fill(st, s, base, out, type_name, ts_is_ms);
+    if (ts_is_ms) out->row.ts = NULL;
+}
+
+static void history_row_fill(store *st, sqlite3_stmt *s, int base, history_text *out,
+                             const char *type_name, int ts_is_ms) {
     out->row = (store_history_row){
+        .type = sqlite3_column_int(s, base + 1),
+        .ts_ms = ts_is_ms ? sqlite3_column_int64(s, base + 4) : -1,
         .event_id = out->event_id,
         .event_type = type_name ? type_name : "unknown",
         .outcome = outcome_name(sqlite3_column_int(s, base + 2)),
@@ -463,6 +510,8 @@ static int get_player(store *st, const char *user_id, store_player *player) {
         copy_column_text(s, 2, player->guild_id, sizeof player->guild_id);
         copy_column_text(s, 3, player->created_ts, sizeof player->created_ts);
         copy_column_text(s, 4, player->updated_ts, sizeof player->updated_ts);
+        copy_column_text(s, 5, player->pending_guild_id, sizeof player->pending_guild_id);
+        copy_column_text(s, 6, player->pending_cause, sizeof player->pending_cause);
     }
     sqlite3_reset(s);
     if (rc == SQLITE_ROW) return 1;
@@ -519,6 +568,8 @@ int store_put_player(store *st, const char *user_id, const store_player *player)
     bind_text_or_null(s, 4, player->guild_id);
     bind_text_or_null(s, 5, player->created_ts);
     bind_text_or_null(s, 6, player->updated_ts);
+    bind_text_or_null(s, 7, player->pending_guild_id);
+    bind_text_or_null(s, 8, player->pending_cause);
     return exec_stmt(st, s, "writing player");
 }
 
@@ -559,6 +610,81 @@ int store_remove_member(store *st, const char *guild_id, const char *user_id) {
     sqlite3_bind_text(s, 1, guild_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, user_id, -1, SQLITE_STATIC);
     return exec_stmt(st, s, "removing guild member");
+}
+
+int store_get_topic(store *st, char *buf, size_t buf_size) {
+    sqlite3_stmt *s = stmt_get(st, SQL_GET_TOPIC);
+    int rc = sqlite3_step(s);
+    buf[0] = '\0';
+    if (rc == SQLITE_ROW) copy_column_text(s, 0, buf, buf_size);
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail_with(st, "reading the store's topic");
+}
+
+int store_claim_topic(store *st, const char *topic) {
+    char held[256];
+    if (store_get_topic(st, held, sizeof held)) return -1;
+    if (held[0]) {
+        if (strcmp(held, topic) == 0) return 0;
+        snprintf(st->errmsg, sizeof st->errmsg,
+                 "store of partition %d holds the state of topic '%s', not '%s'",
+                 (int)st->partition, held, topic);
+        return -1;
+    }
+    sqlite3_stmt *s = stmt_get(st, SQL_SET_TOPIC);
+    sqlite3_bind_text(s, 1, topic, -1, SQLITE_STATIC);
+    return exec_stmt(st, s, "recording the store's topic");
+}
+
+int store_is_member(store *st, const char *guild_id, const char *user_id) {
+    sqlite3_stmt *s = stmt_get(st, SQL_IS_MEMBER);
+    sqlite3_bind_text(s, 1, guild_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, user_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW) return 1;
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading guild member");
+}
+
+int store_outbox_add(store *st, const char *msg_key, const char *event_id, const char *user_id,
+                     const char *payload, int64_t *seq) {
+    sqlite3_stmt *s = stmt_get(st, SQL_OUTBOX_ADD);
+    sqlite3_bind_text(s, 1, msg_key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, event_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, payload, -1, SQLITE_STATIC);
+    if (exec_stmt(st, s, "adding to the outbox")) return -1;
+    *seq = sqlite3_last_insert_rowid(st->db);
+    return 0;
+}
+
+int store_outbox_delete(store *st, int64_t seq) {
+    sqlite3_stmt *s = stmt_get(st, SQL_OUTBOX_DELETE);
+    sqlite3_bind_int64(s, 1, seq);
+    return exec_stmt(st, s, "deleting from the outbox");
+}
+
+int store_outbox_walk(store *st, int64_t after_seq, int limit,
+                      int (*row)(void *arg, const store_outbox_row *r), void *arg) {
+    sqlite3_stmt *s = stmt_get(st, SQL_OUTBOX_WALK);
+    sqlite3_bind_int64(s, 1, after_seq);
+    sqlite3_bind_int(s, 2, limit);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_outbox_row r = {
+            .seq = sqlite3_column_int64(s, 0),
+            .msg_key = (const char *)sqlite3_column_text(s, 1),
+            .event_id = (const char *)sqlite3_column_text(s, 2),
+            .user_id = (const char *)sqlite3_column_text(s, 3),
+            .payload = (const char *)sqlite3_column_text(s, 4),
+        };
+        if (row(arg, &r)) {
+            sqlite3_reset(s);
+            return -1;
+        }
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading the outbox");
 }
 
 uint32_t store_event_id_hash(const char *event_id) {
@@ -738,6 +864,37 @@ int store_read_history(store *st, const char *user_id, int64_t before_offset, in
     return rc == SQLITE_DONE ? 0 : fail_with(st, "reading history");
 }
 
+int store_walk_player_history(store *st, const char *user_id, int64_t until_offset,
+                              int with_ts_text,
+                              int (*row)(void *arg, const store_history_row *entry), void *arg) {
+    sqlite3_stmt *s = stmt_get(st, SQL_PLAYER_TIMELINE);
+    int rc;
+    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, until_offset < 0 ? INT64_MAX : until_offset);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        history_text h;
+        if (with_ts_text) history_row_from(st, s, 0, &h);
+        else history_row_from_ms(st, s, 0, &h);
+        if (row(arg, &h.row)) {
+            sqlite3_reset(s);
+            return 0;
+        }
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading a player's history");
+}
+
+int64_t store_ts_ms(const char *ts) { return canonical_ts_ms(ts); }
+
+void store_format_ts(int64_t ms, char *out) {
+    time_t seconds = (time_t)(ms / 1000);
+    struct tm tm;
+    char whole[24];
+    gmtime_r(&seconds, &tm);
+    strftime(whole, sizeof whole, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, STORE_TS_SIZE, "%s.%03dZ", whole, (int)(ms % 1000));
+}
+
 /* FNV-1a over bytes, continuing from hash. */
 static uint64_t fnv1a(uint64_t hash, const void *data, size_t len) {
     const unsigned char *p = data;
@@ -754,6 +911,32 @@ static uint64_t fnv1a_text(uint64_t hash, const char *text) {
 
 int store_player_digests(store *st, void (*row)(void *arg, const char *user_id, uint64_t digest),
                          void *arg) {
+    /* The guilds whose seats this partition decides, one row each named "#guild/<id>"
+     * ('#' sorts before every identifier, so the rows stay in one ascending order). */
+    sqlite3_stmt *members = stmt_get(st, SQL_ALL_GUILD_MEMBERS);
+    char guild[STORE_ID_SIZE] = "", name[STORE_ID_SIZE + 8];
+    uint64_t guild_digest = 0;
+    int mrc;
+    while ((mrc = sqlite3_step(members)) == SQLITE_ROW) {
+        const char *guild_id = (const char *)sqlite3_column_text(members, 0);
+        if (strcmp(guild_id, guild) != 0) {
+            if (guild[0]) {
+                snprintf(name, sizeof name, "#guild/%s", guild);
+                row(arg, name, guild_digest);
+            }
+            snprintf(guild, sizeof guild, "%s", guild_id);
+            guild_digest = 0xcbf29ce484222325ULL;
+        }
+        guild_digest = fnv1a_text(guild_digest, (const char *)sqlite3_column_text(members, 1));
+        guild_digest = fnv1a_text(guild_digest, (const char *)sqlite3_column_text(members, 2));
+    }
+    sqlite3_reset(members);
+    if (mrc != SQLITE_DONE) return fail_with(st, "computing guild digests");
+    if (guild[0]) {
+        snprintf(name, sizeof name, "#guild/%s", guild);
+        row(arg, name, guild_digest);
+    }
+
     /* Two scans in user_id order merged: players, and inventory lines by player. */
     sqlite3_stmt *players = stmt_get(st, SQL_ALL_PLAYERS);
     sqlite3_stmt *lines = stmt_get(st, SQL_ALL_LINES);
@@ -763,6 +946,8 @@ int store_player_digests(store *st, void (*row)(void *arg, const char *user_id, 
         int64_t version = sqlite3_column_int64(players, 1);
         uint64_t digest = fnv1a(0xcbf29ce484222325ULL, &version, sizeof version);
         digest = fnv1a_text(digest, (const char *)sqlite3_column_text(players, 2));
+        digest = fnv1a_text(digest, (const char *)sqlite3_column_text(players, 4));
+        digest = fnv1a_text(digest, (const char *)sqlite3_column_text(players, 5));
         while (lrc == SQLITE_ROW &&
                strcmp((const char *)sqlite3_column_text(lines, 0), user_id) < 0)
             lrc = sqlite3_step(lines); /* lines of a player that does not exist: skipped */
@@ -891,4 +1076,28 @@ int store_walk_events(store *st, int64_t first, int64_t end,
     }
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? 0 : fail_with(st, "walking events");
+}
+
+int store_read_dead_letters(store *st, int limit,
+                            void (*row)(void *arg, int64_t offset, const char *reason), void *arg) {
+    sqlite3_stmt *s = stmt_get(st, SQL_RECENT_DEAD_LETTERS);
+    int rc;
+    sqlite3_bind_int(s, 1, limit);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        row(arg, sqlite3_column_int64(s, 0), (const char *)sqlite3_column_text(s, 1));
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading dead letters");
+}
+
+int store_read_item_totals(store *st,
+                           void (*row)(void *arg, const char *item_type, int64_t holders,
+                                       int64_t quantity),
+                           void *arg) {
+    sqlite3_stmt *s = stmt_get(st, SQL_ITEM_TOTALS);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        row(arg, (const char *)sqlite3_column_text(s, 0), sqlite3_column_int64(s, 1),
+            sqlite3_column_int64(s, 2));
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading item totals");
 }

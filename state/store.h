@@ -57,6 +57,8 @@ typedef struct {
     char guild_id[STORE_ID_SIZE];  /* "" when in no guild */
     char created_ts[STORE_TS_SIZE]; /* ts of the first applied event; "" before */
     char updated_ts[STORE_TS_SIZE];
+    char pending_guild_id[STORE_ID_SIZE]; /* a join waiting for the guild's decision; "" none */
+    char pending_cause[STORE_ID_SIZE];    /* that join's event id */
 } store_player;
 
 typedef struct {
@@ -83,6 +85,27 @@ int store_get_guild_count(store *st, const char *guild_id, int64_t *member_count
 int store_set_guild_count(store *st, const char *guild_id, int64_t member_count);
 int store_add_member(store *st, const char *guild_id, const char *user_id, const char *ts);
 int store_remove_member(store *st, const char *guild_id, const char *user_id);
+/* 1 when user_id holds a seat in guild_id (committed state), 0 when not, -1 on error. */
+int store_is_member(store *st, const char *guild_id, const char *user_id);
+
+/* ---- the outbox: events the fold emitted, until Kafka has them ---- */
+
+/* Adds an emitted event (its Kafka key, id, the user it is recorded under, and its JSON)
+ * inside the fold's transaction; writes its sequence number to *seq. */
+int store_outbox_add(store *st, const char *msg_key, const char *event_id, const char *user_id,
+                     const char *payload, int64_t *seq);
+/* Deletes one emitted event once Kafka acknowledged it (inside a writer transaction). */
+int store_outbox_delete(store *st, int64_t seq);
+
+typedef struct {
+    int64_t seq;
+    const char *msg_key, *event_id, *user_id, *payload;
+} store_outbox_row;
+
+/* Walks up to limit outbox rows with seq > after_seq in seq order (pointers valid in the
+ * callback only; a non-zero return stops the walk with -1). Returns 0 or -1. */
+int store_outbox_walk(store *st, int64_t after_seq, int limit,
+                      int (*row)(void *arg, const store_outbox_row *r), void *arg);
 
 /* The 32-bit hash under which an event id is kept in the dedupe memory (FNV-1a over
  * its bytes). Persisted: it must never change. */
@@ -104,7 +127,7 @@ typedef struct {
     const char *event_id;
     uint32_t id_hash;
     int event_type; /* codec's event_type */
-    int outcome;    /* 0 applied, 1 rejected, 2 duplicate */
+    int outcome;    /* fold_outcome: 0 applied, 1 rejected, 2 duplicate, 4 pending */
     const char *reason; /* NULL unless rejected */
     const char *ts;
     const char *items;    /* "sword:1,arrow:20" or NULL */
@@ -121,6 +144,12 @@ int store_add_player_event(store *st, int64_t player_key, uint32_t id_hash, int6
 
 int store_record_dead_letter(store *st, int64_t offset, const char *reason, const void *key,
                              size_t key_len, const void *payload, size_t payload_len);
+
+/* Binds the store to topic: records it in the store's meta table the first time, and
+ * afterwards refuses (-1 with errmsg) a store that holds another topic's state. Writer. */
+int store_claim_topic(store *st, const char *topic);
+/* Writes the topic the store holds ("" when none was recorded) into buf. Any role. */
+int store_get_topic(store *st, char *buf, size_t buf_size);
 
 /* The next offset to consume, stored with the state it produced. */
 int store_set_next_offset(store *st, int64_t next_offset);
@@ -169,13 +198,29 @@ typedef struct {
     const char *items; /* "sword:1,arrow:20" or NULL */
     int32_t partition;
     int64_t offset;
+    int type;      /* codec's event_type */
+    int64_t ts_ms; /* ts as ms since the epoch; -1 when ts is not canonical */
 } store_history_row;
 
-/* A player's recorded events, newest first, with offset < before_offset (-1: from the
+/* A player's recorded events (the guild-side events a guild's partition records under
+ * the player are left out), newest first, with offset < before_offset (-1: from the
  * newest), at most limit, each passed to row (pointers valid during the call only).
  * Returns 0 or -1. */
 int store_read_history(store *st, const char *user_id, int64_t before_offset, int limit,
                        void (*row)(void *arg, const store_history_row *entry), void *arg);
+
+/* A player's own recorded events (as store_read_history) with offset <= until_offset,
+ * oldest first, each passed to row; a non-zero return stops the walk. One statement, so
+ * one consistent read. Without with_ts_text, entry->ts is NULL whenever ts_ms is set
+ * (cheaper). Returns 0 or -1. */
+int store_walk_player_history(store *st, const char *user_id, int64_t until_offset,
+                              int with_ts_text,
+                              int (*row)(void *arg, const store_history_row *entry), void *arg);
+
+/* ms since the epoch of a canonical ts ("2026-11-29T08:14:00.123Z"), else -1. */
+int64_t store_ts_ms(const char *ts);
+/* The canonical text of ms since the epoch into out (STORE_TS_SIZE bytes). */
+void store_format_ts(int64_t ms, char *out);
 
 /* Walks every existing player in user_id order with a digest of their whole state
  * (version, guild, inventory lines), calling row(arg, user_id, digest). Run inside a
@@ -213,5 +258,16 @@ typedef struct {
 } store_event_row;
 int store_walk_events(store *st, int64_t first, int64_t end,
                       int (*row)(void *arg, const store_event_row *r), void *arg);
+
+/* The newest dead letters, newest first, at most limit, each passed to row (reason valid
+ * during the call only). Returns 0 or -1. */
+int store_read_dead_letters(store *st, int limit,
+                            void (*row)(void *arg, int64_t offset, const char *reason), void *arg);
+/* Per item type over every inventory line: players holding it and the quantity held. A
+ * scan of the whole table: never on the HTTP loop. Returns 0 or -1. */
+int store_read_item_totals(store *st,
+                           void (*row)(void *arg, const char *item_type, int64_t holders,
+                                       int64_t quantity),
+                           void *arg);
 
 #endif

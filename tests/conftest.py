@@ -59,6 +59,44 @@ def stored_offsets(db_dir):
         return {}
 
 
+def derived_event_id(cause_event_id, event_type):
+    """The id lootlog gives an event the fold emits (docs/design.md, "Guilds are decided in
+    the log"): a version-8 UUID from SHA-256 of "<cause>/<type>"."""
+    import hashlib
+    b = bytearray(hashlib.sha256(f"{cause_event_id}/{event_type}".encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x80
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def outbox_rows(db_dir):
+    """Events the fold emitted that Kafka has not acknowledged yet, over every store."""
+    import sqlite3
+    try:
+        return sum(n for (n,) in query_stores(db_dir, "SELECT count(*) FROM outbox"))
+    except sqlite3.OperationalError:  # a store being created: no schema yet
+        return 1
+
+
+def wait_quiescent(db_dir, topic, timeout):
+    """Waits until the fold has folded every record of topic and emitted nothing new: the
+    guild exchange goes on after the last client event (requests, then decisions), so the
+    end of the topic moves until every outbox is empty and folded. Returns the ends."""
+    from oracle import end_offsets
+    deadline = time.monotonic() + timeout
+    while True:
+        ends = end_offsets(topic)
+        got = stored_offsets(db_dir)
+        if all(got.get(p, low) >= high for p, (low, high) in ends.items()) and \
+                outbox_rows(db_dir) == 0 and end_offsets(topic) == ends:
+            return ends
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not quiescent after {timeout}s: ends {ends}, folded {got}, "
+                                 f"outbox {outbox_rows(db_dir)}")
+        time.sleep(0.2)
+
+
 def held_in(db_dir, user, item=None):
     """What a state folder says user holds (of item: (quantity,) or None; else all)."""
     sql = ("SELECT i.quantity FROM inventory i JOIN players p ON p.player_key = i.player_key "

@@ -11,7 +11,7 @@ import uuid
 
 import requests
 
-from conftest import BROKERS, TOPIC, kcat_read, wait_until
+from conftest import BROKERS, TOPIC, derived_event_id, kcat_read, wait_until
 
 ERROR_KEYS = {"error", "message"}
 
@@ -169,6 +169,10 @@ def test_guild_join_rejoin_other_leave(server, user):
 
     inv = applied(leave(server, user))
     assert inv["guild_id"] is None
+    # The leave is decided in the player's partition; the guild's partition frees the seat
+    # when it folds the request the leave emitted.
+    wait_until(lambda: server.get(f"/v1/guilds/{guild}").status_code == 404, 10,
+               "the guild's partition to free the seat")
     assert_error(server.get(f"/v1/guilds/{guild}"), 404, "not_found")
 
     rejected(leave(server, user), "not_in_guild")
@@ -421,8 +425,10 @@ def test_if_match_sets_expected_version(server, user):
     r = server.inventory(user, after=stale["token"])
     assert items_of(r.json()) == {"helmet": 3}
     assert r.headers["ETag"] == '"3"'
-    # The current version (also unquoted/weak forms) is accepted.
-    assert items_of(applied(consume(server, user, "helmet", 1, headers={"If-Match": 'W/"3"'}))) \
+    # If-Match compares strongly (RFC 9110): a weak tag never matches, even the current one.
+    weak = consume(server, user, "helmet", 1, headers={"If-Match": 'W/"3"'})
+    assert weak.status_code == 412 and weak.json()["error"] == "precondition_failed"
+    assert items_of(applied(consume(server, user, "helmet", 1, headers={"If-Match": '"3"'}))) \
         == {"helmet": 2}
 
 
@@ -445,7 +451,14 @@ def test_history_pages_newest_first(server, user):
         else:
             applied(r)
     expected = [(r.json()["event_id"], r.json()["event_type"], reason) for r, reason in steps]
+    # The join waits for its guild's decision, which the player's partition records as an
+    # event of its own, right after the join.
+    join_id = steps[3][0].json()["event_id"]
+    expected.insert(4, (derived_event_id(join_id, "guild_join_decided"), "guild_join_decided", None))
+    outcomes = ["rejected" if reason else "applied" for _, _, reason in expected]
+    outcomes[3] = "pending"
     expected.reverse()
+    outcomes.reverse()
 
     pages, cursor = [], None
     for _ in range(5):
@@ -460,12 +473,11 @@ def test_history_pages_newest_first(server, user):
         if cursor is None:
             break
         assert isinstance(cursor, str)
-    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [len(p) for p in pages] == [3, 3, 2]
     events = [e for p in pages for e in p]
-    assert len(events) == 7
+    assert len(events) == 8
     assert [(e["event_id"], e["event_type"], e["reason"]) for e in events] == expected
-    assert [e["outcome"] for e in events] == [
-        "rejected" if reason else "applied" for _, _, reason in expected]
+    assert [e["outcome"] for e in events] == outcomes
     assert all(e["ts"] for e in events)
     offsets = [e["offset"] for e in events]
     assert offsets == sorted(offsets, reverse=True)

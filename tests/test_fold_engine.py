@@ -7,7 +7,8 @@ import subprocess
 import time
 import uuid
 
-from conftest import BIN, BROKERS, TOPIC, held_in, store_files, stored_offsets, wait_until
+from conftest import (BIN, BROKERS, TOPIC, create_topic, held_in, store_files, stored_offsets,
+                      wait_until)
 
 
 def produce_raw(partition, records):
@@ -33,6 +34,13 @@ def produce_raw(partition, records):
     return landed
 
 
+def produce_to(topic, key, value):
+    from confluent_kafka import Producer
+    producer = Producer({"bootstrap.servers": BROKERS, "partitioner": "murmur2_random"})
+    producer.produce(topic, key=key.encode(), value=value)
+    assert producer.flush(30) == 0
+
+
 def valid_event(user, event_id=None, item="gem", quantity=1):
     return json.dumps({"v": 1, "event_id": event_id or uuid.uuid4().hex, "event_type": "purchase_item",
                        "user_id": user, "ts": "2026-11-29T10:00:00.000Z",
@@ -45,7 +53,8 @@ def test_poison_messages_are_dead_lettered_and_the_fold_goes_on(server, user):
     bad = [
         (f"{user}", b"{not json " + mark.encode()),
         (f"{user}", json.dumps({"v": 1, "event_id": mark, "event_type": "purchase_item",
-                                "user_id": user, "ts": "t", "items": "lots"}).encode()),
+                                "user_id": user, "ts": "2026-11-29T10:00:00.000Z",
+                                "items": "lots"}).encode()),
         (f"{user}", json.dumps({"v": 7, "event_id": mark, "event_type": "purchase_item",
                                 "user_id": user, "ts": "t"}).encode()),
         (f"someone-else-{mark}", valid_event(user)),
@@ -77,6 +86,22 @@ def test_poison_messages_are_dead_lettered_and_the_fold_goes_on(server, user):
 
 def run(*args, check=True):
     return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=300, check=check)
+
+
+def test_a_full_cart_of_long_item_types_keeps_its_history(server, user):
+    """50 lines of 64-character item types (the largest cart a record can carry; such
+    types can only come straight from Kafka, since HTTP checks the catalog) are folded
+    and shown whole in the player's history."""
+    items = [{"item_type": f"{i:02d}" + "x" * 62, "quantity": 1_000_000} for i in range(50)]
+    record = json.dumps({"v": 1, "event_id": uuid.uuid4().hex, "event_type": "purchase_item",
+                         "user_id": user, "ts": "2026-11-29T10:00:00.000Z", "items": items,
+                         "guild_id": None, "expected_version": None, "metadata": {}}).encode()
+    produce_raw(None, [(user, record)])
+    wait_until(lambda: len(server.quantities(user)) == 50, 30, "the cart to be folded")
+    history = server.get(f"/v1/users/{user}/history").json()["events"]
+    assert len(history) == 1
+    assert history[0]["items"] == [{"item_type": i["item_type"], "quantity": 1_000_000}
+                                   for i in items]
 
 
 def test_replay_slices_and_verify(server, user, tmp_path):
@@ -180,8 +205,33 @@ def test_migrations_upgrade_refuse_and_roll_back(tmp_path):
     assert serve.returncode != 0 and "replay" in serve.stderr
     fresh = str(tmp_path / "fresh")
     os.mkdir(fresh)
-    assert "0 -> 4" in run("migrate", "--db", fresh + "/p0.db").stdout
-    assert "schema version 4 -> 4" in run("migrate", "--db", fresh).stdout
+    assert "0 -> 5" in run("migrate", "--db", fresh + "/p0.db").stdout
+    assert "schema version 5 -> 5" in run("migrate", "--db", fresh).stdout
+
+    # Guilds decided in the log (0005): a store holding guild rows of the earlier rule is
+    # refused and left as it was; a store without any is carried over.
+    guilds_kept = str(tmp_path / "p1.db")
+    assert "0 -> 4" in run("migrate", "--db", guilds_kept, "--to", "4").stdout
+    old = sqlite3.connect(guilds_kept)
+    old.execute("INSERT INTO guild_members VALUES ('owls', 'old-timer', '2026-01-01T00:00:00.000Z')")
+    old.commit()
+    old.close()
+    refused = run("migrate", "--db", guilds_kept, check=False)
+    assert refused.returncode != 0 and "old_guild_rows_rebuild_with_replay" in refused.stderr
+    old = sqlite3.connect(guilds_kept)
+    assert old.execute("PRAGMA user_version").fetchone() == (4,)
+    old.close()
+    no_guilds = str(tmp_path / "p2.db")
+    run("migrate", "--db", no_guilds, "--to", "4")
+    old = sqlite3.connect(no_guilds)
+    old.execute("INSERT INTO players (player_key, user_id, version) VALUES (1, 'old-timer', 3)")
+    old.commit()
+    old.close()
+    assert "4 -> 5" in run("migrate", "--db", no_guilds).stdout
+    old = sqlite3.connect(no_guilds)
+    assert old.execute("SELECT user_id, version, pending_guild_id FROM players").fetchall() == \
+        [("old-timer", 3, None)]
+    old.close()
 
     # A database from a newer lootlog is refused and left alone.
     con.execute("PRAGMA user_version = 99")
@@ -288,13 +338,34 @@ def test_swap_under_load_loses_nothing(server_factory, tmp_path):
     bad = live.post("/admin/swap", {"db": str(rebuilt)}, headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401
 
+    # A folder rebuilt from another topic is refused, and the live state stays.
+    other_topic = create_topic("swap-other-" + uuid.uuid4().hex[:8])
+    other = tmp_path / "other-topic"
+    produce_to(other_topic, users[0], valid_event(users[0]))
+    out = subprocess.run([BIN, "replay", "--brokers", BROKERS, "--topic", other_topic, "--db",
+                          str(other)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    refused = live.post("/admin/swap", {"db": str(other)},
+                        headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code >= 400 and other_topic in refused.text, refused.text
+    assert live.quantities(users[0]) == {"gem": sent[users[0]]}
+    # And serve will not fold a store of another topic either: readiness says why.
+    wrong = server_factory(name="wrong-topic", db=str(other)).start(wait_ready=False)
+    wait_until(lambda: other_topic in wrong.get("/readyz").text, 30, "readiness to name the topic")
+    assert wrong.get("/readyz").status_code == 503
 
-def thread_nice_values(pid):
-    """The nice value of each of a process's threads (field 19 of /proc/<pid>/task/*/stat)."""
+
+def thread_nice_values(pid, fold=None):
+    """The nice value of each of a process's threads (field 19 of /proc/<pid>/task/*/stat):
+    of its fold threads (named fold-<n>) when fold is True, of the others when False."""
     values = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{tid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            stat = f.read()
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        if fold is not None and name.startswith("fold-") != fold:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
         values.append(int(fields[16]))  # after "pid (comm)": state is fields[0], nice fields[16]
     return values
 
@@ -304,15 +375,14 @@ def test_fold_threads_yield_to_reads_by_their_niceness(server_factory, user):
     on a busy machine; --fold-nice sets another value. One thread per partition."""
     default = server_factory(name="nice-default").start()
     assert default.buy(user, "gem", 1).status_code == 202
-    # The test topic has 6 partitions: six fold threads at 19, the rest (loop, engine,
-    # librdkafka's) at 0.
-    wait_until(lambda: thread_nice_values(default.proc.pid).count(19) == 6, 30,
+    # The test topic has 6 partitions: six fold threads at 19; the HTTP loop, the engine
+    # and librdkafka's threads at 0.
+    wait_until(lambda: thread_nice_values(default.proc.pid, fold=True) == [19] * 6, 30,
                "six fold threads at nice 19")
-    assert 0 in thread_nice_values(default.proc.pid)
+    assert 0 in thread_nice_values(default.proc.pid, fold=False)
     chosen = server_factory(name="nice-7", extra_args=["--fold-nice", "7"]).start()
-    wait_until(lambda: thread_nice_values(chosen.proc.pid).count(7) == 6, 30,
+    wait_until(lambda: thread_nice_values(chosen.proc.pid, fold=True) == [7] * 6, 30,
                "six fold threads at nice 7")
-    assert 19 not in thread_nice_values(chosen.proc.pid)
     bad = subprocess.run([BIN, "serve", "--fold-nice", "20"], capture_output=True, text=True,
                          timeout=30)
     assert bad.returncode != 0 and "--fold-nice" in bad.stderr

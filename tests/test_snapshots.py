@@ -130,6 +130,9 @@ def test_snapshot_contents_extracts_restore_and_retention(server_factory, user, 
     last = s.session.put(f"{s.url}/v1/users/{user}/guild", json={"guild_id": f"g-{user}"},
                          timeout=15).json()
     s.quantities(user, after=last["token"])
+    # The join is decided by the guild's partition, in events of its own: wait for them.
+    wait_until(lambda: s.get(f"/v1/events/{last['event_id']}", params={"user_id": user})
+               .json().get("outcome") == "applied", 30, "the guild's decision")
 
     first_id = take_snapshot(s)
     assert not [n for n in hdfs_list(f"{root}/snapshots") if n.startswith("_tmp")]

@@ -70,11 +70,12 @@ static void expect_refused(const char *json, const char *reason_part) {
 }
 
 static void test_refusals(void) {
-    const char *ok_tail = "\"user_id\":\"bob\",\"ts\":\"t\",\"items\":[{\"item_type\":\"axe\",\"quantity\":1}]}";
+    const char *ok_tail = "\"user_id\":\"bob\",\"ts\":\"2026-11-29T08:14:00.123Z\",\"items\":[{\"item_type\":\"axe\",\"quantity\":1}]}";
     char buf[512];
     expect_refused("", "empty");
     expect_refused("{not json", "invalid JSON");
     expect_refused("[1,2]", "not a JSON object");
+    expect_refused("\"v\":1,\"x\":2}", "invalid JSON"); /* a value, then more: a reason too */
     expect_refused("{\"event_id\":\"a\"}", "'v'");
     snprintf(buf, sizeof buf, "{\"v\":2,\"event_id\":\"a\",\"event_type\":\"purchase_item\",%s", ok_tail);
     expect_refused(buf, "unknown event version 2");
@@ -82,15 +83,15 @@ static void test_refusals(void) {
     expect_refused(buf, "unknown event_type");
     snprintf(buf, sizeof buf, "{\"v\":1,\"event_id\":5,\"event_type\":\"purchase_item\",%s", ok_tail);
     expect_refused(buf, "event_id");
-    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"purchase_item\",\"user_id\":\"b o b\",\"ts\":\"t\"}",
+    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"purchase_item\",\"user_id\":\"b o b\",\"ts\":\"2026-11-29T08:14:00.123Z\"}",
                    "user_id");
-    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"purchase_item\",\"user_id\":\"bob\",\"ts\":\"t\",\"items\":[]}",
+    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"purchase_item\",\"user_id\":\"bob\",\"ts\":\"2026-11-29T08:14:00.123Z\",\"items\":[]}",
                    "needs 1..50 items");
-    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"consume_item\",\"user_id\":\"bob\",\"ts\":\"t\",\"items\":[{\"item_type\":\"axe\",\"quantity\":0}]}",
+    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"consume_item\",\"user_id\":\"bob\",\"ts\":\"2026-11-29T08:14:00.123Z\",\"items\":[{\"item_type\":\"axe\",\"quantity\":0}]}",
                    "quantity");
-    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"consume_item\",\"user_id\":\"bob\",\"ts\":\"t\",\"items\":[{\"item_type\":\"axe\",\"quantity\":\"1\"}]}",
+    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"consume_item\",\"user_id\":\"bob\",\"ts\":\"2026-11-29T08:14:00.123Z\",\"items\":[{\"item_type\":\"axe\",\"quantity\":\"1\"}]}",
                    "quantity");
-    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"join_guild\",\"user_id\":\"bob\",\"ts\":\"t\",\"guild_id\":null}",
+    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"join_guild\",\"user_id\":\"bob\",\"ts\":\"2026-11-29T08:14:00.123Z\",\"guild_id\":null}",
                    "guild_id");
     expect_refused("{\"v\":1,\"v\":1}", "invalid JSON"); /* duplicate keys */
 }
@@ -129,7 +130,7 @@ static void test_scanner(void) {
     event ev;
     const char *ok =
         " {\"extra\":[1,{\"a\":[true,false,null,-0.5e3]}],\"v\":1,\"event_id\":\"e\\u0031\","
-        "\"event_type\":\"purchase_item\",\"user_id\":\"bob\",\"ts\":\"t\",\"items\":"
+        "\"event_type\":\"purchase_item\",\"user_id\":\"bob\",\"ts\":\"2026-11-29T08:14:00.123Z\",\"items\":"
         "[{\"quantity\":2,\"item_type\":\"gem\",\"note\":\"x\"}],\"metadata\":"
         "{\"host\":\"caf\\u00e9 \\ud83d\\ude00\",\"user_agent\":7}} ";
     CHECK(codec_decode(ok, strlen(ok), &ev, err, sizeof err) == 0);
@@ -151,14 +152,152 @@ static void test_scanner(void) {
     char big[700];
     int n = snprintf(big, sizeof big,
                      "{\"v\":1,\"event_id\":\"a\",\"event_type\":\"default\",\"user_id\":\"u\","
-                     "\"ts\":\"t\",\"metadata\":{\"host\":\"");
+                     "\"ts\":\"2026-11-29T08:14:00.123Z\",\"metadata\":{\"host\":\"");
     for (int i = 0; i < 200; i++) n += snprintf(big + n, sizeof big - (size_t)n, "\xc3\xa9");
     snprintf(big + n, sizeof big - (size_t)n, "\"}}");
     CHECK(codec_decode(big, strlen(big), &ev, err, sizeof err) == 0);
     CHECK(strlen(ev.metadata.host) == CODEC_META_MAX - 2); /* 127 two-byte characters */
 }
 
+/* A valid purchase with one part replaced: the text of fmt with %s for that part. */
+static const char *with(char *buf, size_t size, const char *fmt, const char *part) {
+    snprintf(buf, size, fmt, part);
+    return buf;
+}
+
+static int decodes(const char *json) {
+    char err[256];
+    event ev;
+    return codec_decode(json, strlen(json), &ev, err, sizeof err) == 0;
+}
+
+/* Keys are compared as decoded text: a U+0000 inside one is refused, not cut short. */
+static void test_hostile_keys(void) {
+    char buf[512];
+    const char *base = "{\"v\":1,\"event_id\":\"a\",\"event_type\":\"purchase_item\",%s,"
+                       "\"ts\":\"2026-11-29T08:14:00.123Z\","
+                       "\"items\":[{\"item_type\":\"axe\",\"quantity\":1}]}";
+    CHECK(decodes(with(buf, sizeof buf, base, "\"user_id\":\"bob\"")));
+    expect_refused(with(buf, sizeof buf, base, "\"user_id\\u0000x\":\"bob\""), "U+0000");
+    expect_refused(with(buf, sizeof buf, base, "\"user_id\":\"bob\",\"x\\u0000\":1"), "U+0000");
+    /* An escaped spelling of a known key is that key, so it counts as a repeat. */
+    expect_refused(with(buf, sizeof buf, base, "\"user_id\":\"bob\",\"user_\\u0069d\":\"eve\""),
+                   "duplicate object key 'user_id'");
+    /* A long key, escaped or not, is still compared as a whole. */
+    expect_refused(with(buf, sizeof buf, base,
+                        "\"user_id\":\"bob\",\"k234567890123456789012345678901234567890123456789012345678901234567890\":1,"
+                        "\"k234567890123456789012345678901234567890123456789012345678901234567\\u0038\\u00390\":2"),
+                   "duplicate object key");
+    CHECK(decodes(with(buf, sizeof buf, base,
+                       "\"user_id\":\"bob\",\"k234567890123456789012345678901234567890123456789012345678901234567890\":1,"
+                       "\"k234567890123456789012345678901234567890123456789012345678901234567890x\":2")));
+    CHECK(decodes(with(buf, sizeof buf, base, "\"user_id\":\"bob\",\"\\ud83d\\ude00\":1,\"\\ud83d\\ude01\":1")));
+    expect_refused(with(buf, sizeof buf, base,
+                        "\"user_id\":\"bob\",\"\\ud83d\\ude00\":1,\"\xf0\x9f\x98\x80\":1"),
+                   "duplicate");
+    /* Repeats anywhere: an unknown top-level key, a cart line, metadata, deeper down. */
+    expect_refused(with(buf, sizeof buf, base, "\"user_id\":\"bob\",\"x\":1,\"x\":2"), "duplicate");
+    expect_refused(with(buf, sizeof buf, base, "\"user_id\":\"bob\",\"x\":{\"a\":[{\"b\":1,\"b\":1}]}"),
+                   "duplicate object key 'b'");
+    expect_refused(with(buf, sizeof buf, base,
+                        "\"user_id\":\"bob\",\"metadata\":{\"host\":\"a\",\"host\":\"b\"}"),
+                   "duplicate object key 'host'");
+    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"purchase_item\",\"user_id\":\"bob\","
+                   "\"ts\":\"2026-11-29T08:14:00.123Z\",\"items\":[{\"item_type\":\"axe\","
+                   "\"item_type\":\"gem\",\"quantity\":1}]}",
+                   "duplicate object key 'item_type'");
+    /* More members than any event object has is refused before the repeats check gets dear. */
+    char many[2048];
+    int n = snprintf(many, sizeof many, "{\"v\":1");
+    for (int i = 0; i < 64; i++) n += snprintf(many + n, sizeof many - (size_t)n, ",\"k%d\":0", i);
+    snprintf(many + n, sizeof many - (size_t)n, "}");
+    expect_refused(many, "more than 64 members");
+}
+
+/* guild_id belongs to the guild events only; other types with one are refused. */
+static void test_guild_id_scope(void) {
+    char buf[512];
+    const char *fmt = "{\"v\":1,\"event_id\":\"a\",\"event_type\":\"%s\",\"user_id\":\"bob\","
+                      "\"ts\":\"2026-11-29T08:14:00.123Z\",\"guild_id\":\"knights\","
+                      "\"items\":[{\"item_type\":\"axe\",\"quantity\":1}]}";
+    expect_refused(with(buf, sizeof buf, fmt, "purchase_item"), "purchase_item takes no guild_id");
+    expect_refused(with(buf, sizeof buf, fmt, "consume_item"), "takes no guild_id");
+    expect_refused(with(buf, sizeof buf, fmt, "default"), "takes no guild_id");
+    const char *join = "{\"v\":1,\"event_id\":\"a\",\"event_type\":\"%s\",\"user_id\":\"bob\","
+                       "\"ts\":\"2026-11-29T08:14:00.123Z\",\"guild_id\":\"knights\"}";
+    CHECK(decodes(with(buf, sizeof buf, join, "join_guild")));
+    CHECK(decodes(with(buf, sizeof buf, join, "leave_guild")));
+    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"leave_guild\",\"user_id\":\"bob\","
+                   "\"ts\":\"2026-11-29T08:14:00.123Z\",\"guild_id\":\"../x\"}",
+                   "guild_id is not a valid identifier");
+    /* "" is no guild id either, on a guild event or not */
+    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"default\",\"user_id\":\"bob\","
+                   "\"ts\":\"2026-11-29T08:14:00.123Z\",\"guild_id\":\"\"}",
+                   "guild_id");
+    CHECK(decodes("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"default\",\"user_id\":\"bob\","
+                  "\"ts\":\"2026-11-29T08:14:00.123Z\",\"guild_id\":null}"));
+}
+
+/* ts: exactly the form lootlog writes, and a real instant. */
+static void test_ts(void) {
+    char buf[512];
+    const char *fmt = "{\"v\":1,\"event_id\":\"a\",\"event_type\":\"default\",\"user_id\":\"bob\","
+                      "\"ts\":\"%s\"}";
+    const char *good[] = {"2026-11-29T08:14:00.123Z", "1970-01-01T00:00:00.000Z",
+                          "2024-02-29T23:59:59.999Z", "2000-02-29T12:00:00.000Z",
+                          "9999-12-31T23:59:59.999Z"};
+    const char *bad[] = {"", "t", "../\\n\\u00e9", "2026-11-29T08:14:00Z", "2026-11-29T08:14:00.12Z",
+                         "2026-11-29T08:14:00.1234Z", "2026-11-29 08:14:00.123Z",
+                         "2026-11-29T08:14:00.123+00:00", "2026-11-29t08:14:00.123z",
+                         "2026-11-29T08:14:00.123Z ", " 2026-11-29T08:14:00.123Z",
+                         "2026-13-01T00:00:00.000Z", "2026-00-01T00:00:00.000Z",
+                         "2026-04-31T00:00:00.000Z", "2025-02-29T00:00:00.000Z",
+                         "1900-02-29T00:00:00.000Z", "2026-11-29T24:00:00.000Z",
+                         "2026-11-29T08:60:00.000Z", "2026-11-29T08:14:60.000Z",
+                         "1969-12-31T23:59:59.999Z", "+2026-11-29T08:14:00.123Z",
+                         "2026-11-29T08:14:00.123Z\\u0000"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        int ok = decodes(with(buf, sizeof buf, fmt, good[i]));
+        CHECK(ok);
+        if (!ok) fprintf(stderr, "  refused ts %s\n", good[i]);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_refused(with(buf, sizeof buf, fmt, bad[i]), "ts");
+}
+
+/* A reason quotes message text only as a short excerpt, with no control character or
+ * quote in it: the reason is logged and stored, and must not forge a line. */
+static void test_reason_excerpts(void) {
+    char err[256];
+    event ev;
+    const char *tricks[] = {
+        "{\"v\":1,\"event_id\":\"a\",\"event_type\":\"x\\n2026 error forged\",\"user_id\":\"b\","
+        "\"ts\":\"2026-11-29T08:14:00.123Z\"}",
+        "{\"v\":1,\"event_id\":\"a\",\"event_type\":\"x\\r\\u001b[31m'\\\\\\u00e9\",\"user_id\":\"b\","
+        "\"ts\":\"2026-11-29T08:14:00.123Z\"}",
+        "{\"a\\nforged line\\u2028\":1,\"a\\nforged line\\u2028\":1}",
+        "{\"v\":1,\"event_id\":\"a\",\"event_type\":\"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz\"}",
+    };
+    for (size_t i = 0; i < sizeof tricks / sizeof tricks[0]; i++) {
+        CHECK(codec_decode(tricks[i], strlen(tricks[i]), &ev, err, sizeof err) == -1);
+        int clean = 1;
+        for (const char *c = err; *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f) clean = 0;
+        CHECK(clean);
+        CHECK(strlen(err) < 140);
+        if (!clean) fprintf(stderr, "  reason not clean: %s\n", err);
+    }
+    CHECK(codec_decode(tricks[0], strlen(tricks[0]), &ev, err, sizeof err) == -1);
+    CHECK_STR(err, "unknown event_type 'x\\x0a2026 error forged'");
+    CHECK(codec_decode(tricks[2], strlen(tricks[2]), &ev, err, sizeof err) == -1);
+    CHECK_STR(err, "invalid JSON: duplicate object key 'a\\x0aforged line\\xe2\\x80\\xa8'");
+}
+
 int main(void) {
+    test_hostile_keys();
+    test_guild_id_scope();
+    test_ts();
+    test_reason_excerpts();
     test_utf8_copy();
     test_scanner();
     test_round_trip();
