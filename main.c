@@ -28,7 +28,9 @@
 #include <sys/stat.h>
 #include <jansson.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -294,11 +296,15 @@ static int cmd_restore(options *opt) {
 
 /* ---------------------------------------------------------------- serve */
 
+typedef struct swap_job swap_job;
+
 typedef struct {
     struct event_base *base;
     producer *prod;
     routes *rts;
     consumer *fold;
+    swap_job *swap;          /* a POST /admin/swap in progress on its thread, or NULL */
+    pthread_t swap_thread;
     store_set *readers;
     consumer_config fold_config;
     const char *db_path;
@@ -320,11 +326,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     event_base_loopexit(s->base, NULL);
 }
 
+static void finish_swap(serve_state *s);
+
 static void on_fold_commit_fd(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     serve_state *s = arg;
     waiters_drain(s->fold_waiters);
+    finish_swap(s); /* the swap thread wakes the loop through the same fd */
     if (s->rts) routes_on_fold_commit(s->rts);
 }
 
@@ -391,35 +400,111 @@ static int folder_holds_state(const char *dir, const char *topic, char *errstr,
  * live one trade places in one atomic rename (each store keeps its WAL beside it, so
  * nothing is deleted under another reader), and a new fold resumes from the rebuilt
  * stores' offsets. The previous state stays at the rebuilt folder's path for the
- * operator to inspect or delete. It runs on the loop thread, so no request sees a
- * half-swapped state; they wait for the ms the fold needs to finish its batches. */
-static int swap_state(void *opaque, const char *path, char *errstr, size_t errstr_size) {
-    serve_state *s = opaque;
-    if (!folder_holds_state(path, s->fold_config.topic, errstr, errstr_size)) return -1;
-    log_info("serve", "swap: replacing %s with %s", s->db_path, path);
-    routes_set_state(s->rts, NULL, NULL);
-    consumer_stop(s->fold);
-    store_set_free(s->readers);
-    s->fold = NULL;
-    s->readers = NULL;
-    int renamed = renameat2(AT_FDCWD, path, AT_FDCWD, s->db_path, RENAME_EXCHANGE);
-    if (renamed)
-        snprintf(errstr, errstr_size, "exchanging %s and %s failed: %s", path, s->db_path,
-                 strerror(errno));
+ * operator to inspect or delete.
+ *
+ * Stopping and starting the fold's Kafka clients takes time (closing, flushing the
+ * outbox), so it runs on a thread of its own while the HTTP loop goes on serving: reads
+ * are answered from the previous state's readers (their open files are the previous
+ * stores, wherever the rename puts them) until the new fold and readers take over on the
+ * loop thread; writes go on; requests waiting for the fold wait for the new one. */
+struct swap_job {
+    serve_state *s;
+    consumer *old_fold;
+    char path[PATH_MAX];
+    void (*done)(void *arg, int rc, const char *errstr);
+    void *done_arg;
+    consumer *new_fold;
+    store_set *new_readers;
+    int rc;        /* 0 swapped; -1 not (errstr), the previous state serving again */
+    int fatal;     /* no state could be opened afterwards: serve stops */
+    char errstr[PATH_MAX * 2 + 600];
+    atomic_int finished;
+};
+
+static void *swap_thread_main(void *arg) {
+    swap_job *job = arg;
+    serve_state *s = job->s;
     char start_err[512];
-    s->fold = consumer_start(&s->fold_config, start_err, sizeof start_err);
-    if (s->fold) s->readers = store_set_new(s->db_path, start_err, sizeof start_err);
-    if (!s->fold || !s->readers) {
+    consumer_stop(job->old_fold);
+    if (renameat2(AT_FDCWD, job->path, AT_FDCWD, s->db_path, RENAME_EXCHANGE)) {
+        job->rc = -1;
+        snprintf(job->errstr, sizeof job->errstr, "exchanging %s and %s failed: %s", job->path,
+                 s->db_path, strerror(errno));
+    }
+    job->new_fold = consumer_start(&s->fold_config, start_err, sizeof start_err);
+    if (job->new_fold) job->new_readers = store_set_new(s->db_path, start_err, sizeof start_err);
+    if (!job->new_fold || !job->new_readers) {
+        job->fatal = 1;
+        job->rc = -1;
+        snprintf(job->errstr, sizeof job->errstr, "reopening failed: %s", start_err);
+    }
+    atomic_store(&job->finished, 1);
+    waiters_notify(s->fold_waiters);
+    return NULL;
+}
+
+/* On the loop thread, once the swap thread is done: the new fold and readers serve. */
+static void finish_swap(serve_state *s) {
+    swap_job *job = s->swap;
+    if (!job || !atomic_load(&job->finished)) return;
+    pthread_join(s->swap_thread, NULL);
+    s->swap = NULL;
+    if (job->fatal) {
         /* Without state we cannot serve reads honestly: stop cleanly. */
-        log_error("serve", "swap: cannot reopen state: %s", start_err);
+        log_error("serve", "swap: %s", job->errstr);
+        consumer_stop(job->new_fold);
+        store_set_free(job->new_readers);
         event_base_loopexit(s->base, NULL);
-        snprintf(errstr, errstr_size, "reopening failed: %s", start_err);
+    } else {
+        store_set *previous = s->readers;
+        s->fold = job->new_fold;
+        s->readers = job->new_readers;
+        routes_set_state(s->rts, s->readers, s->fold);
+        store_set_free(previous);
+        log_info("serve", "swap: done%s", job->rc ? " (exchange failed; kept the old state)"
+                                                  : "; the previous state is at the rebuilt path");
+    }
+    job->done(job->done_arg, job->rc, job->errstr);
+    free(job);
+}
+
+static int swap_state(void *opaque, const char *path,
+                      void (*done)(void *arg, int rc, const char *errstr), void *done_arg,
+                      char *errstr, size_t errstr_size) {
+    serve_state *s = opaque;
+    if (s->swap) {
+        snprintf(errstr, errstr_size, "a swap is in progress");
         return -1;
     }
-    routes_set_state(s->rts, s->readers, s->fold);
-    log_info("serve", "swap: done%s", renamed ? " (exchange failed; kept the old state)"
-                                              : "; the previous state is at the rebuilt path");
-    return renamed ? -1 : 0;
+    if (!s->fold) {
+        snprintf(errstr, errstr_size, "this server does not fold");
+        return -1;
+    }
+    if (!folder_holds_state(path, s->fold_config.topic, errstr, errstr_size)) return -1;
+    swap_job *job = calloc(1, sizeof *job);
+    if (!job || strlen(path) >= sizeof job->path) {
+        free(job);
+        snprintf(errstr, errstr_size, "cannot start the swap");
+        return -1;
+    }
+    job->s = s;
+    job->old_fold = s->fold;
+    snprintf(job->path, sizeof job->path, "%s", path);
+    job->done = done;
+    job->done_arg = done_arg;
+    log_info("serve", "swap: replacing %s with %s", s->db_path, path);
+    /* The previous fold is the swap thread's from now on; reads keep the previous readers. */
+    s->fold = NULL;
+    routes_set_state(s->rts, s->readers, NULL);
+    if (pthread_create(&s->swap_thread, NULL, swap_thread_main, job)) {
+        s->fold = job->old_fold;
+        routes_set_state(s->rts, s->readers, s->fold);
+        free(job);
+        snprintf(errstr, errstr_size, "cannot start the swap thread");
+        return -1;
+    }
+    s->swap = job;
+    return 0;
 }
 
 static int cmd_serve(options *opt) {
@@ -570,6 +655,12 @@ cleanup:
     }
     http_server_free(http);
     snapshot_scheduler_stop(snapshots);
+    if (s.swap) { /* stopped during a swap: its request went with the HTTP server */
+        pthread_join(s.swap_thread, NULL);
+        consumer_stop(s.swap->new_fold);
+        store_set_free(s.swap->new_readers);
+        free(s.swap);
+    }
     consumer_stop(s.fold);
     store_set_free(s.readers);
     free(admin_token);

@@ -39,6 +39,8 @@ EVENT_TYPES = {"default", "purchase_sword", "purchase_item", "consume_item", "jo
                "guild_leave_requested"}
 GUILD_SIDE = {"guild_join_requested", "guild_leave_requested"}
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# lootlog's rule checks the date is real too; the generator only writes real ones
+CANONICAL_TS = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$")
 INT64_MAX = 2 ** 63 - 1
 
 SCHEMA = """
@@ -66,10 +68,18 @@ class Invalid(Exception):
     pass
 
 
+def unique_keys(pairs):
+    """json object hook: a key given twice makes the record invalid, as in lootlog."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise Invalid("duplicate object key")
+    return obj
+
+
 def decode(key, value):
     """The event in a message, or Invalid (dead-lettered) with the reason."""
     try:
-        ev = json.loads(value)
+        ev = json.loads(value, object_pairs_hook=unique_keys)
     except (ValueError, TypeError):
         raise Invalid("invalid JSON")
     if not isinstance(ev, dict):
@@ -103,6 +113,11 @@ def decode(key, value):
         raise Invalid(f"{kind} needs items")
     if kind == "join_guild" and guild is None:
         raise Invalid("join_guild needs a valid guild_id")
+    if guild is not None and kind not in ("join_guild", "leave_guild") and \
+            not kind.startswith("guild_"):
+        raise Invalid(f"{kind} takes no guild_id")
+    if not CANONICAL_TS.match(ev["ts"]):
+        raise Invalid("ts is not a UTC time such as 2026-11-29T08:14:00.123Z")
     if kind in GUILD_SIDE or kind == "guild_join_decided":
         if not isinstance(ev.get("cause_event_id"), str) or guild is None:
             raise Invalid(f"{kind} needs a valid guild_id and cause_event_id")

@@ -1467,11 +1467,18 @@ static int admin_ok(routes *r, struct evhttp_request *req) {
 }
 
 /* POST /admin/swap {"db": "/path/rebuilt.db"}: the rebuilt file becomes the state. */
+/* The swap's answer, once it is done (on the loop thread; arg: the request). */
+static void swap_answered(void *arg, int rc, const char *errstr) {
+    struct evhttp_request *req = arg;
+    if (rc) http_reply_error(req, 409, "swap_failed", errstr);
+    else http_reply_json(req, 200, json_pack("{s:s}", "status", "swapped"));
+}
+
 static void handle_swap(routes *r, struct evhttp_request *req) {
     char errstr[512];
     size_t len;
     if (!admin_ok(r, req)) return;
-    if (!r->config.swap_db || !r->config.fold) {
+    if (!r->config.swap_db || !r->config.readers) {
         http_reply_error(req, 409, "no_fold", "this server does not fold, nothing to swap");
         return;
     }
@@ -1484,14 +1491,10 @@ static void handle_swap(routes *r, struct evhttp_request *req) {
         http_reply_error(req, 400, "invalid_request", "body must be {\"db\": \"/path/to/rebuilt.db\"}");
         return;
     }
-    int rc = r->config.swap_db(r->config.swap_opaque, json_string_value(path), errstr,
-                               sizeof errstr);
+    int rc = r->config.swap_db(r->config.swap_opaque, json_string_value(path), swap_answered,
+                               req, errstr, sizeof errstr);
     json_decref(root);
-    if (rc) {
-        http_reply_error(req, 409, "swap_failed", errstr);
-        return;
-    }
-    http_reply_json(req, 200, json_pack("{s:s}", "status", "swapped"));
+    if (rc) http_reply_error(req, 409, "swap_failed", errstr);
 }
 
 /* POST /admin/snapshots: schedule one now (202); GET: the list and the last outcome. */

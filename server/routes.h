@@ -30,9 +30,12 @@ typedef struct {
     int partition_first;   /* a shard: reads only for players of these partitions; */
     int partition_last;    /* -1: every partition */
     const char *admin_token; /* Bearer token of the admin routes; NULL disables them */
-    /* Replaces the state file with the rebuilt one at path (POST /admin/swap); returns
-     * 0 or -1 with errstr. Runs on the loop thread. */
-    int (*swap_db)(void *opaque, const char *path, char *errstr, size_t errstr_size);
+    /* Starts replacing the state folder with the rebuilt one at path (POST /admin/swap):
+     * returns 0, then calls done(done_arg, rc, errstr) on the loop thread when it is over;
+     * or -1 with errstr when it cannot start (done is then never called). */
+    int (*swap_db)(void *opaque, const char *path,
+                   void (*done)(void *arg, int rc, const char *errstr), void *done_arg,
+                   char *errstr, size_t errstr_size);
     void *swap_opaque;
     snapshot_scheduler *snapshots; /* NULL without --snapshot-url */
     metrics *metrics; /* the registry main created (outlives the routes); NULL: no /metrics */

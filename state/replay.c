@@ -139,13 +139,21 @@ int replay_parse_time(const char *text, int64_t *ms) {
     if (*rest == 'Z') {
         rest++;
     } else if (*rest == '+' || *rest == '-') {
-        int hh, mm;
-        if (sscanf(rest + 1, "%2d:%2d", &hh, &mm) != 2) return -1;
+        /* exactly "+hh:mm" or "-hh:mm", checked character by character (no sscanf: it
+         * would take "+1:1" and leave the cursor past the end) */
+        const char *z = rest + 1;
+        for (int i = 0; i < 5; i++)
+            if (i == 2 ? z[i] != ':' : (z[i] < '0' || z[i] > '9')) return -1;
+        int hh = (z[0] - '0') * 10 + (z[1] - '0'), mm = (z[3] - '0') * 10 + (z[4] - '0');
+        if (hh > 23 || mm > 59) return -1;
         offset_s = (hh * 3600 + mm * 60) * (*rest == '+' ? 1 : -1);
         rest += 6;
     }
     if (*rest) return -1;
-    *ms = ((int64_t)timegm(&tm) - offset_s) * 1000 + millis;
+    int64_t result = ((int64_t)timegm(&tm) - offset_s) * 1000 + millis;
+    /* Nothing lootlog records is older than the epoch, and -1 means "no bound" to the
+     * callers: an earlier time is the epoch. */
+    *ms = result < 0 ? 0 : result;
     return 0;
 }
 

@@ -325,7 +325,11 @@ def test_hdfs_stopped_during_a_snapshot(server_factory, user):
             writes += 1
             assert s.quantities(user, after=ack["token"])["gem"] == 31 + i
             reads += 1
+        # Readiness does not depend on HDFS; a failed attempt is counted and explained.
         assert s.get("/readyz").status_code == 200
+        if admin_snapshots(s).json()["failed"] >= 1:
+            assert admin_snapshots(s).json()["last_error"]
+            assert 'lootlog_snapshots_total{result="failed"}' in s.get("/metrics").text
     finally:
         if stopped:
             stack("start-hdfs")

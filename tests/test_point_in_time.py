@@ -120,7 +120,14 @@ def test_at_equals_a_replay_until_that_time(server_factory, tmp_path):
         assert body["as_of_event"]["offset"] <= int(token.split(":")[1])
     # Before the player's first event: 404; an unparsable point or a foreign token: 400.
     assert s.get(f"/inventory/{user}", params={"at": "2000-01-01T00:00:00Z"}).status_code == 404
+    assert s.get(f"/inventory/{user}", params={"at": "1969-12-31T23:59:59.999Z"}).status_code == 404
     assert s.get(f"/inventory/{user}", params={"at": "yesterday"}).json()["error"] == "invalid_time"
+    for loose in ("2026-11-29T08:00:00+1:1", "2026-11-29T08:00:00+-1:-1", "2026-11-29T08:00:00+01"):
+        assert s.get(f"/inventory/{user}", params={"at": loose}).json()["error"] == "invalid_time"
+    # An offset is honoured: the same instant written two ways gives the same answer.
+    instant = datetime.datetime.strptime(points[-1], "%Y-%m-%dT%H:%M:%S.%fZ")
+    shifted = (instant + datetime.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+02:00"
+    assert state_at(s, user, at=shifted) == state_at(s, user, at=points[-1])
     other_partition = (int(token.split(":")[0]) + 1) % 6
     r = s.get(f"/inventory/{user}", params={"at_token": f"{other_partition}:1"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_token"

@@ -229,28 +229,8 @@ def test_snapshot_contents_extracts_restore_and_retention(server_factory, user, 
     assert scope["latest"] == third_id
 
 
-def test_hdfs_outage_fails_cleanly_and_recovers(server_factory, user):
-    root = f"/lootlog-test/outage-{uuid.uuid4().hex[:8]}"
-    s = snapshot_server(server_factory, root)
-    stack("stop-hdfs")
-    try:
-        assert admin(s, "POST").status_code == 202
-        wait_until(lambda: admin(s).json()["failed"] >= 1, 60, "a failed snapshot attempt")
-        status = admin(s).json()
-        assert status["last_error"] and status["taken"] == 0
-        assert 'lootlog_snapshots_total{result="failed"}' in s.get("/metrics").text
-        # The fold and queries carry on; readiness does not depend on HDFS.
-        assert s.get("/readyz").status_code == 200
-        ack = s.buy(user, "axe", 2).json()
-        assert s.quantities(user, after=ack["token"]) == {"axe": 2}
-    finally:
-        stack("start-hdfs")
-    # The retries (1 s, 2 s, 4 s, ...) succeed once HDFS is back; nothing partial is left.
-    wait_until(lambda: admin(s).json()["taken"] >= 1, 120, "a snapshot after HDFS returned",
-               interval=0.5)
-    names = hdfs_list(f"{root}/snapshots")
-    assert names and not [n for n in names if n.startswith("_")]
-    verified_files(root, admin(s).json()["last_id"])
+# HDFS going away (before or while a snapshot is written) is tests/test_faults.py's
+# test_hdfs_stopped_during_a_snapshot.
 
 
 def test_refused_write_fails_cleanly(server_factory):

@@ -1,0 +1,239 @@
+"""Fixtures of the cluster pass: three `lootlog serve` shards on the real cluster stack
+that `./dev test --cluster` (and the end of a plain `./dev test`) started with
+`stack/stack start DIR --brokers 3 --datanodes 2`. That run names the stack in:
+
+  LOOTLOG_CLUSTER_STACK_ENV  its stack.env (bootstrap list, ports, pid files)
+  LOOTLOG_CLUSTER_STACK_DIR  its folder (the DIR of `stack/stack stop-broker DIR I`)
+  LOOTLOG_CLUSTER_STACK_CMD  the stack script
+
+Without all three, this folder is not collected at all: a plain `pytest tests/` neither
+runs nor skips these tests, and `pytest tests/cluster` alone collects nothing (pytest's
+status 5, which `./dev test` counts as a failure)."""
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import (BIN, Server, outbox_rows, query_stores, store_files, stored_offsets,
+                      wait_until)
+
+ENV_VARS = ("LOOTLOG_CLUSTER_STACK_ENV", "LOOTLOG_CLUSTER_STACK_DIR", "LOOTLOG_CLUSTER_STACK_CMD")
+TOPIC = "events"   # the stack's topic: replication factor 3, min.insync.replicas 2
+
+if not all(os.environ.get(k) for k in ENV_VARS):
+    collect_ignore_glob = ["*"]
+
+
+def read_stack_env(path):
+    """stack.env's KEY=VALUE lines (values shell-quoted by the stack script)."""
+    env = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, _, value = line.partition("=")
+            words = shlex.split(value)
+            env[key] = words[0] if words else ""
+    return env
+
+
+class Cluster:
+    """The running cluster stack: its bootstrap list, brokers and the stack script."""
+
+    def __init__(self):
+        self.env_path = os.environ["LOOTLOG_CLUSTER_STACK_ENV"]
+        self.dir = os.environ["LOOTLOG_CLUSTER_STACK_DIR"]
+        self.cmd = os.environ["LOOTLOG_CLUSTER_STACK_CMD"]
+        self.env = read_stack_env(self.env_path)
+        self.bootstrap = self.env["LOOTLOG_BROKERS"]
+        self.brokers = int(self.env.get("BROKERS", "1"))
+        self.replication = int(self.env.get("REPLICATION_FACTOR", "1"))
+        self.min_isr = int(self.env.get("MIN_INSYNC_REPLICAS", "1"))
+
+    def stack(self, verb, *args, timeout=300):
+        """Runs `stack VERB DIR ARGS...`; returns how long it took (seconds)."""
+        started = time.monotonic()
+        subprocess.run([self.cmd, verb, self.dir, *args], check=True, timeout=timeout)
+        return time.monotonic() - started
+
+    def all_running(self):
+        """`stack status` exits 0 only when every process of the stack runs."""
+        return subprocess.run([self.cmd, "status", self.dir], capture_output=True,
+                              timeout=30).returncode == 0
+
+    def admin(self):
+        from confluent_kafka.admin import AdminClient
+        return AdminClient({"bootstrap.servers": self.bootstrap})
+
+    def leaders(self, topic=TOPIC):
+        """{partition: leading broker id} of topic (-1: no leader)."""
+        md = self.admin().list_topics(topic, timeout=10).topics[topic]
+        assert md.error is None, md.error
+        return {p: info.leader for p, info in md.partitions.items()}
+
+    def partition_count(self, topic=TOPIC):
+        return len(self.leaders(topic))
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    missing = [k for k in ENV_VARS if not os.environ.get(k)]
+    if missing:
+        pytest.fail(f"the cluster tests need {', '.join(missing)} (run `./dev test --cluster`)")
+    c = Cluster()
+    assert c.brokers == 3 and c.replication == 3 and c.min_isr == 2, \
+        f"expected 3 brokers, RF 3, min ISR 2; {c.env_path} says {c.brokers}, " \
+        f"{c.replication}, {c.min_isr}"
+    # The suite's oracle reads Kafka at conftest.BROKERS: point it at this cluster.
+    import oracle
+    oracle.BROKERS = c.bootstrap
+    return c
+
+
+@pytest.fixture(autouse=True)
+def whole_cluster(cluster):
+    """Every test starts (and must end) with all brokers, the NameNode and DataNodes up."""
+    assert cluster.all_running(), f"a stack process is down before the test:\n" + \
+        subprocess.run([cluster.cmd, "status", cluster.dir], capture_output=True,
+                       text=True).stdout
+    yield
+    assert cluster.all_running(), "the test left a stack process down"
+
+
+class Node(Server):
+    """One `lootlog serve --partitions A-B` shard with all brokers of the cluster."""
+
+    def __init__(self, tmp_path, name, bootstrap, first, last, topic=TOPIC, extra_args=()):
+        super().__init__(tmp_path, name=name, extra_args=extra_args, topic=topic)
+        self.bootstrap = bootstrap
+        self.first, self.last = first, last
+
+    def owns(self, partition):
+        return self.first <= partition <= self.last
+
+    def start(self, wait_ready=True):
+        args = [BIN, "serve", "--http", f"127.0.0.1:{self.port}", "--brokers", self.bootstrap,
+                "--topic", self.topic, "--db", self.db,
+                "--partitions", f"{self.first}-{self.last}", *self.extra_args]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        wait_until(self.healthy, 20, f"{self.name} /healthz")
+        if wait_ready:
+            wait_until(self.ready, 60, f"{self.name} /readyz", interval=0.1)
+        return self
+
+    @property
+    def name(self):
+        return os.path.basename(self.db)
+
+    def metrics(self):
+        """/metrics as {'name{labels}': value}."""
+        r = requests.get(self.url + "/metrics", timeout=5)
+        assert r.status_code == 200, r.text
+        out = {}
+        for line in r.text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def folded_since_start(self):
+        """Records this process has folded, every outcome (lootlog_fold_events_total)."""
+        return int(sum(v for k, v in self.metrics().items()
+                       if re.match(r"lootlog_fold_events_total\{", k)))
+
+    def store_partitions(self):
+        return list(store_files(self.db))
+
+    def tables(self):
+        """(players {user: (version, guild)}, items {(user, item): quantity}) of its stores."""
+        players = {u: (v, g) for u, v, g in query_stores(
+            self.db, "SELECT user_id, version, guild_id FROM players WHERE version > 0")}
+        items = {(u, i): q for u, i, q in query_stores(
+            self.db, "SELECT p.user_id, i.item_type, i.quantity FROM inventory i "
+                     "JOIN players p ON p.player_key = i.player_key")}
+        return players, items
+
+
+@pytest.fixture
+def nodes(cluster, tmp_path):
+    """Three fresh shards splitting the topic's partitions evenly (0-1, 2-3, 4-5 for 6),
+    started together; each folds the whole history of its partitions first."""
+    count = cluster.partition_count()
+    assert count % 3 == 0, f"{TOPIC} has {count} partitions, not a multiple of 3"
+    per = count // 3
+    made = [Node(tmp_path, f"node{i + 1}", cluster.bootstrap, i * per, i * per + per - 1)
+            for i in range(3)]
+    try:
+        for n in made:
+            n.start(wait_ready=False)
+        for n in made:
+            wait_until(n.ready, 90, f"{n.name} /readyz", interval=0.1)
+        yield made
+    finally:
+        for n in made:
+            if n.proc:
+                n.stop(signal.SIGKILL)
+
+
+def wait_settled(nodes, topic, timeout):
+    """Waits until every node has folded its partitions up to the topic's end and no node
+    holds emitted events Kafka has not acknowledged (guild decisions go on after the last
+    client write), with the end unchanged across the check. Returns the ends."""
+    from oracle import end_offsets
+    deadline = time.monotonic() + timeout
+    while True:
+        ends = end_offsets(topic)
+        behind = {}
+        for n in nodes:
+            got = stored_offsets(n.db)
+            for p, (low, high) in ends.items():
+                if n.owns(p) and got.get(p, low) < high:
+                    behind[p] = (got.get(p), high)
+        outbox = {n.name: outbox_rows(n.db) for n in nodes}
+        if not behind and not any(outbox.values()) and end_offsets(topic) == ends:
+            return ends
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not settled after {timeout}s: behind {behind}, outbox {outbox}")
+        time.sleep(0.2)
+
+
+def compare_with_oracle(nodes, topic, ends):
+    """Folds the topic up to ends with the suite's oracle and checks that each node's stores
+    hold exactly its partitions' players and items, as the oracle has them. Returns
+    (players, items) compared in all."""
+    from oracle import GUILD_SIDE, Oracle, fold_topic
+
+    class HomeOracle(Oracle):
+        """The oracle, also noting each player's partition from the player's own records."""
+
+        def __init__(self):
+            super().__init__(capacity=100)   # lootlog's default --guild-capacity
+            self.home = {}
+
+        def fold(self, partition, offset, ev):
+            if ev["event_type"] not in GUILD_SIDE:
+                self.home[ev["user_id"]] = partition
+            return super().fold(partition, offset, ev)
+
+    want = fold_topic(topic, ends, HomeOracle())
+    players, items = want.players(), want.items()
+    for n in nodes:
+        assert set(n.store_partitions()) <= set(range(n.first, n.last + 1)), \
+            f"{n.name} keeps stores of other partitions: {sorted(n.store_partitions())}"
+        got_players, got_items = n.tables()
+        mine = {u for u, p in want.home.items() if n.owns(p)}
+        want_players = {u: v for u, v in players.items() if u in mine}
+        want_items = {k: q for k, q in items.items() if k[0] in mine}
+        assert got_players == want_players, \
+            f"{n.name}: {len(got_players)} players, oracle {len(want_players)}; first differences " \
+            f"{sorted(set(got_players.items()) ^ set(want_players.items()))[:5]}"
+        assert got_items == want_items, \
+            f"{n.name}: items differ: {sorted(set(got_items.items()) ^ set(want_items.items()))[:5]}"
+    return len(players), len(items)
