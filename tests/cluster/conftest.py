@@ -130,7 +130,7 @@ class Node(Server):
 
     @property
     def name(self):
-        return os.path.basename(self.db)
+        return os.path.basename(self.db).removesuffix(".db")
 
     def metrics(self):
         """/metrics as {'name{labels}': value}."""
