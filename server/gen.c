@@ -422,7 +422,7 @@ int gen_run(const gen_config *config, char *errstr, size_t errstr_size) {
     if (g.rk) rd_kafka_flush(g.rk, 30000), rd_kafka_poll(g.rk, 0);
 
     print_progress(&g, 1);
-    qsort(g.latencies, g.latency_count, sizeof *g.latencies, compare_double);
+    if (g.latency_count) qsort(g.latencies, g.latency_count, sizeof *g.latencies, compare_double);
     double elapsed = (now_ms() - g.start_ms) / 1000.0;
     printf("gen: sent %llu, ok %llu, failed %llu, %.1f s, achieved %.0f/s (target %.0f/s), "
            "latency ms p50 %.2f p90 %.2f p99 %.2f max %.2f\n",

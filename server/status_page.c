@@ -135,9 +135,9 @@ static void read_board(const char *dir, board_result *res) {
             snprintf(res->error, sizeof res->error, "%s", store_errmsg(st));
         store_close(st);
     }
-    qsort(res->dead, res->dead_count, sizeof res->dead[0], newer_dead_letter_first);
+    if (res->dead_count) qsort(res->dead, res->dead_count, sizeof res->dead[0], newer_dead_letter_first);
     if (res->dead_count > BOARD_DEAD_LETTERS) res->dead_count = BOARD_DEAD_LETTERS;
-    qsort(res->items, res->item_count, sizeof res->items[0], most_held_first);
+    if (res->item_count) qsort(res->items, res->item_count, sizeof res->items[0], most_held_first);
     res->read_at_ms = unix_ms();
 }
 

@@ -1085,7 +1085,7 @@ int fold_player_at(store *history_store, store *scratch, const char *user_id,
             memcpy(line->item_type, p->lines[i].item_type, sizeof line->item_type);
             line->quantity = p->lines[i].quantity;
         }
-        qsort(out->lines, out->line_count, sizeof *out->lines, compare_lines);
+        if (out->line_count) qsort(out->lines, out->line_count, sizeof *out->lines, compare_lines);
     }
     rc = 0;
 done:
