@@ -11,6 +11,7 @@
 #include "server/routes.h"
 #include "state/catalog.h"
 #include "state/consumer.h"
+#include "state/group_view.h"
 #include "state/log.h"
 #include "state/migrate.h"
 #include "state/replay.h"
@@ -507,6 +508,27 @@ static int swap_state(void *opaque, const char *path,
     return 0;
 }
 
+/* serve --group: where a newly assigned partition's store may come from (HDFS). */
+typedef struct {
+    const char *url, *topic, *db;
+    char work_dir[1024];
+} partition_restorer;
+
+static int restore_partition_from_snapshot(void *opaque, int32_t partition, int64_t local_offset,
+                                           char *snapshot_id, int64_t *offset, char *errstr,
+                                           size_t errstr_size) {
+    partition_restorer *pr = opaque;
+    return snapshot_restore_partition(pr->url, pr->topic, partition, local_offset, pr->db,
+                                      pr->work_dir, 30000, snapshot_id, offset, errstr,
+                                      errstr_size);
+}
+
+static int owned_here(void *opaque, int32_t partition) { return consumer_owns(opaque, partition); }
+
+static uint64_t readable_generation(void *opaque, int32_t partition) {
+    return consumer_partition_generation(opaque, partition);
+}
+
 static int cmd_serve(options *opt) {
     char errstr[512];
     int rc = 1;
@@ -519,8 +541,17 @@ static int cmd_serve(options *opt) {
     http_server *http = NULL;
     struct event *sigint_ev = NULL, *sigterm_ev = NULL, *wake_ev = NULL, *drain_ev = NULL;
     struct event *watch_ev = NULL;
+    group_view *view = NULL;
+    forwarder *forward = NULL;
+    partition_restorer restorer = {.url = opt->snapshot_url, .topic = opt->topic, .db = opt->db};
+    const char *self = opt->advertise ? opt->advertise : opt->http;
 
     signal(SIGPIPE, SIG_IGN);
+    if (opt->group && (opt->partition_first >= 0 || opt->no_fold)) {
+        fprintf(stderr, "lootlog: --group takes its partitions from the group: not with %s\n",
+                opt->no_fold ? "--no-fold" : "--partitions");
+        return 2;
+    }
     s.base = event_base_new();
     if (!s.base) {
         fprintf(stderr, "lootlog: event_base_new failed\n");
@@ -561,18 +592,37 @@ static int cmd_serve(options *opt) {
             .on_commit = notify_fold_commit,
             .on_commit_opaque = s.fold_waiters,
             .commit_seconds = metrics_commit_histogram(registry),
+            .group_id = opt->group,
+            .advertise = self,
         };
+        if (opt->group && opt->snapshot_url) {
+            folder_of(opt->db, restorer.work_dir, sizeof restorer.work_dir);
+            cc.restore_partition = restore_partition_from_snapshot;
+            cc.restore_opaque = &restorer;
+        }
         s.fold_config = cc;
         s.db_path = opt->db;
         s.fold = consumer_start(&cc, errstr, sizeof errstr);
         if (!s.fold) goto fail;
         s.readers = store_set_new(opt->db, errstr, sizeof errstr);
         if (!s.readers) goto fail;
+        if (opt->group) store_set_fence(s.readers, readable_generation, s.fold);
+    }
+    if (opt->group) {
+        view = group_view_start(opt->brokers, opt->group, opt->topic, opt->kafka_props,
+                                opt->kafka_prop_count, errstr, sizeof errstr);
+        if (!view) goto fail;
+        if (!opt->no_forward && !(forward = forwarder_new(s.base, self, 5000, errstr, sizeof errstr)))
+            goto fail;
     }
     if (load_admin_token(opt, &admin_token, errstr, sizeof errstr)) goto fail;
     if (opt->snapshot_url && !opt->no_fold) {
         snapshot_config sc = snapshot_config_from(opt, cat, snapshot_work_dir,
                                                   sizeof snapshot_work_dir);
+        if (opt->group) { /* the folder may hold stale copies of others' partitions */
+            sc.owned = owned_here;
+            sc.owned_opaque = s.fold;
+        }
         snapshots = snapshot_scheduler_start(&sc, opt->snapshot_interval_s, errstr, sizeof errstr);
         if (!snapshots) goto fail;
     }
@@ -594,6 +644,10 @@ static int cmd_serve(options *opt) {
         .swap_opaque = &s,
         .snapshots = snapshots,
         .metrics = registry,
+        .group = view,
+        .forward = forward,
+        .self = self,
+        .group_id = opt->group,
     };
     s.rts = routes_new(&rc_config, errstr, sizeof errstr);
     if (!s.rts) goto fail;
@@ -648,6 +702,7 @@ cleanup:
     producer_free(s.prod, 2000); /* remaining deliveries fail: their clients get a 503 */
     routes_free(s.rts);          /* parked requests are answered */
     s.rts = NULL;                /* fold commits during the flush below must not reach it */
+    forwarder_free(forward);     /* requests still with an owner are answered 503 */
     if (http) {
         struct timeval flush = {0, 200 * 1000};
         event_base_loopexit(s.base, &flush);
@@ -661,6 +716,7 @@ cleanup:
         store_set_free(s.swap->new_readers);
         free(s.swap);
     }
+    group_view_stop(view);
     consumer_stop(s.fold);
     store_set_free(s.readers);
     free(admin_token);

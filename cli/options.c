@@ -81,6 +81,18 @@ static const option_row option_table[] = {
     {"replication", "LOOTLOG_TOPIC_REPLICATION", "R", KIND_INT, AT(topic_replication), "-1",
      "the broker's default", 1, 32767, NULL, CLI_TOPIC,
      "replication factor of a topic to create (an existing topic is left as it is)"},
+    {"group", NULL, "NAME", KIND_STRING, AT(group), NULL, "none", 0, 0, NULL, CLI_SERVE,
+     "join the Kafka consumer group NAME (cooperative-sticky): the group assigns this node "
+     "its partitions, a newly assigned one is restored from the newest HDFS snapshot holding "
+     "it when there is no local store, and reads of other partitions go to their owner "
+     "(exclusive with `--partitions`)"},
+    {"advertise", NULL, "ADDR", KIND_STRING, AT(advertise), NULL, "the `--http` address", 0, 0,
+     NULL, CLI_SERVE,
+     "with `--group`: the HOST:PORT other nodes reach this node's HTTP API on (carried in "
+     "its Kafka client id)"},
+    {"no-forward", NULL, NULL, KIND_SWITCH, AT(no_forward), NULL, NULL, 0, 0, NULL, CLI_SERVE,
+     "with `--group`: answer reads of partitions owned elsewhere 421 `wrong_node` with the "
+     "owner's address instead of forwarding them"},
     {"no-fold", NULL, NULL, KIND_SWITCH, AT(no_fold), NULL, NULL, 0, 0, NULL, CLI_SERVE,
      "write-only front end: no fold; reads answer 421"},
     {"no-http", NULL, NULL, KIND_SWITCH, AT(no_http), NULL, NULL, 0, 0, NULL, CLI_SERVE,

@@ -40,6 +40,9 @@ typedef struct {
     int snapshot_interval_s;
     int partition_first, partition_last; /* serve --partitions A-B; -1: all */
     int no_fold, no_http;
+    const char *group;     /* serve --group: the consumer group; NULL: none */
+    const char *advertise; /* serve --advertise; NULL: --http */
+    int no_forward;
     int delivery_timeout_ms;
     int wait_ms;
     int64_t guild_capacity;

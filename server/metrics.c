@@ -378,6 +378,16 @@ static void render_writes(metrics *m, const metrics_view *v, out_buf *out) {
     emit(out, "lootlog_producer_queue %d\n", v->producer_queue);
     family(out, "lootlog_broker_ready", "gauge", "1 when every partition has a leader.");
     emit(out, "lootlog_broker_ready %d\n", v->broker_ready);
+    if (v->in_group) {
+        family(out, "lootlog_group_partitions_owned", "gauge",
+               "Partitions the consumer group assigned this node (folded and served here).");
+        emit(out, "lootlog_group_partitions_owned %d\n", v->partitions_owned);
+        family(out, "lootlog_forwarded_total", "counter",
+               "Requests for partitions owned elsewhere, by how the owner answered: relayed "
+               "(any status), or failed (502/504/503 from this node).");
+        emit(out, "lootlog_forwarded_total{result=\"relayed\"} %" PRIu64 "\n", v->forwarded);
+        emit(out, "lootlog_forwarded_total{result=\"failed\"} %" PRIu64 "\n", v->forward_failed);
+    }
 }
 
 static void render_fold(metrics *m, consumer *fold, out_buf *out) {

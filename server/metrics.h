@@ -27,6 +27,9 @@ typedef struct {
     int broker_ready;
     consumer *fold;                /* NULL with --no-fold */
     snapshot_scheduler *snapshots; /* NULL without --snapshot-url */
+    int in_group;                  /* serve --group: the forwarding series below apply */
+    uint64_t forwarded, forward_failed; /* reads relayed to their owner; answered 502/504/503 */
+    int partitions_owned;          /* partitions this node folds and serves */
 } metrics_view;
 
 /* A registry with every count at 0. NULL with errstr when out of memory. */

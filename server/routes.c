@@ -195,6 +195,7 @@ static int fold_passed(routes *r, int32_t partition, int64_t offset) {
 /* ---------------------------------------------------------------- inventory */
 
 static int32_t player_partition(routes *r, const char *user_id);
+static int route_to_owner(routes *r, struct evhttp_request *req, int32_t p);
 
 /* 1 when item_type is in the comma-separated list. */
 static int in_list(const char *list, const char *item_type) {
@@ -672,6 +673,14 @@ static void handle_write(routes *r, struct evhttp_request *req, event_type type,
                          const char *user_id, body_parser parser) {
     event ev;
     validate_error err;
+    if (r->config.group && codec_identifier_ok(user_id)) {
+        /* A write that waits for the fold waits where the player is folded: the owner
+         * produces it and answers. Other writes are produced by whichever node got them. */
+        char *wait = http_query_param(req, "wait");
+        int wait_applied = wait && strcmp(wait, "applied") == 0;
+        free(wait);
+        if (wait_applied && route_to_owner(r, req, player_partition(r, user_id))) return;
+    }
     if (start_event(req, type, user_id, &ev, &err)) {
         reply_invalid_write(r, req, &err);
         return;
@@ -743,10 +752,54 @@ static int require_fold(routes *r, struct evhttp_request *req) {
     return require_fold_for(r, req, NULL);
 }
 
+/* serve --group: a request about partition p is served here when this node owns p;
+ * else it goes to the owner the group names (forwarded, or 421 with the owner's address
+ * with --no-forward). A request another node forwarded is never forwarded again: while
+ * a partition moves, the two nodes' views can disagree for a moment, and the answer is
+ * then 503 with Retry-After rather than a loop. Returns 0 (serve here) or -1 (answered). */
+static int route_to_owner(routes *r, struct evhttp_request *req, int32_t p) {
+    char owner[GROUP_VIEW_ADDRESS_SIZE], message[160];
+    if (p < 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        http_reply_error(req, 503, "not_ready", "the topic's partition count is not known yet");
+        return -1;
+    }
+    if (r->config.fold && consumer_owns(r->config.fold, p)) return 0;
+    int known = group_view_owner(r->config.group, p, owner, sizeof owner) &&
+                strcmp(owner, r->config.self) != 0;
+    if (!known || forwarder_is_forwarded(req)) {
+        group_view_refresh(r->config.group);
+        json_t *body = json_object();
+        snprintf(message, sizeof message,
+                 "partition %d is moving between nodes; ask again in a moment", (int)p);
+        json_object_set_new(body, "error", json_string("partition_moving"));
+        json_object_set_new(body, "message", json_string(message));
+        json_object_set_new(body, "partition", json_integer(p));
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        http_reply_json(req, 503, body);
+        return -1;
+    }
+    if (!r->config.forward) {
+        char url[GROUP_VIEW_ADDRESS_SIZE + 8];
+        snprintf(url, sizeof url, "http://%s", owner);
+        snprintf(message, sizeof message, "partition %d is served by %.100s", (int)p, owner);
+        json_t *body = json_object();
+        json_object_set_new(body, "error", json_string("wrong_node"));
+        json_object_set_new(body, "message", json_string(message));
+        json_object_set_new(body, "partition", json_integer(p));
+        json_object_set_new(body, "owner", json_string(url));
+        http_reply_json(req, 421, body);
+        return -1;
+    }
+    forwarder_relay(r->config.forward, req, owner);
+    return -1;
+}
+
 /* On a shard (--partitions A-B), answers 421 with the owning partition for a player
  * whose events land elsewhere, so a router can send the request to the right shard.
  * The partition is Kafka's murmur2 of the key, as the producer computes it. */
 static int require_shard(routes *r, struct evhttp_request *req, const char *user_id) {
+    if (r->config.group) return route_to_owner(r, req, player_partition(r, user_id));
     if (r->config.partition_first < 0) return 0;
     int32_t p = player_partition(r, user_id);
     if (p < 0) {
@@ -1146,6 +1199,12 @@ static void handle_event(routes *r, struct evhttp_request *req, const char *even
         reply_validation(req, &err);
         return;
     }
+    /* In a group, a lookup that names the player is the owner's to answer; one by id
+     * alone searches the partitions owned here. */
+    if (r->config.group && user_id && route_to_owner(r, req, player_partition(r, user_id))) {
+        free(user_id);
+        return;
+    }
     int found = read_event_anywhere(r, event_id, user_id, &outcome);
     if (found > 0 && join_decision(r, user_id, &outcome) < 0) found = -1;
     free(user_id);
@@ -1405,6 +1464,13 @@ static void metrics_collect(routes *r, metrics_view *view) {
     view->broker_ready = producer_broker_ready(r->config.prod);
     view->fold = r->config.fold;
     view->snapshots = r->config.snapshots;
+    if (r->config.group) {
+        view->in_group = 1;
+        if (r->config.forward)
+            forwarder_counts(r->config.forward, &view->forwarded, &view->forward_failed);
+        for (int32_t p = 0; p < STORE_MAX_PARTITIONS && r->config.fold; p++)
+            view->partitions_owned += consumer_owns(r->config.fold, p);
+    }
 }
 
 static void collect_sample(void *arg, metrics_view *view) { metrics_collect(arg, view); }
@@ -1571,7 +1637,57 @@ static void on_metrics(routes *r, struct evhttp_request *req, const char *unused
 }
 static void on_swap(routes *r, struct evhttp_request *req, const char *unused) {
     (void)unused;
+    if (r->config.group) { /* a node's folder is the group's to fill, partition by partition */
+        http_reply_error(req, 409, "in_a_group",
+                         "a node of a consumer group takes its partitions from the group and "
+                         "HDFS snapshots; swap is for a single node (docs/operations.md)");
+        return;
+    }
     handle_swap(r, req);
+}
+
+/* GET /v1/cluster: this node, the group as Kafka describes it, and every partition's
+ * owner; for the partitions owned here, where their state came from. */
+static void on_cluster(routes *r, struct evhttp_request *req, const char *unused) {
+    (void)unused;
+    json_t *body = json_object();
+    json_object_set_new(body, "node", r->config.self ? json_string(r->config.self) : json_null());
+    json_object_set_new(body, "group", r->config.group_id ? json_string(r->config.group_id) : json_null());
+    if (r->config.group) {
+        char state[32];
+        int members;
+        int64_t age_ms;
+        group_view_state(r->config.group, state, sizeof state, &members, &age_ms);
+        json_object_set_new(body, "state", json_string(state));
+        json_object_set_new(body, "members", json_integer(members));
+        json_object_set_new(body, "described_ms_ago", json_integer(age_ms));
+    }
+    json_t *list = json_array();
+    int partitions = producer_partition_count(r->config.prod);
+    for (int32_t p = 0; p < partitions && p < STORE_MAX_PARTITIONS; p++) {
+        json_t *entry = json_object();
+        char owner[GROUP_VIEW_ADDRESS_SIZE];
+        json_object_set_new(entry, "partition", json_integer(p));
+        int here = r->config.fold && consumer_owns(r->config.fold, p);
+        if (r->config.group)
+            json_object_set_new(entry, "owner",
+                                group_view_owner(r->config.group, p, owner, sizeof owner)
+                                    ? json_string(owner)
+                                    : json_null());
+        json_object_set_new(entry, "here", json_boolean(here));
+        consumer_partition_info_t info;
+        if (here && consumer_partition_info(r->config.fold, p, &info)) {
+            json_object_set_new(entry, "source", json_string(consumer_source_name(info.source)));
+            json_object_set_new(entry, "opened_at", json_integer(info.opened_at));
+            if (info.snapshot_id[0])
+                json_object_set_new(entry, "snapshot_id", json_string(info.snapshot_id));
+            json_object_set_new(entry, "next_offset",
+                                json_integer(consumer_next_offset(r->config.fold, p)));
+        }
+        json_array_append_new(list, entry);
+    }
+    json_object_set_new(body, "partitions", list);
+    http_reply_json(req, 200, body);
 }
 
 enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_PUT = 8, M_DELETE = 16 };
@@ -1601,6 +1717,7 @@ static const struct {
     {"/join_guild", "join_guild", M_GET, on_seed_join},
     {"/healthz", "healthz", M_READ, on_healthz},
     {"/readyz", "readyz", M_READ, on_readyz},
+    {"/v1/cluster", "v1/cluster", M_READ, on_cluster},
     {"/metrics", "metrics", M_READ, on_metrics},
     {"/status", "status", M_READ, on_status},
     {"/admin/swap", "admin/swap", M_POST, on_swap},

@@ -6,8 +6,10 @@
 
 #include "../state/catalog.h"
 #include "../state/consumer.h"
+#include "../state/group_view.h"
 #include "../state/snapshot.h"
 #include "../state/store_set.h"
+#include "forward.h"
 #include "metrics.h"
 #include "producer.h"
 
@@ -39,6 +41,13 @@ typedef struct {
     void *swap_opaque;
     snapshot_scheduler *snapshots; /* NULL without --snapshot-url */
     metrics *metrics; /* the registry main created (outlives the routes); NULL: no /metrics */
+    /* serve --group: who owns which partition; reads (and ?wait=applied writes) of
+     * partitions owned elsewhere go to the owner through forward, or answer 421 with the
+     * owner's address when forward is NULL (--no-forward). self: this node's address. */
+    group_view *group;
+    forwarder *forward;
+    const char *self;
+    const char *group_id;
 } routes_config;
 
 routes *routes_new(const routes_config *config, char *errstr, size_t errstr_size);

@@ -70,6 +70,12 @@ typedef struct {
     size_t acked_count, acked_cap;
     int64_t catchup_end; /* the log's end at the start (-1: not known yet) */
     int pruned;          /* the rows already in the log were dropped: produce freely */
+    atomic_int emit_ok;  /* with a group: this partition caught up, its outbox may go out */
+    int open;            /* store open and folded here (the engine thread's view) */
+    consumer_partition_source source; /* where its state came from when it was opened */
+    int64_t opened_at;   /* its next offset then */
+    char snapshot_id[32];
+    uint64_t opening;    /* counts the openings of this slot (outbox_message) */
 } part;
 
 struct worker {
@@ -81,6 +87,13 @@ struct worker {
     size_t part_count;
     int64_t last_position_check_ms;
     store *receivers[STORE_MAX_PARTITIONS]; /* readers of other stores (outbox pruning) */
+    part *mine[STORE_MAX_PARTITIONS];       /* by partition: those this thread folds */
+    /* With a group, the engine thread changes parts/mine only while the worker is parked:
+     * it sets park_request; the worker commits its batches, says parked and waits. */
+    atomic_int park_request;
+    pthread_mutex_t park_lock;
+    pthread_cond_t park_cond;
+    int parked, exited;
 };
 
 struct consumer {
@@ -92,9 +105,8 @@ struct consumer {
     pthread_t engine;
     int engine_started;
     atomic_int stopping;
-    part parts[STORE_MAX_PARTITIONS];
-    size_t part_count;
-    part *by_partition[STORE_MAX_PARTITIONS];
+    part parts[STORE_MAX_PARTITIONS]; /* by partition number; .open: folded here */
+    size_t part_count;                /* open ones */
     worker *workers;
     int worker_count;
     pthread_mutex_t error_lock;
@@ -110,6 +122,12 @@ struct consumer {
     atomic_ullong folded_by_type[EVENT_TYPE_COUNT];
     atomic_llong next_offset[STORE_MAX_PARTITIONS];
     atomic_llong partition_lag[STORE_MAX_PARTITIONS]; /* -1: unknown or not folded here */
+    atomic_int owned[STORE_MAX_PARTITIONS]; /* store open, partition assigned: reads here */
+    atomic_ullong generation[STORE_MAX_PARTITIONS]; /* counts the partition's openings */
+    pthread_mutex_t info_lock; /* guards parts[].source/opened_at/snapshot_id for readers */
+    int32_t retry_open[STORE_MAX_PARTITIONS]; /* group: assigned, but opening failed */
+    size_t retry_open_count;
+    int64_t last_retry_ms;
 };
 
 static int64_t now_ms(void) {
@@ -137,6 +155,8 @@ static void set_failed(consumer *c, const char *what) {
 /* One emitted event on its way to Kafka: the delivery report finds its row by this. */
 typedef struct {
     part *pt;
+    uint64_t opening; /* pt->opening when produced: a report for an earlier opening of
+                         the partition's store must not delete a row of this one */
     int64_t seq;
 } outbox_message;
 
@@ -147,7 +167,9 @@ static void outbox_delivered(rd_kafka_t *rk, const rd_kafka_message_t *msg, void
     outbox_message *om = msg->_private;
     if (!om) return;
     part *pt = om->pt;
-    if (msg->err) {
+    if (om->opening != pt->opening || !pt->open) {
+        /* given up (and perhaps taken again) since: its rows are another store's now */
+    } else if (msg->err) {
         log_warn("fold", "partition %d: emitted event not delivered (%s); producing it again",
                  (int)pt->partition, rd_kafka_err2str(msg->err));
         atomic_store(&pt->outbox_retry, 1);
@@ -179,6 +201,7 @@ static int produce_outbox_row(void *arg, const store_outbox_row *r) {
     outbox_message *om = malloc(sizeof *om);
     if (!om) return -1;
     om->pt = walk->pt;
+    om->opening = walk->pt->opening;
     om->seq = r->seq;
     rd_kafka_resp_err_t err = rd_kafka_producev(
         walk->c->outbox_rk, RD_KAFKA_V_TOPIC(walk->c->config.topic),
@@ -209,7 +232,11 @@ static int note_if_in_log(void *arg, const store_outbox_row *r) {
     if (partitions == 0) return 0;
     int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, r->msg_key, strlen(r->msg_key),
                                                  (int32_t)partitions, NULL, NULL);
-    if (p < 0 || p >= STORE_MAX_PARTITIONS || !c->by_partition[p]) return 0; /* not here */
+    if (p < 0 || p >= STORE_MAX_PARTITIONS) return 0;
+    /* Without a group only partitions folded here have stores. With one, any local store
+     * will do, even a stale copy of a partition owned elsewhere now: it holds only events
+     * that were in the log, so a row it holds is in the log. */
+    if (!c->config.group_id && !c->parts[p].open) return 0;
     store **receiver = &prune->w->receivers[p];
     if (!*receiver) {
         char path[4096], why[256];
@@ -257,7 +284,8 @@ static void prune_outbox(consumer *c, part *pt) {
 static void drain_outbox(consumer *c, part *pt, int only_clear) {
     if (!c->outbox_rk) return;
     if (!pt->pruned && !only_clear) {
-        if (!atomic_load(&c->caught_up)) only_clear = 1; /* not yet: see the top */
+        int may_emit = c->config.group_id ? atomic_load(&pt->emit_ok) : atomic_load(&c->caught_up);
+        if (!may_emit) only_clear = 1; /* not yet: see the top */
         else prune_outbox(c, pt);
     }
     if (!only_clear && atomic_exchange(&pt->outbox_retry, 0)) pt->produced_seq = 0;
@@ -353,14 +381,14 @@ static void finish_partition(consumer *c, part *pt) {
 }
 
 /* Folds one record of the worker's partitions. */
-static void fold_record(consumer *c, rd_kafka_message_t *msg, int64_t now) {
+static void fold_record(consumer *c, worker *w, rd_kafka_message_t *msg, int64_t now) {
     if (msg->err) {
         if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             log_warn("fold", "consume: %s", rd_kafka_message_errstr(msg));
         return;
     }
     if (msg->partition < 0 || msg->partition >= STORE_MAX_PARTITIONS) return;
-    part *pt = c->by_partition[msg->partition];
+    part *pt = w->mine[msg->partition]; /* NULL: a record of a partition moved away */
     /* Records before the resume point are from before a seek back: skip them. */
     if (!pt || pt->done || (pt->next >= 0 && msg->offset < pt->next)) return;
     if (pt->end >= 0 && msg->offset >= pt->end) {
@@ -397,7 +425,7 @@ static void check_positions(consumer *c, worker *w) {
             rd_kafka_topic_partition_list_add(list, c->config.topic, w->parts[i]->partition);
     if (list->cnt && rd_kafka_position(c->rk, list) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         for (int k = 0; k < list->cnt; k++) {
-            part *pt = c->by_partition[list->elems[k].partition];
+            part *pt = w->mine[list->elems[k].partition];
             if (pt && list->elems[k].offset >= pt->end) finish_partition(c, pt);
         }
     }
@@ -405,9 +433,25 @@ static void check_positions(consumer *c, worker *w) {
 }
 
 static int worker_done(const worker *w) {
+    if (w->c->config.group_id) return 0; /* partitions come and go until the stop */
     for (size_t i = 0; i < w->part_count; i++)
         if (!w->parts[i]->done) return 0;
     return 1;
+}
+
+/* The worker's side of worker_park: commits, produces what it may, then waits. */
+static void worker_park_here(consumer *c, worker *w) {
+    for (size_t i = 0; i < w->part_count; i++) {
+        commit_partition(c, w->parts[i]);
+        drain_outbox(c, w->parts[i], 0);
+    }
+    pthread_mutex_lock(&w->park_lock);
+    w->parked = 1;
+    pthread_cond_broadcast(&w->park_cond);
+    while (atomic_load(&w->park_request) && !atomic_load(&c->stopping))
+        pthread_cond_wait(&w->park_cond, &w->park_lock);
+    w->parked = 0;
+    pthread_mutex_unlock(&w->park_lock);
 }
 
 static void *fold_thread(void *arg) {
@@ -420,6 +464,7 @@ static void *fold_thread(void *arg) {
     /* What a previous run committed to the outbox but may not have produced. */
     for (size_t i = 0; i < w->part_count; i++) drain_outbox(c, w->parts[i], 0);
     while (!atomic_load(&c->stopping) && !worker_done(w)) {
+        if (atomic_load(&w->park_request)) worker_park_here(c, w);
         /* Wait for one record, then take what is queued without waiting (one lock for
          * many records), up to a bound, and look at the clock. */
         rd_kafka_message_t *msgs[WORKER_TAKE_MAX];
@@ -432,7 +477,7 @@ static void *fold_thread(void *arg) {
         int idle = taken < WORKER_TAKE_MAX; /* ran dry, rather than hit the bound */
         int64_t now = now_ms();
         for (ssize_t i = 0; i < taken; i++) {
-            fold_record(c, msgs[i], now);
+            fold_record(c, w, msgs[i], now);
             rd_kafka_message_destroy(msgs[i]);
         }
         now = now_ms();
@@ -452,8 +497,28 @@ static void *fold_thread(void *arg) {
     }
     /* Stopping: the batch in hand is committed, not thrown away. */
     for (size_t i = 0; i < w->part_count; i++) commit_partition(c, w->parts[i]);
+    pthread_mutex_lock(&w->park_lock);
+    w->exited = 1;
+    pthread_cond_broadcast(&w->park_cond);
+    pthread_mutex_unlock(&w->park_lock);
     atomic_fetch_sub(&c->workers_running, 1);
     return NULL;
+}
+
+/* The engine thread: waits until worker w stands still with every batch committed, so
+ * its partitions can be handed over or closed. Returns at once when w has exited. */
+static void worker_park(worker *w) {
+    pthread_mutex_lock(&w->park_lock);
+    atomic_store(&w->park_request, 1);
+    while (!w->parked && !w->exited && w->started) pthread_cond_wait(&w->park_cond, &w->park_lock);
+    pthread_mutex_unlock(&w->park_lock);
+}
+
+static void worker_unpark(worker *w) {
+    pthread_mutex_lock(&w->park_lock);
+    atomic_store(&w->park_request, 0);
+    pthread_cond_broadcast(&w->park_cond);
+    pthread_mutex_unlock(&w->park_lock);
 }
 
 /* ---------------------------------------------------------------- the engine thread */
@@ -502,56 +567,185 @@ static int wait_for_topic(consumer *c, int32_t *partitions, size_t *count) {
     return atomic_load(&c->stopping) || atomic_load(&c->failed) ? -1 : 0;
 }
 
-/* Opens the stores and the folds of the partitions; reads where each resumes. */
-static int open_partitions(consumer *c, const int32_t *partitions, size_t count) {
-    char errstr[512], path[4096];
-    if (mkdir(c->config.db_dir, 0755) && errno != EEXIST) {
-        snprintf(errstr, sizeof errstr, "creating %s: %s", c->config.db_dir, strerror(errno));
-        set_failed(c, errstr);
+/* Opens partition p's store and fold (restoring it first with a group, see the top) and
+ * reads where it resumes. Returns 0, or -1 with errstr (the slot is left closed). */
+static int open_part(consumer *c, int32_t p, char *errstr, size_t errstr_size) {
+    char path[4096];
+    part *pt = &c->parts[p];
+    if (store_path(c->config.db_dir, p, path, sizeof path)) {
+        snprintf(errstr, errstr_size, "store path too long");
         return -1;
     }
-    for (size_t i = 0; i < count; i++) {
-        part *pt = &c->parts[c->part_count];
-        int32_t p = partitions[i];
-        memset(pt, 0, sizeof *pt);
-        pthread_mutex_init(&pt->ack_lock, NULL);
-        pt->catchup_end = -1;
-        pt->partition = p;
-        pt->end = c->config.end_offsets ? c->config.end_offsets[p] : -1;
-        if (store_path(c->config.db_dir, p, path, sizeof path)) {
-            set_failed(c, "store path too long");
-            return -1;
+    consumer_partition_source source = CONSUMER_SOURCE_LOCAL;
+    char snapshot_id[32] = "";
+    if (c->config.restore_partition) {
+        /* The local copy's offset (-1: none); the restorer replaces it only with a
+         * snapshot that is further on. */
+        int64_t local = -1;
+        if (access(path, F_OK) == 0) {
+            char why[256];
+            store *peek = store_open(path, p, STORE_READER, why, sizeof why);
+            if (peek && store_get_next_offset(peek, &local)) local = -1;
+            store_close(peek);
         }
-        c->part_count++;
-        pt->st = store_open(path, p, STORE_WRITER, errstr, sizeof errstr);
-        if (!pt->st) goto fail;
-        /* A store folds one topic only: another topic's offsets would mean nothing here. */
-        if (store_claim_topic(pt->st, c->config.topic)) {
-            snprintf(errstr, sizeof errstr, "%s", store_errmsg(pt->st));
-            goto fail;
+        int64_t restored_at = -1;
+        char why[512];
+        int rc = c->config.restore_partition(c->config.restore_opaque, p, local, snapshot_id,
+                                             &restored_at, why, sizeof why);
+        if (rc > 0) {
+            source = CONSUMER_SOURCE_SNAPSHOT;
+            log_info("fold", "partition %d: restored from snapshot %s (offset %lld; local copy: %lld)",
+                     (int)p, snapshot_id, (long long)restored_at, (long long)local);
+        } else if (rc < 0) {
+            /* HDFS down or a bad snapshot: the local copy or the log still give the right
+             * state, only later. */
+            log_warn("fold", "partition %d: no restore from HDFS (%s); %s", (int)p, why,
+                     local >= 0 ? "catching up from the local store" : "folding from the log's start");
+            snapshot_id[0] = '\0';
         }
-        pt->checkpointer = store_open(path, p, STORE_READER, errstr, sizeof errstr);
-        if (!pt->checkpointer) goto fail;
-        int64_t stored;
-        if (store_get_next_offset(pt->st, &stored)) {
-            snprintf(errstr, sizeof errstr, "%s", store_errmsg(pt->st));
-            goto fail;
-        }
-        int64_t start = c->config.start_offsets ? c->config.start_offsets[p] : -1;
-        pt->resume_offset = stored >= 0 ? stored : start;
-        pt->next = pt->resume_offset;
-        if (stored >= 0) atomic_store(&c->next_offset[p], stored);
-        if (pt->end >= 0 && pt->resume_offset >= 0 && pt->resume_offset >= pt->end) pt->done = 1;
-        c->by_partition[p] = pt;
+        if (rc <= 0) source = local >= 0 ? CONSUMER_SOURCE_LOCAL : CONSUMER_SOURCE_LOG;
     }
+    pthread_mutex_t keep = pt->ack_lock; /* initialised once, for the consumer's life */
+    uint64_t opening = pt->opening + 1;
+    memset(pt, 0, sizeof *pt);
+    pt->ack_lock = keep;
+    pt->opening = opening;
+    pt->catchup_end = -1;
+    pt->partition = p;
+    pt->end = c->config.end_offsets ? c->config.end_offsets[p] : -1;
+    pt->st = store_open(path, p, STORE_WRITER, errstr, errstr_size);
+    if (!pt->st) goto fail;
+    /* A store folds one topic only: another topic's offsets would mean nothing here. */
+    if (store_claim_topic(pt->st, c->config.topic)) {
+        snprintf(errstr, errstr_size, "%s", store_errmsg(pt->st));
+        goto fail;
+    }
+    pt->checkpointer = store_open(path, p, STORE_READER, errstr, errstr_size);
+    if (!pt->checkpointer) goto fail;
+    int64_t stored;
+    if (store_get_next_offset(pt->st, &stored)) {
+        snprintf(errstr, errstr_size, "%s", store_errmsg(pt->st));
+        goto fail;
+    }
+    if (!c->config.restore_partition && stored < 0) source = CONSUMER_SOURCE_LOG;
+    int64_t start = c->config.start_offsets ? c->config.start_offsets[p] : -1;
+    pt->resume_offset = stored >= 0 ? stored : start;
+    pt->next = pt->resume_offset;
+    atomic_store(&c->next_offset[p], stored);
+    if (pt->end >= 0 && pt->resume_offset >= 0 && pt->resume_offset >= pt->end) pt->done = 1;
+    pt->fold = fold_partition_new(pt->st, &c->config.fold, errstr, errstr_size);
+    if (!pt->fold) goto fail;
+    pthread_mutex_lock(&c->info_lock);
+    pt->source = source;
+    pt->opened_at = stored;
+    snprintf(pt->snapshot_id, sizeof pt->snapshot_id, "%s", snapshot_id);
+    pthread_mutex_unlock(&c->info_lock);
+    pt->open = 1;
+    c->part_count++;
+    atomic_fetch_add(&c->generation[p], 1);
     return 0;
 fail:
-    set_failed(c, errstr);
+    store_close(pt->checkpointer);
+    store_close(pt->st);
+    pt->checkpointer = pt->st = NULL;
     return -1;
 }
 
-/* Starts the fold threads, each with the queue its partitions are forwarded to, and
- * assigns the partitions. Returns 0 or -1. */
+/* Closes partition p's store (its batches committed, its fold thread no longer has it). */
+static void close_part(consumer *c, int32_t p) {
+    part *pt = &c->parts[p];
+    if (!pt->open) return;
+    fold_partition_free(pt->fold);
+    store_close(pt->checkpointer);
+    store_close(pt->st);
+    pt->fold = NULL;
+    pt->checkpointer = pt->st = NULL;
+    pthread_mutex_lock(&pt->ack_lock);
+    free(pt->acked);
+    pt->acked = NULL;
+    pt->acked_count = pt->acked_cap = 0;
+    pthread_mutex_unlock(&pt->ack_lock);
+    pt->open = 0;
+    c->part_count--;
+    atomic_store(&c->next_offset[p], -1);
+    atomic_store(&c->partition_lag[p], -1);
+}
+
+/* Without a group: opens the stores of the partitions to fold. Returns 0 or -1. */
+static int open_partitions(consumer *c, const int32_t *partitions, size_t count) {
+    char errstr[512];
+    for (size_t i = 0; i < count; i++) {
+        if (open_part(c, partitions[i], errstr, sizeof errstr)) {
+            set_failed(c, errstr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Hands open partition p to worker w (parked, or not started yet) and forwards the
+ * partition's queue to the worker's, before the partition is assigned, so no record of
+ * it reaches the main queue. Returns 0 or -1. */
+static int give_part(consumer *c, worker *w, int32_t p) {
+    part *pt = &c->parts[p];
+    rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(c->rk, c->config.topic, p);
+    if (!pq) return -1;
+    rd_kafka_queue_forward(pq, w->queue);
+    rd_kafka_queue_destroy(pq);
+    pt->owner = w;
+    w->parts[w->part_count++] = pt;
+    w->mine[p] = pt;
+    return 0;
+}
+
+/* Takes partition p from its worker (parked). */
+static void take_part(worker *w, int32_t p) {
+    for (size_t i = 0; i < w->part_count; i++) {
+        if (w->parts[i]->partition != p) continue;
+        w->parts[i] = w->parts[--w->part_count];
+        break;
+    }
+    w->mine[p] = NULL;
+}
+
+/* Creates the fold threads' state and queues; threads: how many. Returns 0 or -1. */
+static int make_workers(consumer *c, int threads) {
+    c->workers = calloc((size_t)threads, sizeof *c->workers);
+    if (!c->workers) {
+        set_failed(c, "out of memory");
+        return -1;
+    }
+    c->worker_count = threads;
+    for (int i = 0; i < threads; i++) {
+        worker *w = &c->workers[i];
+        w->c = c;
+        w->queue = rd_kafka_queue_new(c->rk);
+        pthread_mutex_init(&w->park_lock, NULL);
+        pthread_cond_init(&w->park_cond, NULL);
+    }
+    return 0;
+}
+
+static int run_workers(consumer *c) {
+    atomic_store(&c->workers_running, c->worker_count);
+    for (int i = 0; i < c->worker_count; i++) {
+        if (pthread_create(&c->workers[i].thread, NULL, fold_thread, &c->workers[i])) {
+            atomic_fetch_sub(&c->workers_running, c->worker_count - i);
+            set_failed(c, "starting a fold thread failed");
+            return -1;
+        }
+        c->workers[i].started = 1;
+    }
+    return 0;
+}
+
+/* The offset to fetch partition p from. */
+static int64_t fetch_offset(const part *pt) {
+    return pt->resume_offset >= 0 ? pt->resume_offset : RD_KAFKA_OFFSET_BEGINNING;
+}
+
+/* Without a group: starts the fold threads, each with the queue its partitions are
+ * forwarded to, and assigns the partitions. Returns 0 or -1. */
 static int start_workers(consumer *c) {
     char errstr[512];
     /* By default one thread per partition: partitions differ in size (a hot player makes
@@ -561,40 +755,25 @@ static int start_workers(consumer *c) {
     int threads = c->config.threads > 0 ? c->config.threads : FOLD_DEFAULT_THREADS_MAX;
     if (threads < 1) threads = 1;
     if ((size_t)threads > c->part_count) threads = c->part_count ? (int)c->part_count : 1;
-    c->workers = calloc((size_t)threads, sizeof *c->workers);
-    if (!c->workers) {
-        set_failed(c, "out of memory");
-        return -1;
-    }
-    c->worker_count = threads;
-    for (int i = 0; i < threads; i++) {
-        c->workers[i].c = c;
-        c->workers[i].queue = rd_kafka_queue_new(c->rk);
-    }
+    if (make_workers(c, threads)) return -1;
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)c->part_count);
-    for (size_t i = 0; i < c->part_count; i++) {
-        part *pt = &c->parts[i];
-        worker *w = &c->workers[i % (size_t)threads];
-        pt->owner = w;
-        w->parts[w->part_count++] = pt;
-        pt->fold = fold_partition_new(pt->st, &c->config.fold, errstr, sizeof errstr);
-        if (!pt->fold) {
-            rd_kafka_topic_partition_list_destroy(list);
-            set_failed(c, errstr);
-            return -1;
+    size_t handed = 0;
+    for (int32_t p = 0; p < STORE_MAX_PARTITIONS; p++) {
+        part *pt = &c->parts[p];
+        if (!pt->open) continue;
+        worker *w = &c->workers[handed++ % (size_t)threads];
+        if (pt->done) { /* nothing to fetch: the worker only needs to know it */
+            pt->owner = w;
+            w->parts[w->part_count++] = pt;
+            w->mine[p] = pt;
+            continue;
         }
-        if (pt->done) continue;
-        rd_kafka_topic_partition_list_add(list, c->config.topic, pt->partition)->offset =
-            pt->resume_offset >= 0 ? pt->resume_offset : RD_KAFKA_OFFSET_BEGINNING;
-        /* Forwarded before the assignment, so no record reaches the main queue. */
-        rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(c->rk, c->config.topic, pt->partition);
-        if (!pq) {
+        if (give_part(c, w, p)) {
             rd_kafka_topic_partition_list_destroy(list);
             set_failed(c, "no queue for a partition");
             return -1;
         }
-        rd_kafka_queue_forward(pq, w->queue);
-        rd_kafka_queue_destroy(pq);
+        rd_kafka_topic_partition_list_add(list, c->config.topic, p)->offset = fetch_offset(pt);
     }
     rd_kafka_resp_err_t err = rd_kafka_assign(c->rk, list);
     rd_kafka_topic_partition_list_destroy(list);
@@ -603,58 +782,226 @@ static int start_workers(consumer *c) {
         set_failed(c, errstr);
         return -1;
     }
-    atomic_store(&c->workers_running, threads);
-    for (int i = 0; i < threads; i++) {
-        if (pthread_create(&c->workers[i].thread, NULL, fold_thread, &c->workers[i])) {
-            atomic_fetch_sub(&c->workers_running, threads - i);
-            set_failed(c, "starting a fold thread failed");
-            return -1;
-        }
-        c->workers[i].started = 1;
-    }
+    for (int32_t p = 0; p < STORE_MAX_PARTITIONS; p++)
+        if (c->parts[p].open) atomic_store(&c->owned[p], 1);
+    if (run_workers(c)) return -1;
     atomic_store(&c->assigned, 1);
     log_info("fold", "folding %zu partition(s) of '%s' into %s on %d thread(s)", c->part_count,
              c->config.topic, c->config.db_dir, threads);
     return 0;
 }
 
+/* ---------------------------------------------------------------- the group
+ * With config.group_id the partitions come from the consumer group: librdkafka calls
+ * on_rebalance on the engine thread (it polls the consumer queue) with partitions to take
+ * or to give up, cooperatively (only those that move). */
+
+/* The worker with the fewest partitions. */
+static worker *least_busy(consumer *c) {
+    worker *best = &c->workers[0];
+    for (int i = 1; i < c->worker_count; i++)
+        if (c->workers[i].part_count < best->part_count) best = &c->workers[i];
+    return best;
+}
+
+/* Opens the partitions of list (restoring where needed), hands each to a fold thread
+ * and assigns them at their stores' offsets. Those that fail to open are retried later
+ * (retry_open): the group believes this node has them, so it must fold them. */
+static void take_partitions(consumer *c, const rd_kafka_topic_partition_list_t *given) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(given->cnt);
+    char errstr[512];
+    for (int i = 0; i < given->cnt; i++) {
+        int32_t p = given->elems[i].partition;
+        if (p < 0 || p >= STORE_MAX_PARTITIONS || c->parts[p].open) continue;
+        if (open_part(c, p, errstr, sizeof errstr)) {
+            log_error("fold", "partition %d: assigned, but its store cannot be opened (%s); "
+                      "trying again", (int)p, errstr);
+            if (c->retry_open_count < STORE_MAX_PARTITIONS) c->retry_open[c->retry_open_count++] = p;
+            continue;
+        }
+        worker *w = least_busy(c);
+        worker_park(w);
+        int failed = give_part(c, w, p);
+        worker_unpark(w);
+        if (failed) {
+            log_error("fold", "partition %d: no queue for it", (int)p);
+            close_part(c, p);
+            continue;
+        }
+        rd_kafka_topic_partition_list_add(list, c->config.topic, p)->offset =
+            fetch_offset(&c->parts[p]);
+        log_info("fold", "partition %d: taken over (%s), folding from offset %lld", (int)p,
+                 consumer_source_name(c->parts[p].source), (long long)c->parts[p].next);
+    }
+    {   /* called even with nothing to add: the rebalance completes only with the call */
+        rd_kafka_error_t *error = rd_kafka_incremental_assign(c->rk, list);
+        if (error) {
+            log_error("fold", "incremental assign: %s", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        } else {
+            for (int i = 0; i < list->cnt; i++) atomic_store(&c->owned[list->elems[i].partition], 1);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    atomic_store(&c->assigned, 1);
+}
+
+/* Gives up the partitions of list: reads stop being served here first (the fence: see
+ * docs/deployment.md), then each fold thread commits and lets go of them, the fetch
+ * stops, emitted events still in flight get a moment to be acknowledged, and the stores
+ * close. A lost assignment (this node was thrown out of the group) is given up the same
+ * way: the local stores are right, only no longer this node's to serve. */
+static void give_up_partitions(consumer *c, const rd_kafka_topic_partition_list_t *taken,
+                               int lost) {
+    int workers_alive = !atomic_load(&c->stopping);
+    for (int i = 0; i < taken->cnt; i++) {
+        int32_t p = taken->elems[i].partition;
+        if (p >= 0 && p < STORE_MAX_PARTITIONS) atomic_store(&c->owned[p], 0);
+    }
+    for (int k = 0; k < c->worker_count && workers_alive; k++) {
+        worker *w = &c->workers[k];
+        int has = 0;
+        for (int i = 0; i < taken->cnt && !has; i++) {
+            int32_t p = taken->elems[i].partition;
+            has = p >= 0 && p < STORE_MAX_PARTITIONS && w->mine[p];
+        }
+        if (!has) continue;
+        worker_park(w);
+        for (int i = 0; i < taken->cnt; i++) {
+            int32_t p = taken->elems[i].partition;
+            if (p >= 0 && p < STORE_MAX_PARTITIONS && w->mine[p]) take_part(w, p);
+        }
+        worker_unpark(w);
+    }
+    rd_kafka_error_t *error = rd_kafka_incremental_unassign(c->rk, taken);
+    if (error) {
+        log_warn("fold", "incremental unassign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    if (c->outbox_rk && rd_kafka_flush(c->outbox_rk, 2000))
+        log_warn("fold", "emitted events still unacknowledged while giving up partitions; "
+                 "the next owner produces them again");
+    for (int i = 0; i < taken->cnt; i++) {
+        int32_t p = taken->elems[i].partition;
+        if (p < 0 || p >= STORE_MAX_PARTITIONS) continue;
+        for (size_t k = 0; k < c->retry_open_count; k++)
+            if (c->retry_open[k] == p) c->retry_open[k--] = c->retry_open[--c->retry_open_count];
+        if (!c->parts[p].open) continue;
+        if (workers_alive) { /* else consumer_stop clears outboxes and closes */
+            drain_outbox(c, &c->parts[p], 1);
+            close_part(c, p);
+        }
+        log_info("fold", "partition %d: %s, next offset %lld", (int)p,
+                 lost ? "lost (this node left the group)" : "handed over",
+                 (long long)c->parts[p].next);
+    }
+}
+
+/* librdkafka's rebalance callback (engine thread, or consumer_stop's close). */
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *partitions, void *opaque) {
+    consumer *c = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (atomic_load(&c->stopping)) {
+            rd_kafka_topic_partition_list_t *none = rd_kafka_topic_partition_list_new(0);
+            rd_kafka_error_t *error = rd_kafka_incremental_assign(rk, none);
+            if (error) rd_kafka_error_destroy(error);
+            rd_kafka_topic_partition_list_destroy(none);
+            return;
+        }
+        take_partitions(c, partitions);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        give_up_partitions(c, partitions, rd_kafka_assignment_lost(rk));
+    } else {
+        log_error("fold", "rebalance: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+/* Assigned partitions whose store failed to open: tries again every few seconds. */
+static void retry_opens(consumer *c) {
+    if (!c->retry_open_count || now_ms() - c->last_retry_ms < 5000) return;
+    c->last_retry_ms = now_ms();
+    rd_kafka_topic_partition_list_t *list =
+        rd_kafka_topic_partition_list_new((int)c->retry_open_count);
+    for (size_t k = 0; k < c->retry_open_count; k++)
+        rd_kafka_topic_partition_list_add(list, c->config.topic, c->retry_open[k]);
+    c->retry_open_count = 0;
+    take_partitions(c, list);
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* With a group: starts the fold threads with nothing to fold and joins the group. */
+static int start_group(consumer *c) {
+    char errstr[512];
+    size_t partitions = atomic_load(&c->partition_count);
+    int threads = c->config.threads > 0 ? c->config.threads : FOLD_DEFAULT_THREADS_MAX;
+    if ((size_t)threads > partitions) threads = partitions ? (int)partitions : 1;
+    if (make_workers(c, threads) || run_workers(c)) return -1;
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, c->config.topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err) {
+        snprintf(errstr, sizeof errstr, "joining group %s: %s", c->config.group_id,
+                 rd_kafka_err2str(err));
+        set_failed(c, errstr);
+        return -1;
+    }
+    log_info("fold", "joined consumer group '%s' for '%s' (%d fold thread(s)); partitions "
+             "come from the group", c->config.group_id, c->config.topic, threads);
+    return 0;
+}
+
 /* Refreshes the lag from the watermarks librdkafka caches from fetch responses. */
 static void update_lag(consumer *c) {
     int64_t lag = 0;
-    for (size_t i = 0; i < c->part_count; i++) {
+    for (int32_t p = 0; p < STORE_MAX_PARTITIONS; p++) {
         int64_t low, high;
-        part *pt = &c->parts[i];
-        if (pt->done) continue;
-        if (rd_kafka_get_watermark_offsets(c->rk, c->config.topic, pt->partition, &low, &high) ||
-            high < 0) {
-            atomic_store(&c->partition_lag[pt->partition], -1);
+        part *pt = &c->parts[p];
+        if (!pt->open || pt->done) continue;
+        if (rd_kafka_get_watermark_offsets(c->rk, c->config.topic, p, &low, &high) || high < 0) {
+            atomic_store(&c->partition_lag[p], -1);
             atomic_store(&c->lag, -1);
             return;
         }
-        int64_t next = atomic_load(&c->next_offset[pt->partition]);
+        int64_t next = atomic_load(&c->next_offset[p]);
         if (next < low) next = low;
         if (high > next) lag += high - next;
-        atomic_store(&c->partition_lag[pt->partition], high > next ? high - next : 0);
+        atomic_store(&c->partition_lag[p], high > next ? high - next : 0);
     }
     atomic_store(&c->lag, lag);
 }
 
-/* With emit: records each partition's end at the start, then says when every partition
- * has folded up to it (see the top). Once that is so it does nothing more. */
+/* With emit: records each partition's end when it was opened, then says when it has
+ * folded up to it (see the top): without a group, once every partition has; with one,
+ * partition by partition, as they come and go. */
 static void check_caught_up(consumer *c) {
     if (!c->outbox_rk || atomic_load(&c->caught_up)) return;
-    for (size_t i = 0; i < c->part_count; i++) {
-        part *pt = &c->parts[i];
+    int all = 1;
+    for (int32_t p = 0; p < STORE_MAX_PARTITIONS; p++) {
+        part *pt = &c->parts[p];
         int64_t low, high;
+        if (!pt->open || atomic_load(&pt->emit_ok)) continue;
         if (pt->catchup_end < 0) {
-            if (rd_kafka_query_watermark_offsets(c->rk, c->config.topic, pt->partition, &low,
-                                                 &high, 1000))
-                return;
+            if (rd_kafka_query_watermark_offsets(c->rk, c->config.topic, p, &low, &high, 1000)) {
+                all = 0;
+                continue;
+            }
             pt->catchup_end = high;
         }
-        int64_t next = atomic_load(&c->next_offset[pt->partition]);
-        if (pt->catchup_end > 0 && next < pt->catchup_end) return;
+        int64_t next = atomic_load(&c->next_offset[p]);
+        if (pt->catchup_end > 0 && next < pt->catchup_end) {
+            all = 0;
+            continue;
+        }
+        if (c->config.group_id) {
+            atomic_store(&pt->emit_ok, 1);
+            log_info("fold", "partition %d: caught up with the log: its emitted events go out "
+                     "from now on", (int)p);
+        }
     }
+    if (!all || c->config.group_id) return;
     atomic_store(&c->caught_up, 1);
     log_info("fold", "caught up with the log: emitted events go out from now on");
 }
@@ -663,12 +1010,19 @@ static void *engine_thread(void *arg) {
     consumer *c = arg;
     int32_t partitions[STORE_MAX_PARTITIONS];
     size_t count;
-    if (wait_for_topic(c, partitions, &count) || open_partitions(c, partitions, count) ||
-        start_workers(c))
+    if (mkdir(c->config.db_dir, 0755) && errno != EEXIST) {
+        char errstr[512];
+        snprintf(errstr, sizeof errstr, "creating %s: %s", c->config.db_dir, strerror(errno));
+        set_failed(c, errstr);
+        return NULL;
+    }
+    if (wait_for_topic(c, partitions, &count)) return NULL;
+    if (c->config.group_id ? start_group(c) : open_partitions(c, partitions, count) || start_workers(c))
         return NULL;
     int64_t last_checkpoint = now_ms();
     while (!atomic_load(&c->stopping)) {
-        /* Errors that concern no partition (brokers down, ...) arrive here. */
+        /* Errors that concern no partition (brokers down, ...) arrive here, and, with a
+         * group, the rebalances (on_rebalance runs inside this call). */
         rd_kafka_message_t *msg = rd_kafka_consume_queue(c->main_queue, 100);
         if (c->outbox_rk) rd_kafka_poll(c->outbox_rk, 0); /* delivery reports */
         if (msg) {
@@ -676,12 +1030,13 @@ static void *engine_thread(void *arg) {
                 log_warn("fold", "consumer: %s", rd_kafka_message_errstr(msg));
             rd_kafka_message_destroy(msg);
         }
+        if (c->config.group_id) retry_opens(c);
         update_lag(c);
         check_caught_up(c);
         if (now_ms() - last_checkpoint >= CHECKPOINT_EVERY_MS) {
-            for (size_t i = 0; i < c->part_count; i++)
-                if (store_checkpoint(c->parts[i].checkpointer))
-                    log_warn("fold", "%s", store_errmsg(c->parts[i].checkpointer));
+            for (int32_t p = 0; p < STORE_MAX_PARTITIONS; p++)
+                if (c->parts[p].open && store_checkpoint(c->parts[p].checkpointer))
+                    log_warn("fold", "%s", store_errmsg(c->parts[p].checkpointer));
             last_checkpoint = now_ms();
         }
         if (atomic_load(&c->workers_running) == 0) {
@@ -692,6 +1047,7 @@ static void *engine_thread(void *arg) {
     }
     return NULL;
 }
+
 
 /* ---------------------------------------------------------------- interface */
 
@@ -704,8 +1060,20 @@ consumer *consumer_start(const consumer_config *config, char *errstr, size_t err
     char queue_text[32], fetch_text[32];
     snprintf(queue_text, sizeof queue_text, "%zu", queue_kbytes);
     snprintf(fetch_text, sizeof fetch_text, "%zu", queue_kbytes * 512); /* half the queue */
+    /* With a group, this node's HTTP address rides in its client id, where every other
+     * node reads it from the group's description (server/group_view). The session
+     * timeout bounds how long a dead node's partitions stay without a fold. */
+    char client_id[300];
+    snprintf(client_id, sizeof client_id, "%s%s", CONSUMER_CLIENT_ID_PREFIX,
+             config->advertise ? config->advertise : "");
+    const char *const group_defaults[] = {
+        "partition.assignment.strategy", "cooperative-sticky",
+        "session.timeout.ms", "10000",
+        "heartbeat.interval.ms", "1000",
+        NULL};
     const char *const defaults[] = {
-        "group.id", "lootlog-fold", /* needed by librdkafka; no group is joined (assign) */
+        "group.id", config->group_id ? config->group_id : "lootlog-fold", /* without a group:
+                                  needed by librdkafka, but no group is joined (assign) */
         "enable.auto.commit", "false",
         "enable.auto.offset.store", "false",
         "enable.partition.eof", "false",
@@ -713,7 +1081,7 @@ consumer *consumer_start(const consumer_config *config, char *errstr, size_t err
         "queued.max.messages.kbytes", queue_text,
         "fetch.message.max.bytes", fetch_text,
         "fetch.max.bytes", "16777216",
-        "client.id", "lootlog-fold",
+        "client.id", config->group_id ? client_id : "lootlog-fold",
         NULL};
     struct stat info;
     if (stat(config->db_dir, &info) == 0 && !S_ISDIR(info.st_mode)) {
@@ -732,6 +1100,8 @@ consumer *consumer_start(const consumer_config *config, char *errstr, size_t err
         return NULL;
     }
     pthread_mutex_init(&c->error_lock, NULL);
+    pthread_mutex_init(&c->info_lock, NULL);
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) pthread_mutex_init(&c->parts[p].ack_lock, NULL);
     c->config = *config;
     if (c->config.batch_max_events == 0) c->config.batch_max_events = 20000;
     if (c->config.batch_max_ms <= 0) c->config.batch_max_ms = 20;
@@ -742,6 +1112,24 @@ consumer *consumer_start(const consumer_config *config, char *errstr, size_t err
     conf = kafka_conf_new(config->brokers, defaults, config->kafka_props, config->kafka_prop_count,
                           errstr, errstr_size);
     if (!conf) goto fail;
+    if (config->group_id) {
+        /* group settings first, so -X overrides (applied by kafka_conf_new) win: set
+         * only those the user did not give */
+        for (size_t i = 0; group_defaults[i]; i += 2) {
+            int given = 0;
+            size_t n = strlen(group_defaults[i]);
+            for (size_t k = 0; k < config->kafka_prop_count; k++)
+                given |= !strncmp(config->kafka_props[k], group_defaults[i], n) &&
+                         config->kafka_props[k][n] == '=';
+            if (!given && rd_kafka_conf_set(conf, group_defaults[i], group_defaults[i + 1], why,
+                                            sizeof why) != RD_KAFKA_CONF_OK) {
+                snprintf(errstr, errstr_size, "%s", why);
+                goto fail;
+            }
+        }
+        rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+        rd_kafka_conf_set_opaque(conf, c);
+    }
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
     if (!c->rk) {
         snprintf(errstr, errstr_size, "creating consumer: %s", why);
@@ -820,6 +1208,38 @@ int64_t consumer_next_offset(consumer *c, int32_t partition) {
     return atomic_load(&c->next_offset[partition]);
 }
 
+int consumer_owns(consumer *c, int32_t partition) {
+    if (partition < 0 || partition >= STORE_MAX_PARTITIONS) return 0;
+    return atomic_load(&c->owned[partition]);
+}
+
+uint64_t consumer_partition_generation(consumer *c, int32_t partition) {
+    if (partition < 0 || partition >= STORE_MAX_PARTITIONS || !atomic_load(&c->owned[partition]))
+        return 0;
+    return atomic_load(&c->generation[partition]);
+}
+
+const char *consumer_source_name(consumer_partition_source source) {
+    switch (source) {
+    case CONSUMER_SOURCE_LOCAL: return "local";
+    case CONSUMER_SOURCE_SNAPSHOT: return "snapshot";
+    case CONSUMER_SOURCE_LOG: return "log";
+    }
+    return "?";
+}
+
+int consumer_partition_info(consumer *c, int32_t partition, consumer_partition_info_t *info) {
+    memset(info, 0, sizeof *info);
+    if (partition < 0 || partition >= STORE_MAX_PARTITIONS || !atomic_load(&c->owned[partition]))
+        return 0;
+    pthread_mutex_lock(&c->info_lock);
+    info->source = c->parts[partition].source;
+    info->opened_at = c->parts[partition].opened_at;
+    snprintf(info->snapshot_id, sizeof info->snapshot_id, "%s", c->parts[partition].snapshot_id);
+    pthread_mutex_unlock(&c->info_lock);
+    return 1;
+}
+
 int64_t consumer_partition_lag(consumer *c, int32_t partition) {
     if (partition < 0 || partition >= STORE_MAX_PARTITIONS) return -1;
     return atomic_load(&c->partition_lag[partition]);
@@ -828,39 +1248,46 @@ int64_t consumer_partition_lag(consumer *c, int32_t partition) {
 void consumer_stop(consumer *c) {
     if (!c) return;
     atomic_store(&c->stopping, 1);
+    for (int i = 0; i < c->worker_count; i++) { /* a parked worker waits for this */
+        pthread_mutex_lock(&c->workers[i].park_lock);
+        pthread_cond_broadcast(&c->workers[i].park_cond);
+        pthread_mutex_unlock(&c->workers[i].park_lock);
+    }
     if (c->engine_started) pthread_join(c->engine, NULL);
     for (int i = 0; i < c->worker_count; i++) {
         worker *w = &c->workers[i];
         if (w->started) pthread_join(w->thread, NULL);
     }
-    if (c->rk) rd_kafka_assign(c->rk, NULL);
+    if (c->rk && !c->config.group_id) rd_kafka_assign(c->rk, NULL);
+    if (c->rk && c->config.group_id) rd_kafka_consumer_close(c->rk); /* leaves the group now:
+                                                  the partitions move without a timeout */
     if (c->outbox_rk) {
         /* The last batches' emitted events: delivered now if Kafka takes them in time,
          * else at the next start from the outbox. */
         if (rd_kafka_flush(c->outbox_rk, 5000))
             log_warn("fold", "emitted events still unacknowledged at shutdown; they go out at the next start");
-        for (size_t i = 0; i < c->part_count; i++)
-            if (c->parts[i].st) drain_outbox(c, &c->parts[i], 1);
+        for (int p = 0; p < STORE_MAX_PARTITIONS; p++)
+            if (c->parts[p].open) drain_outbox(c, &c->parts[p], 1);
     }
     for (int i = 0; i < c->worker_count; i++) {
         worker *w = &c->workers[i];
         if (w->queue) rd_kafka_queue_destroy(w->queue);
         for (int p = 0; p < STORE_MAX_PARTITIONS; p++) store_close(w->receivers[p]);
+        pthread_mutex_destroy(&w->park_lock);
+        pthread_cond_destroy(&w->park_cond);
     }
     free(c->workers);
     if (c->main_queue) rd_kafka_queue_destroy(c->main_queue);
     if (c->rk) {
-        rd_kafka_consumer_close(c->rk);
+        if (!c->config.group_id) rd_kafka_consumer_close(c->rk);
         rd_kafka_destroy(c->rk);
     }
     if (c->outbox_rk) rd_kafka_destroy(c->outbox_rk); /* after the flush above */
-    for (size_t i = 0; i < c->part_count; i++) {
-        fold_partition_free(c->parts[i].fold);
-        store_close(c->parts[i].checkpointer);
-        store_close(c->parts[i].st);
-        free(c->parts[i].acked);
-        pthread_mutex_destroy(&c->parts[i].ack_lock);
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) {
+        close_part(c, p);
+        pthread_mutex_destroy(&c->parts[p].ack_lock);
     }
+    pthread_mutex_destroy(&c->info_lock);
     pthread_mutex_destroy(&c->error_lock);
     free(c);
 }

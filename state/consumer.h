@@ -1,8 +1,10 @@
 /* consumer: the fold engine. Reads the topic from the offsets stored in each partition's
- * store (never from a consumer group), folds each partition into its own store on a
- * pool of fold threads, in batches bounded by count and time, and commits state,
+ * store (never from Kafka's committed offsets), folds each partition into its own store
+ * on a pool of fold threads, in batches bounded by count and time, and commits state,
  * outcomes and the partition's next offset together. serve runs it without an end;
- * replay runs it over fixed slices of the log until each partition reaches its end. */
+ * replay runs it over fixed slices of the log until each partition reaches its end.
+ * Which partitions it folds: a fixed range, or (serve --group) those a Kafka consumer
+ * group assigns this node, taken and given up as the group rebalances. */
 #ifndef LOOTLOG_CONSUMER_H
 #define LOOTLOG_CONSUMER_H
 
@@ -15,12 +17,22 @@
 
 typedef struct consumer consumer;
 
+/* With a group, a node's client id is this prefix and its HTTP address (HOST:PORT). */
+#define CONSUMER_CLIENT_ID_PREFIX "lootlog@"
+
+/* Where an opened partition's state came from. */
+typedef enum {
+    CONSUMER_SOURCE_LOCAL = 0, /* the store already here: caught up from its offset */
+    CONSUMER_SOURCE_SNAPSHOT,  /* restored from an HDFS snapshot, then caught up */
+    CONSUMER_SOURCE_LOG,       /* no store anywhere: folded from the log's start */
+} consumer_partition_source;
+
 typedef struct {
     const char *brokers;
     const char *topic;
     const char *db_dir;  /* the folder of per-partition stores (created if missing) */
     fold_config fold;
-    int partition_first; /* -1: every partition of the topic */
+    int partition_first; /* -1: every partition of the topic (or of the group's choice) */
     int partition_last;
     int threads;             /* fold threads; 0: one per partition (at most 32) */
     int nice;                /* niceness of the fold threads (serve: let reads go first) */
@@ -37,6 +49,18 @@ typedef struct {
     /* Produce the events the fold emits (the outbox) to the topic: serve. Replay leaves
      * them in the stores' outboxes (replay_run keeps only those missing from the log). */
     int emit;
+    /* Join this consumer group (NULL: fold the fixed range above). advertise: this node's
+     * HTTP address for the other nodes, carried in the client id. */
+    const char *group_id;
+    const char *advertise;
+    /* With a group, called on the engine thread before a newly assigned partition's store
+     * opens: restore it from a snapshot further on than local_offset (the local store's
+     * next offset, -1: none). Returns 1 restored (snapshot_id >= 32 bytes, *offset), 0
+     * nothing better, -1 with errstr (the engine goes on with what it has). NULL: none. */
+    int (*restore_partition)(void *opaque, int32_t partition, int64_t local_offset,
+                             char *snapshot_id, int64_t *offset, char *errstr,
+                             size_t errstr_size);
+    void *restore_opaque;
     /* Called on a fold thread after every commit, e.g. to wake the HTTP loop. */
     void (*on_commit)(void *opaque);
     void *on_commit_opaque;
@@ -76,6 +100,26 @@ int64_t consumer_next_offset(consumer *c, int32_t partition);
 /* The partition's lag as last measured (high watermark - next offset), or -1 when
  * unknown or not folded here; any thread. */
 int64_t consumer_partition_lag(consumer *c, int32_t partition);
+
+/* 1 when partition is folded here and assigned to this node (reads of it are served
+ * here); any thread. */
+int consumer_owns(consumer *c, int32_t partition);
+
+/* 0 while partition is not owned here; else a number that changes each time its store
+ * is opened anew (store_set_fence). Any thread. */
+uint64_t consumer_partition_generation(consumer *c, int32_t partition);
+
+typedef struct {
+    consumer_partition_source source;
+    int64_t opened_at;   /* its next offset when it was opened (-1: none) */
+    char snapshot_id[32]; /* with CONSUMER_SOURCE_SNAPSHOT */
+} consumer_partition_info_t;
+
+/* How an owned partition was opened. Returns 1, or 0 when it is not owned here. */
+int consumer_partition_info(consumer *c, int32_t partition, consumer_partition_info_t *info);
+
+/* "local", "snapshot", "log". */
+const char *consumer_source_name(consumer_partition_source source);
 
 /* Asks the threads to finish their batches, joins them, closes the stores and frees. */
 void consumer_stop(consumer *c);

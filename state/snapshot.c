@@ -339,10 +339,13 @@ static void extract_final_path(char *buf, size_t size, const char *root, const c
 
 /* Moves the extracts of complete snapshot id that are still inside its folder to their
  * final paths (those the manifest lists, recomputed here from type, partition and
- * offsets, so a manifest can name nothing else). Already moved ones are skipped.
+ * offsets, so a manifest can name nothing else). Already moved ones are skipped. When
+ * only is not NULL, just the extracts of partitions p with only[p] set: those of other
+ * partitions are their owner's to move (two nodes moving one file could delete it).
  * Returns 0 or -1 with errstr. */
-static int finish_extracts(webhdfs *w, const hdfs_url *u, const char *id, const char *scratch_dir,
-                           char *errstr, size_t errstr_size) {
+static int finish_extracts(webhdfs *w, const hdfs_url *u, const char *id,
+                           const unsigned char *only, const char *scratch_dir, char *errstr,
+                           size_t errstr_size) {
     char remote[1400], local[1400], from[1400], to[1400], type_dir[1400], name[96];
     snprintf(remote, sizeof remote, "%s/snapshots/%s/manifest.json", u->root, id);
     snprintf(local, sizeof local, "%s/finish-manifest.json", scratch_dir);
@@ -365,6 +368,7 @@ static int finish_extracts(webhdfs *w, const hdfs_url *u, const char *id, const 
             !json_is_integer(last))
             continue; /* not an extract this code writes */
         int32_t p = (int32_t)json_integer_value(partition);
+        if (only && !only[p]) continue;
         extract_file_name(name, sizeof name, codec_type_name(type), p);
         snprintf(from, sizeof from, "%s/snapshots/%s/%s", u->root, id, name);
         int pending = webhdfs_status(w, from, NULL, errstr, errstr_size);
@@ -493,6 +497,7 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     char dir[1024], path[1400], name[96], tmp_dir[1200], final_dir[1200], prev_id[64], why[256];
     int32_t partitions[STORE_MAX_PARTITIONS];
     int64_t next[STORE_MAX_PARTITIONS], prev[STORE_MAX_PARTITIONS];
+    size_t source[STORE_MAX_PARTITIONS]; /* the index in known of prev's snapshot */
     size_t partition_count = 0, known_count = 0;
     snapshot_entry *known = NULL;
     int uploaded = 0, rc = -1, prev_same_set = 0;
@@ -507,6 +512,22 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
         snprintf(errstr, errstr_size, "%s holds no partition stores (p<N>.db) to snapshot",
                  config->db_path);
         return -1;
+    }
+    if (config->owned) {
+        /* Stale copies of partitions now folded elsewhere: snapshotting one would put an
+         * old offset into the newest snapshot that holds it, which is where the owner's
+         * next extract starts — records extracted twice, and restores that go back. */
+        size_t owned_count = 0;
+        for (size_t i = 0; i < partition_count; i++)
+            if (config->owned(config->owned_opaque, partitions[i]) == 1)
+                partitions[owned_count++] = partitions[i];
+        if (owned_count == 0) {
+            snprintf(errstr, errstr_size, "none of the %zu partition stores in %s (p%d.db, ...) "
+                     "is of a partition this node owns now; nothing to snapshot",
+                     partition_count, config->db_path, (int)partitions[0]);
+            return -1;
+        }
+        partition_count = owned_count;
     }
 
     /* The id sorts by time: 20261129T081400123Z. */
@@ -534,10 +555,13 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
         if (backup_partition(config->db_path, partitions[i], dir, errstr, errstr_size)) goto done;
 
     /* 2. Where the extracts start: per partition, the offset in the newest complete
-     * snapshot of this topic that holds it (0 when none does). The previous snapshot is
-     * the newest of this topic and partition set (else the newest holding any of them);
-     * its extracts are moved into place first if it could not finish that. */
-    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) prev[p] = -1;
+     * snapshot of this topic that holds it (0 when none does) — whichever node took it,
+     * as partitions move between nodes. The previous snapshot (for the manifest) is the
+     * newest of this topic and partition set, else the newest holding any of them. */
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) {
+        prev[p] = -1;
+        source[p] = SIZE_MAX;
+    }
     prev_id[0] = '\0';
     if (list_complete(w, &u, dir, partitions, partition_count, &known, &known_count, errstr,
                       errstr_size))
@@ -556,7 +580,10 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
             int32_t p = partitions[i];
             if (!entry_has(e, p)) continue;
             holds_ours = 1;
-            if (prev[p] < 0) prev[p] = e->offsets[p];
+            if (prev[p] < 0) {
+                prev[p] = e->offsets[p];
+                source[p] = k;
+            }
         }
         if (holds_ours && (e->same_set || !prev_id[0]) && !prev_same_set) {
             snprintf(prev_id, sizeof prev_id, "%s", e->id);
@@ -565,7 +592,17 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     }
     for (int p = 0; p < STORE_MAX_PARTITIONS; p++)
         if (prev[p] < 0) prev[p] = 0;
-    if (prev_id[0] && finish_extracts(w, &u, prev_id, dir, errstr, errstr_size)) goto done;
+    /* The extracts this one continues must be in place first: a snapshot whose extracts
+     * could not all be moved (its node failed, or lost the partition, before retrying)
+     * has them moved here, for the partitions this snapshot takes from it. */
+    for (size_t k = 0; k < known_count; k++) {
+        unsigned char from_k[STORE_MAX_PARTITIONS] = {0};
+        int any = 0;
+        for (size_t i = 0; i < partition_count; i++)
+            if (source[partitions[i]] == k) from_k[partitions[i]] = any = 1;
+        if (any && finish_extracts(w, &u, known[k].id, from_k, dir, errstr, errstr_size))
+            goto done;
+    }
 
     /* 3. Analyst tables and extracts from the copies, one partition after another. */
     for (size_t t = 0; t < ANALYST_TABLE_COUNT; t++) {
@@ -663,7 +700,7 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
      * snapshot, and none is lost. */
     if (webhdfs_rename_strict(w, tmp_dir, final_dir, 0, errstr, errstr_size)) goto done;
     uploaded = 0;
-    if (finish_extracts(w, &u, result->id, dir, errstr, errstr_size)) {
+    if (finish_extracts(w, &u, result->id, NULL, dir, errstr, errstr_size)) {
         char why_move[512];
         snprintf(why_move, sizeof why_move, "%s", errstr);
         snprintf(errstr, errstr_size, "snapshot %s is complete but moving its extracts failed "
@@ -778,12 +815,91 @@ int snapshot_manifest_check(const char *text, size_t len, char *errstr, size_t e
     return rc;
 }
 
+/* The files of one store: SQLite's journals beside it belong to that file alone, and a
+ * leftover -wal beside another p<N>.db would be replayed into it. */
+static const char *const store_file_suffixes[] = {"", "-wal", "-shm", "-journal"};
+#define STORE_FILE_SUFFIX_COUNT (sizeof store_file_suffixes / sizeof store_file_suffixes[0])
+
+/* Restore writes a folder of stores: db_path must be one, or not exist yet. */
+static int check_store_folder(const char *db_path, char *errstr, size_t errstr_size) {
+    struct stat sb;
+    if (stat(db_path, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+        snprintf(errstr, errstr_size, "%s exists and is not a folder; restore writes a folder of "
+                 "partition stores", db_path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Downloads snapshot id's manifest into dir and checks what every restore checks before
+ * fetching anything else: its schema version, its topic, and the names it lists
+ * (check_manifest_files). Returns the manifest (caller decrefs), or NULL with errstr. */
+static json_t *fetch_manifest(webhdfs *w, const hdfs_url *u, const char *id, const char *topic,
+                              const char *dir, char *errstr, size_t errstr_size) {
+    char remote[1400], local[1400];
+    json_error_t jerr;
+    snprintf(remote, sizeof remote, "%s/snapshots/%s/manifest.json", u->root, id);
+    snprintf(local, sizeof local, "%s/manifest.json", dir);
+    if (webhdfs_open_to_file(w, remote, local, errstr, errstr_size)) return NULL;
+    json_t *manifest = json_load_file(local, 0, &jerr);
+    if (!manifest) {
+        snprintf(errstr, errstr_size, "manifest of %s: %s", id, jerr.text);
+        return NULL;
+    }
+    json_int_t version = json_integer_value(json_object_get(manifest, "schema_version"));
+    if (version != SNAPSHOT_SCHEMA_VERSION) {
+        snprintf(errstr, errstr_size, "snapshot %s has schema version %lld%s; this lootlog "
+                 "restores version %d", id, (long long)version,
+                 version == 1 ? " (one state.db, from lootlog 0.1)" : "", SNAPSHOT_SCHEMA_VERSION);
+        goto fail;
+    }
+    const char *snapshot_topic = json_string_value(json_object_get(manifest, "topic"));
+    if (!snapshot_topic || strcmp(snapshot_topic, topic) != 0) {
+        snprintf(errstr, errstr_size, "snapshot %s is of topic '%.100s', not '%s' (--topic)", id,
+                 snapshot_topic ? snapshot_topic : "(none)", topic);
+        goto fail;
+    }
+    if (check_manifest_files(json_object_get(manifest, "files"), id, errstr, errstr_size) < 0)
+        goto fail;
+    return manifest;
+fail:
+    json_decref(manifest);
+    return NULL;
+}
+
+/* Downloads file name (checked by check_manifest_files) of snapshot id into dir and
+ * checks it against meta, its record in the manifest: size, then sha256. Returns 0, or
+ * -1 with errstr (the local copy may be left in dir). */
+static int fetch_checked(webhdfs *w, const hdfs_url *u, const char *id, const char *name,
+                         json_t *meta, const char *dir, char *errstr, size_t errstr_size) {
+    char remote[1400], local[1400], hex[65];
+    uint64_t bytes;
+    snprintf(remote, sizeof remote, "%s/snapshots/%s/%s", u->root, id, name);
+    snprintf(local, sizeof local, "%s/%s", dir, name);
+    if (webhdfs_open_to_file(w, remote, local, errstr, errstr_size) ||
+        sha256_file(local, hex, &bytes, errstr, errstr_size))
+        return -1;
+    const char *want = json_string_value(json_object_get(meta, "sha256"));
+    json_t *want_bytes = json_object_get(meta, "bytes");
+    if (!json_is_integer(want_bytes) || (uint64_t)json_integer_value(want_bytes) != bytes) {
+        snprintf(errstr, errstr_size, "%s of snapshot %s: %llu bytes, manifest says %lld", name, id,
+                 (unsigned long long)bytes,
+                 json_is_integer(want_bytes) ? (long long)json_integer_value(want_bytes) : -1LL);
+        return -1;
+    }
+    if (!want || strcmp(want, hex) != 0) {
+        snprintf(errstr, errstr_size, "%s of snapshot %s: sha256 %s, manifest says %s", name, id,
+                 hex, want ? want : "(none)");
+        return -1;
+    }
+    return 0;
+}
+
 /* Moves every store file listed in files from dir into db_dir, none of them over
  * anything: a leftover -wal beside a new p<N>.db would be replayed into it. On failure
  * removes the ones it moved, so db_dir holds no store again. Returns 0 or -1. */
 static int install_stores(json_t *files, const char *dir, const char *db_dir, char *errstr,
                           size_t errstr_size) {
-    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
     const char *name;
     json_t *meta;
     size_t moved = 0, undone = 0;
@@ -791,8 +907,8 @@ static int install_stores(json_t *files, const char *dir, const char *db_dir, ch
         int32_t p;
         char from[1400], to[4096];
         if (!store_file_partition(name, &p)) continue;
-        for (size_t s = 0; s < sizeof suffixes / sizeof suffixes[0]; s++) {
-            snprintf(to, sizeof to, "%s/%s%s", db_dir, name, suffixes[s]);
+        for (size_t s = 0; s < STORE_FILE_SUFFIX_COUNT; s++) {
+            snprintf(to, sizeof to, "%s/%s%s", db_dir, name, store_file_suffixes[s]);
             if (access(to, F_OK) == 0) {
                 snprintf(errstr, errstr_size, "%s exists; restore installs into a folder without stores",
                          to);
@@ -828,19 +944,14 @@ int snapshot_restore(const char *url, const char *id, const char *topic,
     hdfs_url u;
     webhdfs *w = NULL;
     json_t *manifest = NULL;
-    char dir[1024], local[1400], remote[1400], chosen[64];
+    char dir[1024], chosen[64];
     int32_t partitions[STORE_MAX_PARTITIONS];
     size_t existing = 0;
     int rc = -1, made_folder = 0;
-    struct stat sb;
 
     if (parse_url(url, &u, errstr, errstr_size)) return -1;
     /* Into a folder without stores only: a restore never mixes with state that is there. */
-    if (stat(db_path, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
-        snprintf(errstr, errstr_size, "%s exists and is not a folder; restore writes a folder of "
-                 "partition stores", db_path);
-        return -1;
-    }
+    if (check_store_folder(db_path, errstr, errstr_size)) return -1;
     if (store_list_partitions(db_path, partitions, STORE_MAX_PARTITIONS, &existing, errstr,
                               errstr_size))
         return -1;
@@ -877,54 +988,13 @@ int snapshot_restore(const char *url, const char *id, const char *topic,
     } else {
         snprintf(chosen, sizeof chosen, "%s", id);
     }
-    snprintf(remote, sizeof remote, "%s/snapshots/%s/manifest.json", u.root, chosen);
-    snprintf(local, sizeof local, "%s/manifest.json", dir);
-    if (webhdfs_open_to_file(w, remote, local, errstr, errstr_size)) goto done;
-    json_error_t jerr;
-    manifest = json_load_file(local, 0, &jerr);
-    if (!manifest) {
-        snprintf(errstr, errstr_size, "manifest of %s: %s", chosen, jerr.text);
-        goto done;
-    }
-    json_int_t version = json_integer_value(json_object_get(manifest, "schema_version"));
-    if (version != SNAPSHOT_SCHEMA_VERSION) {
-        snprintf(errstr, errstr_size, "snapshot %s has schema version %lld%s; this lootlog "
-                 "restores version %d", chosen, (long long)version,
-                 version == 1 ? " (one state.db, from lootlog 0.1)" : "", SNAPSHOT_SCHEMA_VERSION);
-        goto done;
-    }
-    const char *snapshot_topic = json_string_value(json_object_get(manifest, "topic"));
-    if (!snapshot_topic || strcmp(snapshot_topic, topic) != 0) {
-        snprintf(errstr, errstr_size, "snapshot %s is of topic '%.100s', not '%s' (--topic)",
-                 chosen, snapshot_topic ? snapshot_topic : "(none)", topic);
-        goto done;
-    }
+    manifest = fetch_manifest(w, &u, chosen, topic, dir, errstr, errstr_size);
+    if (!manifest) goto done;
     json_t *files = json_object_get(manifest, "files");
-    if (check_manifest_files(files, chosen, errstr, errstr_size) < 0) goto done;
     const char *name;
     json_t *meta;
-    json_object_foreach(files, name, meta) {
-        char hex[65];
-        uint64_t bytes;
-        snprintf(remote, sizeof remote, "%s/snapshots/%s/%s", u.root, chosen, name);
-        snprintf(local, sizeof local, "%s/%s", dir, name);
-        if (webhdfs_open_to_file(w, remote, local, errstr, errstr_size) ||
-            sha256_file(local, hex, &bytes, errstr, errstr_size))
-            goto done;
-        const char *want = json_string_value(json_object_get(meta, "sha256"));
-        json_t *want_bytes = json_object_get(meta, "bytes");
-        if (!json_is_integer(want_bytes) || (uint64_t)json_integer_value(want_bytes) != bytes) {
-            snprintf(errstr, errstr_size, "%s of snapshot %s: %llu bytes, manifest says %lld", name,
-                     chosen, (unsigned long long)bytes,
-                     json_is_integer(want_bytes) ? (long long)json_integer_value(want_bytes) : -1LL);
-            goto done;
-        }
-        if (strcmp(want, hex) != 0) {
-            snprintf(errstr, errstr_size, "%s of snapshot %s: sha256 %s, manifest says %s", name,
-                     chosen, hex, want);
-            goto done;
-        }
-    }
+    json_object_foreach(files, name, meta)
+        if (fetch_checked(w, &u, chosen, name, meta, dir, errstr, errstr_size)) goto done;
     if (mkdir(db_path, 0755) == 0) made_folder = 1;
     else if (errno != EEXIST) {
         snprintf(errstr, errstr_size, "mkdir %s: %s", db_path, strerror(errno));
@@ -935,6 +1005,145 @@ int snapshot_restore(const char *url, const char *id, const char *topic,
     rc = 0;
 done:
     if (rc && made_folder) rmdir(db_path);
+    json_decref(manifest);
+    webhdfs_free(w);
+    remove_local_dir(dir);
+    return rc;
+}
+
+/* Opens the downloaded store dir/name of partition as serve's fold will (a writer:
+ * pending migrations are applied here, not in the live folder) and checks that it holds
+ * topic (or none recorded) and resumes at want_next. Returns 0 or -1 with errstr. */
+static int check_restored_store(const char *dir, const char *name, int32_t partition,
+                                const char *topic, int64_t want_next, char *errstr,
+                                size_t errstr_size) {
+    char path[1400], held[256];
+    int64_t next = -1;
+    int rc = -1;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    store *st = store_open(path, partition, STORE_WRITER, errstr, errstr_size);
+    if (!st) return -1;
+    if (store_get_topic(st, held, sizeof held) || store_get_next_offset(st, &next)) {
+        snprintf(errstr, errstr_size, "%s: %s", path, store_errmsg(st));
+        goto done;
+    }
+    if (held[0] && strcmp(held, topic) != 0) {
+        snprintf(errstr, errstr_size, "%s holds the state of topic '%.100s', not '%s'", path, held,
+                 topic);
+        goto done;
+    }
+    /* A store that folded nothing resumes at 0, which is what its snapshot recorded. */
+    if ((next < 0 ? 0 : next) != want_next) {
+        snprintf(errstr, errstr_size, "%s resumes at offset %lld, its manifest says %lld", path,
+                 (long long)next, (long long)want_next);
+        goto done;
+    }
+    rc = 0;
+done:
+    store_close(st);
+    /* Closing the only connection checkpoints and removes the WAL; a WAL left behind
+     * would hold part of the store that the rename below does not move. */
+    snprintf(path, sizeof path, "%s/%s-wal", dir, name);
+    if (rc == 0 && access(path, F_OK) == 0) {
+        snprintf(errstr, errstr_size, "%s was left after closing the restored store", path);
+        rc = -1;
+    }
+    return rc;
+}
+
+/* Puts dir/name in the place of db_dir/name. The old store's files (name, -wal, -shm,
+ * -journal) are first moved aside into dir, not deleted, so a failure puts them back and
+ * leaves the old store as it was. Returns 0 or -1 with errstr. */
+static int replace_store(const char *dir, const char *db_dir, const char *name, char *errstr,
+                         size_t errstr_size) {
+    char live[STORE_FILE_SUFFIX_COUNT][4096], aside[STORE_FILE_SUFFIX_COUNT][1400], from[1400];
+    int moved[STORE_FILE_SUFFIX_COUNT] = {0};
+    for (size_t s = 0; s < STORE_FILE_SUFFIX_COUNT; s++) {
+        snprintf(live[s], sizeof live[s], "%s/%s%s", db_dir, name, store_file_suffixes[s]);
+        snprintf(aside[s], sizeof aside[s], "%s/old-%s%s", dir, name, store_file_suffixes[s]);
+        if (rename(live[s], aside[s]) == 0) moved[s] = 1;
+        else if (errno != ENOENT) {
+            snprintf(errstr, errstr_size, "moving %s aside: %s", live[s], strerror(errno));
+            goto undo;
+        }
+    }
+    snprintf(from, sizeof from, "%s/%s", dir, name);
+    if (rename(from, live[0]) == 0) return 0;
+    snprintf(errstr, errstr_size, "installing %s: %s", live[0], strerror(errno));
+undo:
+    for (size_t s = 0; s < STORE_FILE_SUFFIX_COUNT; s++)
+        if (moved[s] && rename(aside[s], live[s]))
+            log_warn("snapshot", "could not put %s back as %s: %s", aside[s], live[s],
+                     strerror(errno));
+    return -1;
+}
+
+int snapshot_restore_partition(const char *url, const char *topic, int32_t partition,
+                               int64_t min_offset, const char *db_path, const char *work_dir,
+                               long timeout_ms, char *id_out, int64_t *offset_out,
+                               char *errstr, size_t errstr_size) {
+    hdfs_url u;
+    webhdfs *w = NULL;
+    json_t *manifest = NULL;
+    snapshot_entry *known = NULL;
+    size_t known_count = 0;
+    char dir[1024], name[32], chosen[64] = "";
+    int64_t best = min_offset;
+    int rc = -1;
+
+    if (partition < 0 || partition >= STORE_MAX_PARTITIONS) {
+        snprintf(errstr, errstr_size, "partition %d is not one a store can hold (0..%d)",
+                 (int)partition, STORE_MAX_PARTITIONS - 1);
+        return -1;
+    }
+    if (parse_url(url, &u, errstr, errstr_size) || check_store_folder(db_path, errstr, errstr_size))
+        return -1;
+    snprintf(name, sizeof name, "p%d.db", (int)partition);
+    /* Per partition: the folds of several partitions may restore at the same time. */
+    snprintf(dir, sizeof dir, "%s/lootlog-restore-p%d-%d", work_dir, (int)partition, (int)getpid());
+    if (mkdir(dir, 0700) && errno != EEXIST) {
+        snprintf(errstr, errstr_size, "mkdir %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    w = webhdfs_new(u.base, "root", timeout_ms, errstr, errstr_size);
+    if (!w) goto done;
+
+    /* The snapshot that takes the partition furthest: partitions move between nodes, so
+     * the newest snapshot overall may not hold it, or may hold an older copy of it. */
+    if (list_complete(w, &u, dir, NULL, 0, &known, &known_count, errstr, errstr_size)) goto done;
+    for (size_t k = 0; k < known_count; k++) /* newest first: a tie keeps the newer */
+        if (strcmp(known[k].topic, topic) == 0 && entry_has(&known[k], partition) &&
+            known[k].offsets[partition] > best) {
+            best = known[k].offsets[partition];
+            snprintf(chosen, sizeof chosen, "%s", known[k].id);
+        }
+    if (!chosen[0]) {
+        if (errstr_size) errstr[0] = '\0'; /* a root without snapshots says so there */
+        rc = 0;
+        goto done;
+    }
+
+    manifest = fetch_manifest(w, &u, chosen, topic, dir, errstr, errstr_size);
+    if (!manifest) goto done;
+    json_t *meta = json_object_get(json_object_get(manifest, "files"), name);
+    if (!meta) {
+        snprintf(errstr, errstr_size, "snapshot %s has an offset for partition %d but no %s",
+                 chosen, (int)partition, name);
+        goto done;
+    }
+    if (fetch_checked(w, &u, chosen, name, meta, dir, errstr, errstr_size) ||
+        check_restored_store(dir, name, partition, topic, best, errstr, errstr_size))
+        goto done;
+    if (mkdir(db_path, 0755) && errno != EEXIST) {
+        snprintf(errstr, errstr_size, "mkdir %s: %s", db_path, strerror(errno));
+        goto done;
+    }
+    if (replace_store(dir, db_path, name, errstr, errstr_size)) goto done;
+    snprintf(id_out, 32, "%.31s", chosen);
+    *offset_out = best;
+    rc = 1;
+done:
+    free(known);
     json_decref(manifest);
     webhdfs_free(w);
     remove_local_dir(dir);

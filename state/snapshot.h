@@ -3,7 +3,8 @@
  * event extracts of each partition folded since the previous snapshot, a manifest with
  * sha256 of every file, and _SUCCESS last — written under a temporary name and renamed
  * into place; older snapshots beyond a retention count are deleted. And the way back:
- * restore a snapshot's stores into a folder without stores. */
+ * restore a snapshot's stores into a folder without stores, or one partition's store
+ * into a folder of live ones (serve --group, when a partition moves to this node). */
 #ifndef LOOTLOG_SNAPSHOT_H
 #define LOOTLOG_SNAPSHOT_H
 
@@ -22,6 +23,11 @@ typedef struct {
     const char *lootlog_version;
     long timeout_ms;       /* per WebHDFS request */
     const catalog *cat;    /* categories for inventory.avro; NULL: "unknown" */
+    /* When not NULL: only partitions for which owned(owned_opaque, p) returns 1 are
+     * snapshotted (serve --group: the folder may hold stale copies of partitions now
+     * owned elsewhere). A snapshot with no owned partition fails with a clear errstr. */
+    int (*owned)(void *opaque, int32_t partition);
+    void *owned_opaque;
 } snapshot_config;
 
 typedef struct {
@@ -51,6 +57,24 @@ int snapshot_restore(const char *url, const char *id, const char *topic,
                      const int32_t *only_partitions, size_t only_count, const char *db_path,
                      const char *work_dir, long timeout_ms, char *id_out, char *errstr,
                      size_t errstr_size);
+
+/* Restores partition's store alone into the folder db_path (which may hold other
+ * partitions' stores): from the complete snapshot of topic whose manifest holds
+ * p<partition>.db at the highest offset for that partition (ties: the newest), when that
+ * offset is > min_offset (the local store's next offset, -1: none). Checks the manifest
+ * names, size and sha256 as snapshot_restore does; downloads into work_dir (same file
+ * system as db_path) first, and only then replaces a local p<N>.db (removing it and its
+ * -wal/-shm/-journal) by a rename. Returns 1 restored (id_out >= 32 bytes, *offset_out =
+ * the restored store's next offset), 0 when no snapshot is ahead of min_offset (nothing
+ * touched), -1 with errstr. Snapshots of other topics under the URL are passed over; a
+ * root without snapshots is 0. No connection may have partition's store open; calls for
+ * different partitions may run at the same time (each has its own scratch folder). On
+ * -1 the local store is as it was. The store is opened (and migrated, as serve would)
+ * in the scratch folder before it is installed, to check its topic and next offset. */
+int snapshot_restore_partition(const char *url, const char *topic, int32_t partition,
+                               int64_t min_offset, const char *db_path, const char *work_dir,
+                               long timeout_ms, char *id_out, int64_t *offset_out,
+                               char *errstr, size_t errstr_size);
 
 /* Checks a manifest's text as restore does before fetching anything: JSON, and its
  * "files" only names restore may write (p<N>.db, the analyst tables), each with a sha256.

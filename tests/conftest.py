@@ -109,6 +109,59 @@ def held_in(db_dir, user, item=None):
     return rows[0] if rows else None
 
 
+class ThreadedLoad:
+    """count threads running self.run(i) from the start of a with-block until its end;
+    self.lock guards what they record."""
+
+    def __init__(self, count):
+        import threading
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(count)]
+
+    def run(self, i):
+        raise NotImplementedError
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+
+def topic_event_ids(bootstrap, topic):
+    """Every record of topic, read back from Kafka: {event_id: times seen}."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "read-" + uuid.uuid4().hex,
+                  "enable.auto.commit": False})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {}
+    for p in parts:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+        if high > low:
+            ends[p] = (low, high)
+    c.assign([TopicPartition(topic, p, low) for p, (low, high) in ends.items()])
+    seen, left = {}, {p: high for p, (low, high) in ends.items()}
+    deadline = time.monotonic() + 60
+    while left and time.monotonic() < deadline:
+        msg = c.poll(1.0)
+        if msg is None or msg.error():
+            continue
+        if msg.offset() >= ends[msg.partition()][1]:
+            continue
+        event_id = json.loads(msg.value())["event_id"]
+        seen[event_id] = seen.get(event_id, 0) + 1
+        if msg.offset() + 1 >= left.get(msg.partition(), 0):
+            left.pop(msg.partition(), None)
+    c.close()
+    assert not left, f"reading the topic back stalled: {left}"
+    return seen
+
+
 def wait_until(predicate, timeout, what, interval=0.05):
     """Polls predicate until it returns a truthy value; fails the test at the deadline."""
     deadline = time.monotonic() + timeout

@@ -123,10 +123,10 @@ def test_kafka_nodes_form_one_quorum_with_replication_3(config):
     assert len(clusters) == 1 and re.fullmatch(r"[A-Za-z0-9_-]{22}", clusters.pop())
 
 
-def test_lootlog_nodes_name_all_brokers_and_split_the_partitions(config):
+def test_lootlog_nodes_name_all_brokers_and_form_one_group(config):
     lootlog = by_image(config, "compose/lootlog/Dockerfile")
     shots = one_shots(config)
-    published, ranges = [], []
+    published, advertised = [], []
     for name, svc in sorted(lootlog.items()):
         env = env_of(svc)
         brokers = {b.split(":")[0] for b in env["LOOTLOG_BROKERS"].split(",")}
@@ -140,7 +140,9 @@ def test_lootlog_nodes_name_all_brokers_and_split_the_partitions(config):
         assert svc["depends_on"]["topic-init"]["condition"] == "service_completed_successfully"
         assert env["LOOTLOG_SNAPSHOT_URL"] == "webhdfs://namenode:9870/lootlog"
         assert env["LOOTLOG_HTTP"] == "0.0.0.0:8080"
-        ranges.append(env["LOOTLOG_PARTITIONS"])
+        assert env["LOOTLOG_GROUP"] == "lootlog" and "LOOTLOG_PARTITIONS" not in env, name
+        advertised.append(env["LOOTLOG_ADVERTISE"])
+        assert env["LOOTLOG_ADVERTISE"] == f"{svc.get('hostname', name)}:8080", name
         for port in svc["ports"]:
             if isinstance(port, dict):   # long form
                 published.append((int(port["published"]), int(port["target"])))
@@ -150,7 +152,7 @@ def test_lootlog_nodes_name_all_brokers_and_split_the_partitions(config):
                 published.append((int(m.group(1)), int(m.group(2))))
         assert "/readyz" in " ".join(svc["healthcheck"]["test"]), name
     assert sorted(published) == [(8080, 8080), (8081, 8080), (8082, 8080)]
-    assert ranges == ["0-1", "2-3", "4-5"]
+    assert advertised == ["lootlog1:8080", "lootlog2:8080", "lootlog3:8080"]
 
 
 def test_named_volumes_for_every_node_with_state(config):

@@ -13,9 +13,9 @@ import uuid
 
 import pytest
 import requests
-from confluent_kafka import Consumer, TopicPartition
 
-from conftest import BROKERS, WEBHDFS, create_topic, held_in, stack, wait_until
+from conftest import (BROKERS, WEBHDFS, ThreadedLoad, create_topic, held_in, stack,
+                      topic_event_ids, wait_until)
 
 TOKEN = "faults-" + uuid.uuid4().hex
 
@@ -173,42 +173,20 @@ def _parked(server):
 
 # ------------------------------------------------------------------ broker down
 
-def read_topic(topic, partitions=6):
+def read_topic(topic):
     """Every record of topic: {event_id: count}."""
-    c = Consumer({"bootstrap.servers": BROKERS, "group.id": "faults-" + uuid.uuid4().hex,
-                  "enable.auto.commit": False})
-    ends = {}
-    for p in range(partitions):
-        lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-        if hi > lo:
-            ends[p] = hi
-    c.assign([TopicPartition(topic, p, 0) for p in ends])
-    seen, left = {}, dict(ends)
-    deadline = time.monotonic() + 60
-    while left and time.monotonic() < deadline:
-        msg = c.poll(1.0)
-        if msg is None or msg.error():
-            continue
-        event_id = json.loads(msg.value())["event_id"]
-        seen[event_id] = seen.get(event_id, 0) + 1
-        if msg.offset() + 1 >= left.get(msg.partition(), 0):
-            left.pop(msg.partition(), None)
-    c.close()
-    assert not left, f"topic read stalled: {left}"
-    return seen
+    return topic_event_ids(BROKERS, topic)
 
 
-class Writers:
+class Writers(ThreadedLoad):
     """n threads posting purchases as fast as they can; every answer is recorded with
     its status, Retry-After, event id and how long it took."""
 
     def __init__(self, server, n=8):
         self.server, self.n = server, n
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
         self.answers = []  # (status, retry_after, event_id, seconds)
         self.errors = []
-        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(n)]
+        super().__init__(n)
 
     def run(self, i):
         session = requests.Session()
@@ -226,16 +204,6 @@ class Writers:
             except requests.RequestException as exc:
                 with self.lock:
                     self.errors.append(repr(exc))
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(60)
 
     def acked_since(self, index):
         with self.lock:

@@ -1,4 +1,4 @@
-"""Fixtures of the cluster pass: three `lootlog serve` shards on the real cluster stack
+"""Fixtures of the cluster pass: three `lootlog serve --group` nodes on the real cluster stack
 that `./dev test --cluster` (and the end of a plain `./dev test`) started with
 `stack/stack start DIR --brokers 3 --datanodes 2`. That run names the stack in:
 
@@ -15,12 +15,12 @@ import shlex
 import signal
 import subprocess
 import time
+import uuid
 
 import pytest
 import requests
 
-from conftest import (BIN, Server, outbox_rows, query_stores, store_files, stored_offsets,
-                      wait_until)
+from conftest import BIN, Server, store_files, wait_until
 
 ENV_VARS = ("LOOTLOG_CLUSTER_STACK_ENV", "LOOTLOG_CLUSTER_STACK_DIR", "LOOTLOG_CLUSTER_STACK_CMD")
 TOPIC = "events"   # the stack's topic: replication factor 3, min.insync.replicas 2
@@ -107,20 +107,20 @@ def whole_cluster(cluster):
 
 
 class Node(Server):
-    """One `lootlog serve --partitions A-B` shard with all brokers of the cluster."""
+    """One `lootlog serve --group GROUP` node with all brokers of the cluster. Kafka's group
+    assigns its partitions; /v1/cluster says which it owns. A short session timeout (6 s,
+    the brokers' minimum) so a dead node's partitions move quickly."""
 
-    def __init__(self, tmp_path, name, bootstrap, first, last, topic=TOPIC, extra_args=()):
+    def __init__(self, tmp_path, name, bootstrap, group, topic=TOPIC, extra_args=()):
         super().__init__(tmp_path, name=name, extra_args=extra_args, topic=topic)
         self.bootstrap = bootstrap
-        self.first, self.last = first, last
-
-    def owns(self, partition):
-        return self.first <= partition <= self.last
+        self.group = group
+        self.node_name = name
 
     def start(self, wait_ready=True):
         args = [BIN, "serve", "--http", f"127.0.0.1:{self.port}", "--brokers", self.bootstrap,
-                "--topic", self.topic, "--db", self.db,
-                "--partitions", f"{self.first}-{self.last}", *self.extra_args]
+                "--topic", self.topic, "--db", self.db, "--group", self.group,
+                "-X", "session.timeout.ms=6000", *self.extra_args]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         wait_until(self.healthy, 20, f"{self.name} /healthz")
@@ -130,7 +130,26 @@ class Node(Server):
 
     @property
     def name(self):
-        return os.path.basename(self.db).removesuffix(".db")
+        return self.node_name
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def view(self):
+        """GET /v1/cluster."""
+        r = requests.get(self.url + "/v1/cluster", timeout=5)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def owned(self):
+        """{partition: its /v1/cluster entry} of the partitions this node folds and serves;
+        {} when it is not running."""
+        if not self.running():
+            return {}
+        return {e["partition"]: e for e in self.view()["partitions"] if e["here"]}
+
+    def owns(self, partition):
+        return partition in self.owned()
 
     def metrics(self):
         """/metrics as {'name{labels}': value}."""
@@ -148,31 +167,77 @@ class Node(Server):
         return int(sum(v for k, v in self.metrics().items()
                        if re.match(r"lootlog_fold_events_total\{", k)))
 
-    def store_partitions(self):
-        return list(store_files(self.db))
+    def store_query(self, partition, sql):
+        """Rows of sql on this node's store of partition ([] when it has none)."""
+        import sqlite3
+        path = store_files(self.db).get(partition)
+        if not path:
+            return []
+        con = sqlite3.connect(path, timeout=10)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
 
-    def tables(self):
-        """(players {user: (version, guild)}, items {(user, item): quantity}) of its stores."""
-        players = {u: (v, g) for u, v, g in query_stores(
-            self.db, "SELECT user_id, version, guild_id FROM players WHERE version > 0")}
-        items = {(u, i): q for u, i, q in query_stores(
-            self.db, "SELECT p.user_id, i.item_type, i.quantity FROM inventory i "
-                     "JOIN players p ON p.player_key = i.player_key")}
+    def tables(self, partition):
+        """(players {user: (version, guild)}, items {(user, item): quantity}) of its store
+        of partition."""
+        players = {u: (v, g) for u, v, g in self.store_query(
+            partition, "SELECT user_id, version, guild_id FROM players WHERE version > 0")}
+        items = {(u, i): q for u, i, q in self.store_query(
+            partition, "SELECT p.user_id, i.item_type, i.quantity FROM inventory i "
+                       "JOIN players p ON p.player_key = i.player_key")}
         return players, items
+
+
+def owners(nodes):
+    """{partition: the running node that owns it}; fails when two claim one."""
+    found = {}
+    for n in nodes:
+        for p in n.owned():
+            assert p not in found, f"partition {p} owned by {found[p].name} and {n.name}"
+            found[p] = n
+    return found
+
+
+def wait_owned(nodes, partitions, timeout, what="every partition owned"):
+    """Waits until the running nodes own every partition between them, each exactly once,
+    and every running node's view of the group is Stable with those owners. Returns
+    {partition: node}."""
+    def settled():
+        found = owners(nodes)
+        if set(found) != set(range(partitions)):
+            return None
+        addresses = {p: f"127.0.0.1:{n.port}" for p, n in found.items()}
+        running = sum(1 for n in nodes if n.running())
+        for n in nodes:
+            if not n.running():
+                continue
+            v = n.view()
+            # every running node a member (a node just started may not have joined yet,
+            # or a dead one not yet expired), and the group settled on these owners
+            if v["state"] != "Stable" or v["members"] != running or \
+                    {e["partition"]: e["owner"] for e in v["partitions"]} != addresses:
+                return None
+        return found
+    return wait_until(settled, timeout, what, interval=0.1)
+
+
+def new_group():
+    return "t-" + uuid.uuid4().hex[:10]
 
 
 @pytest.fixture
 def nodes(cluster, tmp_path):
-    """Three fresh shards splitting the topic's partitions evenly (0-1, 2-3, 4-5 for 6),
-    started together; each folds the whole history of its partitions first."""
-    count = cluster.partition_count()
-    assert count % 3 == 0, f"{TOPIC} has {count} partitions, not a multiple of 3"
-    per = count // 3
-    made = [Node(tmp_path, f"node{i + 1}", cluster.bootstrap, i * per, i * per + per - 1)
-            for i in range(3)]
+    """Three fresh nodes in a consumer group of their own, started together; the group
+    spreads the topic's partitions over them, and each folds the whole history of what it
+    got first."""
+    group = new_group()
+    made = [Node(tmp_path, f"node{i + 1}", cluster.bootstrap, group) for i in range(3)]
     try:
         for n in made:
             n.start(wait_ready=False)
+        wait_owned(made, cluster.partition_count(), 60)
         for n in made:
             wait_until(n.ready, 90, f"{n.name} /readyz", interval=0.1)
         yield made
@@ -183,21 +248,27 @@ def nodes(cluster, tmp_path):
 
 
 def wait_settled(nodes, topic, timeout):
-    """Waits until every node has folded its partitions up to the topic's end and no node
-    holds emitted events Kafka has not acknowledged (guild decisions go on after the last
-    client write), with the end unchanged across the check. Returns the ends."""
+    """Waits until the owner of every partition has folded it up to the topic's end and no
+    owner holds emitted events Kafka has not acknowledged (guild decisions go on after the
+    last client write), with the end and the owners unchanged across the check. Returns
+    the ends."""
     from oracle import end_offsets
     deadline = time.monotonic() + timeout
     while True:
         ends = end_offsets(topic)
-        behind = {}
-        for n in nodes:
-            got = stored_offsets(n.db)
-            for p, (low, high) in ends.items():
-                if n.owns(p) and got.get(p, low) < high:
-                    behind[p] = (got.get(p), high)
-        outbox = {n.name: outbox_rows(n.db) for n in nodes}
-        if not behind and not any(outbox.values()) and end_offsets(topic) == ends:
+        found = owners(nodes)
+        behind, outbox = {}, {}
+        for p, (low, high) in ends.items():
+            n = found.get(p)
+            got = dict(n.store_query(p, "SELECT partition, next_offset FROM offsets")) if n else {}
+            if got.get(p, low) < high or (n is None and high > low):
+                behind[p] = (got.get(p), high)
+            if n:
+                rows = n.store_query(p, "SELECT count(*) FROM outbox")
+                if rows and rows[0][0]:
+                    outbox[p] = rows[0][0]
+        if not behind and not outbox and end_offsets(topic) == ends and \
+                {p: n.name for p, n in owners(nodes).items()} == {p: n.name for p, n in found.items()}:
             return ends
         if time.monotonic() > deadline:
             raise AssertionError(f"not settled after {timeout}s: behind {behind}, outbox {outbox}")
@@ -205,9 +276,10 @@ def wait_settled(nodes, topic, timeout):
 
 
 def compare_with_oracle(nodes, topic, ends):
-    """Folds the topic up to ends with the suite's oracle and checks that each node's stores
-    hold exactly its partitions' players and items, as the oracle has them. Returns
-    (players, items) compared in all."""
+    """Folds the topic up to ends with the suite's oracle and checks that the owner of each
+    partition holds exactly that partition's players and items, as the oracle has them
+    (stale copies of partitions a node no longer owns are not state: nobody reads them).
+    Returns (players, items) compared in all."""
     from oracle import GUILD_SIDE, Oracle, fold_topic
 
     class HomeOracle(Oracle):
@@ -224,16 +296,17 @@ def compare_with_oracle(nodes, topic, ends):
 
     want = fold_topic(topic, ends, HomeOracle())
     players, items = want.players(), want.items()
-    for n in nodes:
-        assert set(n.store_partitions()) <= set(range(n.first, n.last + 1)), \
-            f"{n.name} keeps stores of other partitions: {sorted(n.store_partitions())}"
-        got_players, got_items = n.tables()
-        mine = {u for u, p in want.home.items() if n.owns(p)}
+    found = owners(nodes)
+    for p in ends:
+        n = found[p]
+        got_players, got_items = n.tables(p)
+        mine = {u for u, home in want.home.items() if home == p}
         want_players = {u: v for u, v in players.items() if u in mine}
         want_items = {k: q for k, q in items.items() if k[0] in mine}
         assert got_players == want_players, \
-            f"{n.name}: {len(got_players)} players, oracle {len(want_players)}; first differences " \
-            f"{sorted(set(got_players.items()) ^ set(want_players.items()))[:5]}"
+            f"partition {p} on {n.name}: {len(got_players)} players, oracle {len(want_players)}; " \
+            f"first differences {sorted(set(got_players.items()) ^ set(want_players.items()))[:5]}"
         assert got_items == want_items, \
-            f"{n.name}: items differ: {sorted(set(got_items.items()) ^ set(want_items.items()))[:5]}"
+            f"partition {p} on {n.name}: items differ: " \
+            f"{sorted(set(got_items.items()) ^ set(want_items.items()))[:5]}"
     return len(players), len(items)

@@ -1,20 +1,20 @@
 """Issue 10, failure (a): SIGKILL one of three Kafka brokers under HTTP write load.
 
-Three shards (`--partitions 0-1`, `2-3`, `4-5`, each with all three brokers) take writes
-from 8 clients spread over them. In the middle, the broker leading the most partitions
+Three lootlog nodes of one consumer group (each with all three brokers) take writes from
+8 clients spread over them. In the middle, the broker leading the most partitions
 of `events` is killed with SIGKILL and started again ~8 s later. With replication factor
 3, min.insync.replicas 2 and acks=all, a 2xx means the event is on two brokers: no
 acknowledged write may be missing from the topic or be in it twice, and the surviving two
-brokers keep taking writes while the third is down. Afterwards each shard's folded state
+brokers keep taking writes while the third is down. Afterwards the state each node owns
 must equal the suite's oracle for its partitions."""
-import json
 import random
 import threading
 import time
 import uuid
 
 import requests
-from confluent_kafka import Consumer, TopicPartition
+
+from conftest import ThreadedLoad, topic_event_ids
 
 from .conftest import TOPIC, compare_with_oracle, wait_settled
 
@@ -25,18 +25,16 @@ AFTER_RESTART = 6.0   # seconds of writes after `stack start-broker` was run
 ITEMS = ("arrow", "sword", "shield", "potion")
 
 
-class Writers:
+class Writers(ThreadedLoad):
     """WRITERS threads, writer i posting to node i % 3, each over its own pool of players
     (purchases, now and then a guild join); every answer is kept with when it was asked
     and answered."""
 
     def __init__(self, nodes, prefix):
         self.nodes, self.prefix = nodes, prefix
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
         self.answers = []   # (started, answered, status, retry_after, event_id)
         self.errors = []    # (started, repr(exception))
-        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(WRITERS)]
+        super().__init__(WRITERS)
 
     def run(self, i):
         rng = random.Random(i)
@@ -63,44 +61,6 @@ class Writers:
             with self.lock:
                 self.answers.append((started, time.monotonic(), r.status_code,
                                      r.headers.get("Retry-After"), event_id))
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(60)
-
-
-def read_topic(bootstrap, topic):
-    """Every record of topic, read back from the cluster: {event_id: times seen}."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cluster-" + uuid.uuid4().hex,
-                  "enable.auto.commit": False})
-    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = {}
-    for p in parts:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-        if high > low:
-            ends[p] = (low, high)
-    c.assign([TopicPartition(topic, p, low) for p, (low, high) in ends.items()])
-    seen, left = {}, {p: high for p, (low, high) in ends.items()}
-    deadline = time.monotonic() + 60
-    while left and time.monotonic() < deadline:
-        msg = c.poll(1.0)
-        if msg is None or msg.error():
-            continue
-        if msg.offset() >= ends[msg.partition()][1]:
-            continue
-        event_id = json.loads(msg.value())["event_id"]
-        seen[event_id] = seen.get(event_id, 0) + 1
-        if msg.offset() + 1 >= left.get(msg.partition(), 0):
-            left.pop(msg.partition(), None)
-    c.close()
-    assert not left, f"reading the topic back stalled: {left}"
-    return seen
 
 
 def longest_gap(times, start, end):
@@ -148,7 +108,7 @@ def test_broker_sigkilled_under_write_load(cluster, nodes):
     gap = longest_gap([a[1] for a in ok], killed, restarted)
     acked = [a[4] for a in ok]
 
-    seen = read_topic(cluster.bootstrap, TOPIC)
+    seen = topic_event_ids(cluster.bootstrap, TOPIC)
     missing = [e for e in acked if e not in seen]
     doubled = [e for e in acked if seen.get(e, 0) > 1]
 
