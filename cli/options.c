@@ -134,7 +134,9 @@ static const option_row option_table[] = {
     {"snapshot-interval", NULL, "SEC", KIND_INT, AT(snapshot_interval_s), "0", NULL, 0,
      86400 * 365, NULL, CLI_SERVE, "seconds between periodic snapshots (0: on demand only)"},
     {"retain", NULL, "K", KIND_INT, AT(retain), "5", NULL, 1, 100000, NULL,
-     CLI_SERVE | CLI_SNAPSHOT, "snapshots kept on HDFS"},
+     CLI_SERVE | CLI_SNAPSHOT,
+     "snapshots kept on HDFS, per partition: an older one goes once each partition it holds "
+     "is in K newer ones"},
     {"admin-token-file", NULL, "FILE", KIND_STRING, AT(admin_token_file), NULL, NULL, 0, 0, NULL,
      CLI_SERVE | CLI_REPLAY,
      "file whose first line is the admin bearer token (`LOOTLOG_ADMIN_TOKEN` wins)"},

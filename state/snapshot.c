@@ -431,6 +431,20 @@ static int backup_partition(const char *db_dir, int32_t partition, const char *d
 /* Reads one partition's copy in dir: its next offset into *next, its rows of every
  * analyst table appended to tables, and its events from first up to *next into one
  * extract per event type, each listed in extracts with its final path under root. */
+/* The next offset of the copy of partition in dir (0 for a store that folded nothing). */
+static int copy_next_offset(const char *dir, int32_t partition, int64_t *next, char *errstr,
+                            size_t errstr_size) {
+    char path[1200];
+    store_path(dir, partition, path, sizeof path); /* fits: backup_partition wrote it */
+    store *copy = store_open(path, partition, STORE_READER, errstr, errstr_size);
+    if (!copy) return -1;
+    int rc = store_get_next_offset(copy, next);
+    if (rc) snprintf(errstr, errstr_size, "%s", store_errmsg(copy));
+    store_close(copy);
+    if (*next < 0) *next = 0;
+    return rc;
+}
+
 static int read_copy(const char *dir, int32_t partition, int64_t first, const char *root,
                      avro_export *const *tables, const catalog *cat, json_t *extracts,
                      int64_t *next, char *errstr, size_t errstr_size) {
@@ -554,8 +568,8 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     for (size_t i = 0; i < partition_count; i++)
         if (backup_partition(config->db_path, partitions[i], dir, errstr, errstr_size)) goto done;
 
-    /* 2. Where the extracts start: per partition, the offset in the newest complete
-     * snapshot of this topic that holds it (0 when none does) — whichever node took it,
+    /* 2. Where the extracts start: per partition, the highest offset of the complete
+     * snapshots of this topic that hold it (0 when none does) — whichever node took it,
      * as partitions move between nodes. The previous snapshot (for the manifest) is the
      * newest of this topic and partition set, else the newest holding any of them. */
     for (int p = 0; p < STORE_MAX_PARTITIONS; p++) {
@@ -566,6 +580,29 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
     if (list_complete(w, &u, dir, partitions, partition_count, &known, &known_count, errstr,
                       errstr_size))
         goto done;
+    /* A partition whose copy here is behind a snapshot that already holds it (this node
+     * lost it, or is about to, and its new owner snapshotted it further on) is left out:
+     * recorded at a lower offset, it would make the next extracts repeat records. */
+    size_t fresh_count = 0;
+    for (size_t i = 0; i < partition_count; i++) {
+        int32_t p = partitions[i];
+        int64_t here, newest = -1;
+        if (copy_next_offset(dir, p, &here, errstr, errstr_size)) goto done;
+        for (size_t k = 0; k < known_count; k++)
+            if (entry_has(&known[k], p) && known[k].offsets[p] > newest) newest = known[k].offsets[p];
+        if (here < newest) {
+            log_info("snapshot", "partition %d left out: snapshot holds it at offset %lld, this "
+                     "node's store is at %lld", (int)p, (long long)newest, (long long)here);
+            continue;
+        }
+        partitions[fresh_count++] = p;
+    }
+    if (fresh_count == 0) {
+        snprintf(errstr, errstr_size, "every partition here is behind a snapshot already taken "
+                 "of it (owned elsewhere now); nothing to snapshot");
+        goto done;
+    }
+    partition_count = fresh_count;
     for (size_t k = 0; k < known_count; k++) {
         const snapshot_entry *e = &known[k];
         if (strcmp(e->topic, config->topic) != 0) {
@@ -580,7 +617,7 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
             int32_t p = partitions[i];
             if (!entry_has(e, p)) continue;
             holds_ours = 1;
-            if (prev[p] < 0) {
+            if (e->offsets[p] > prev[p]) { /* the furthest on; of equals, the newest */
                 prev[p] = e->offsets[p];
                 source[p] = k;
             }
@@ -708,12 +745,23 @@ int snapshot_take(const snapshot_config *config, snapshot_result *result, char *
         goto done;
     }
 
-    /* 7. Retention: keep the newest config->retain complete snapshots of this topic and
-     * partition set; other deployments' snapshots under the same root are theirs. */
-    size_t kept = 1; /* this one */
+    /* 7. Retention, partition by partition: an older snapshot goes once every partition
+     * it holds is in config->retain newer complete snapshots of this topic (this one
+     * included). One node with every partition keeps its newest `retain`; shards and the
+     * nodes of a group, each snapshotting the partitions it has, never delete the newest
+     * copies of a partition, whoever took them. */
+    int retain = config->retain > 0 ? config->retain : 1;
+    int newer[STORE_MAX_PARTITIONS] = {0};
+    for (size_t i = 0; i < partition_count; i++) newer[partitions[i]]++;
     for (size_t k = 0; k < known_count; k++) {
-        if (!known[k].same_set || strcmp(known[k].topic, config->topic) != 0) continue;
-        if (++kept <= (size_t)(config->retain > 0 ? config->retain : 1)) continue;
+        if (strcmp(known[k].topic, config->topic) != 0) continue;
+        int covered = 1;
+        for (int p = 0; p < STORE_MAX_PARTITIONS && covered; p++)
+            covered = !entry_has(&known[k], p) || newer[p] >= retain;
+        if (!covered) { /* kept: it counts as a newer copy for the older ones */
+            for (int p = 0; p < STORE_MAX_PARTITIONS; p++) newer[p] += entry_has(&known[k], p);
+            continue;
+        }
         char old[1400];
         snprintf(old, sizeof old, "%s/snapshots/%s", u.root, known[k].id);
         if (webhdfs_delete(w, old, 1, why, sizeof why))

@@ -109,6 +109,21 @@ def held_in(db_dir, user, item=None):
     return rows[0] if rows else None
 
 
+def hdfs_list(path):
+    """The names in an HDFS folder ([] when it does not exist), over WebHDFS."""
+    r = requests.get(f"{WEBHDFS}/webhdfs/v1{path}?op=LISTSTATUS&user.name=root", timeout=30)
+    if r.status_code == 404:
+        return []
+    r.raise_for_status()
+    return sorted(s["pathSuffix"] for s in r.json()["FileStatuses"]["FileStatus"])
+
+
+def hdfs_read(path):
+    r = requests.get(f"{WEBHDFS}/webhdfs/v1{path}?op=OPEN&user.name=root", timeout=60)
+    r.raise_for_status()
+    return r.content
+
+
 class ThreadedLoad:
     """count threads running self.run(i) from the start of a with-block until its end;
     self.lock guards what they record."""

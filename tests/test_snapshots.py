@@ -12,24 +12,10 @@ import fastavro
 import requests
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import BIN, BROKERS, ROOT, TOPIC, WEBHDFS, stack, wait_until
+from conftest import BIN, BROKERS, ROOT, TOPIC, WEBHDFS, hdfs_list, hdfs_read, stack, wait_until
 
 API = f"{WEBHDFS}/webhdfs/v1"
 TOKEN = "snap-" + uuid.uuid4().hex
-
-
-def hdfs_list(path):
-    r = requests.get(f"{API}{path}?op=LISTSTATUS&user.name=root", timeout=30)
-    if r.status_code == 404:
-        return []
-    r.raise_for_status()
-    return sorted(s["pathSuffix"] for s in r.json()["FileStatuses"]["FileStatus"])
-
-
-def hdfs_read(path):
-    r = requests.get(f"{API}{path}?op=OPEN&user.name=root", timeout=60)
-    r.raise_for_status()
-    return r.content
 
 
 def avro_rows(data):

@@ -14,7 +14,10 @@ import uuid
 
 import requests
 
-from conftest import ThreadedLoad, stored_offsets, topic_event_ids, wait_until
+import json
+
+from conftest import (ThreadedLoad, hdfs_list, hdfs_read, stored_offsets, topic_event_ids,
+                      wait_until)
 
 from .conftest import (TOPIC, Node, compare_with_oracle, new_group, owners, wait_owned,
                        wait_settled)
@@ -213,7 +216,7 @@ def test_new_node_restores_from_snapshots_and_restarted_node_catches_up(cluster,
     root = "/lootlog-" + uuid.uuid4().hex[:8]
     url = f"webhdfs://127.0.0.1:{cluster.env['NN_HTTP_PORT']}{root}"
     group = new_group()
-    extra = {name: ["--snapshot-url", url] for name in ("node1", "node2", "node3")}
+    extra = {name: ["--snapshot-url", url, "--retain", "1"] for name in ("node1", "node2", "node3")}
     env = {"LOOTLOG_ADMIN_TOKEN": TOKEN}
     first = start_nodes(cluster, tmp_path, ["node1", "node2"], group, extra, env)
     nodes = list(first)
@@ -277,5 +280,23 @@ def test_new_node_restores_from_snapshots_and_restarted_node_catches_up(cluster,
               f"{sorted(local)} caught up from its local stores at {at_kill} (not restored), "
               f"folding {folded} new records; state equals the oracle ({players} players, "
               f"{items} items); owners now { {p: n.name for p, n in owners(nodes).items()} }")
+
+        # Retention in a group (--retain 1): once every node has snapshotted what it owns
+        # now, the earlier snapshots go, as each partition they hold is in a newer one;
+        # the newest copy of every partition stays, whoever took it.
+        before = [i for i in hdfs_list(f"{root}/snapshots") if not i.startswith("_")]
+        for n in nodes:
+            take_snapshot(n)
+        after = [i for i in hdfs_list(f"{root}/snapshots") if not i.startswith("_")]
+        held = {}
+        for snap in after:
+            manifest = json.loads(hdfs_read(f"{root}/snapshots/{snap}/manifest.json"))
+            for p in manifest["offsets"]:
+                held.setdefault(int(p), []).append(snap)
+        assert not set(before) & set(after), (before, after)
+        assert len(after) == 3 and sorted(held) == list(range(count)) and \
+            all(len(v) == 1 for v in held.values()), held
+        print(f"retention (--retain 1) over 3 nodes: {len(before)} earlier snapshots deleted, "
+              f"{len(after)} left, each partition in exactly one")
     finally:
         stop_all(nodes)
