@@ -552,7 +552,14 @@ static int cmd_serve(options *opt) {
                 opt->no_fold ? "--no-fold" : "--partitions");
         return 2;
     }
-    s.base = event_base_new();
+    /* The changelist folds the per-request event changes of evhttp (stop reading, start
+     * writing, and back) into one epoll_ctl per loop pass; it is unsafe only with
+     * dup()ed descriptors, which serve never makes. */
+    struct event_config *base_config = event_config_new();
+    if (base_config)
+        event_config_set_flag(base_config, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    s.base = base_config ? event_base_new_with_config(base_config) : NULL;
+    if (base_config) event_config_free(base_config);
     if (!s.base) {
         fprintf(stderr, "lootlog: event_base_new failed\n");
         return 1;

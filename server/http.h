@@ -57,6 +57,20 @@ void http_reply_error(struct evhttp_request *req, int status, const char *code,
 void http_reply_text(struct evhttp_request *req, int status, const char *content_type,
                      const char *text, size_t len);
 
+/* Sends body (freed here; NULL answers 500) with status and content_type. For answers
+ * written straight into a buffer, such as GET /inventory's. */
+void http_reply_buffer(struct evhttp_request *req, int status, const char *content_type,
+                       struct evbuffer *body);
+
+/* Append text as a JSON string (quoted, escaped as jansson's compact dump escapes it)
+ * and a JSON integer to out. Return 0, or -1 when out of memory. Written by hand for the
+ * hottest answer, GET /inventory: building and dumping a jansson tree cost ~35k of the
+ * ~105k instructions of one GET (its dump formats every container's address for loop
+ * detection); benchmark 3 in docs/benchmarks.md shows the GET rate before and after, and
+ * tests/unit/test_http_json.c checks the bytes against jansson's. */
+int http_json_string(struct evbuffer *out, const char *text);
+int http_json_integer(struct evbuffer *out, int64_t value);
+
 /* The request body as a NUL-terminated string (pulled up in the input buffer), its length
  * in *len. Never NULL: an empty body gives "". */
 const char *http_body(struct evhttp_request *req, size_t *len);

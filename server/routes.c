@@ -13,6 +13,7 @@
 #include "status_page.h"
 #include "validate.h"
 
+#include <event2/buffer.h>
 #include <event2/http.h>
 #include <librdkafka/rdkafka.h>
 #include <openssl/crypto.h>
@@ -83,16 +84,17 @@ static int split_path(const char *path, path_parts *parts) {
 /* Matches parts against a pattern such as "v1/users/ * /purchases" written without
  * spaces; '*' takes one segment, whose value goes to captures in order. */
 static int match(const path_parts *parts, const char *pattern, const char **captures) {
-    char buf[128];
     int i = 0, n = 0;
-    snprintf(buf, sizeof buf, "%s", pattern);
-    char *save = NULL;
-    for (char *p = strtok_r(buf, "/", &save); p; p = strtok_r(NULL, "/", &save), i++) {
+    /* Walked in place: every request tries the patterns in turn. */
+    for (const char *p = pattern; *p; i++) {
+        size_t len = strcspn(p, "/");
         if (i >= parts->count) return 0;
-        if (strcmp(p, "*") == 0)
+        if (len == 1 && p[0] == '*')
             captures[n++] = parts->segment[i];
-        else if (strcmp(p, parts->segment[i]) != 0)
+        else if (strncmp(parts->segment[i], p, len) != 0 || parts->segment[i][len] != '\0')
             return 0;
+        p += len;
+        if (*p == '/') p++;
     }
     return i == parts->count;
 }
@@ -210,68 +212,118 @@ static int in_list(const char *list, const char *item_type) {
     return 0;
 }
 
-/* Builds the GET /inventory body from a read; writes the ETag version to *version.
- * Returns NULL when the player does not exist (or on a read error, with *failed set). */
-/* The GET /inventory shape of a player's row and lines, filtered by item_types and
- * category (NULL: all); as_of names partition's next_offset (< 0: none). */
-static json_t *player_body(routes *r, const char *user_id, const store_player *player,
-                           const store_line *lines, size_t line_count, const char *item_types,
-                           const char *category, int32_t partition, int64_t next_offset) {
-    json_t *body = json_object();
-    json_t *items = json_array();
-    json_t *as_of = json_object();
-    json_object_set_new(body, "user_id", json_string(user_id));
-    json_object_set_new(body, "guild_id",
-                        player->guild_id[0] ? json_string(player->guild_id) : json_null());
+/* Appends a string literal (its length known at compile time). */
+#define add_literal(out, text) evbuffer_add((out), (text), sizeof(text) - 1)
+
+/* Writes the GET /inventory shape of a player's row and lines, filtered by item_types
+ * and category (NULL: all), to out as compact JSON; as_of names partition's next_offset
+ * (< 0: none). This is the one definition of the shape: GET /inventory sends it as
+ * written, without building a jansson tree (the hot read path), and player_body parses
+ * it for answers that embed it. Returns 0, or -1 when out of memory. */
+static int player_text(routes *r, struct evbuffer *out, const char *user_id,
+                       const store_player *player, const store_line *lines, size_t line_count,
+                       const char *item_types, const char *category, int32_t partition,
+                       int64_t next_offset) {
+    /* One append per statement: the operands of | are not evaluated in order. */
+    int rc = add_literal(out, "{\"user_id\":");
+    rc |= http_json_string(out, user_id);
+    rc |= add_literal(out, ",\"guild_id\":");
+    if (player->guild_id[0])
+        rc |= http_json_string(out, player->guild_id);
+    else
+        rc |= add_literal(out, "null");
+    rc |= add_literal(out, ",\"items\":[");
+    int first = 1;
     for (size_t i = 0; i < line_count; i++) {
         const store_line *line = &lines[i];
         const catalog_item *entry = catalog_find(r->config.cat, line->item_type);
         const char *line_category = entry ? entry->category : "unknown";
         if (item_types && !in_list(item_types, line->item_type)) continue;
         if (category && strcmp(category, line_category) != 0) continue;
-        json_t *obj = json_object();
-        json_object_set_new(obj, "item_type", json_string(line->item_type));
-        json_object_set_new(obj, "category", json_string(line_category));
-        json_object_set_new(obj, "quantity", json_integer(line->quantity));
-        json_array_append_new(items, obj);
+        if (!first) rc |= add_literal(out, ",");
+        first = 0;
+        rc |= add_literal(out, "{\"item_type\":");
+        rc |= http_json_string(out, line->item_type);
+        rc |= add_literal(out, ",\"category\":");
+        rc |= http_json_string(out, line_category);
+        rc |= add_literal(out, ",\"quantity\":");
+        rc |= http_json_integer(out, line->quantity);
+        rc |= add_literal(out, "}");
     }
-    json_object_set_new(body, "items", items);
+    rc |= add_literal(out, "],\"as_of\":{");
     if (next_offset >= 0) {
-        char key[16];
-        snprintf(key, sizeof key, "%d", (int)partition);
-        json_object_set_new(as_of, key, json_integer(next_offset));
+        rc |= add_literal(out, "\"");
+        rc |= http_json_integer(out, partition);
+        rc |= add_literal(out, "\":");
+        rc |= http_json_integer(out, next_offset);
     }
-    json_object_set_new(body, "as_of", as_of);
-    json_object_set_new(body, "version", json_integer(player->version));
+    rc |= add_literal(out, "},\"version\":");
+    rc |= http_json_integer(out, player->version);
+    rc |= add_literal(out, "}");
+    return rc ? -1 : 0;
+}
+
+/* player_text as a jansson object, for answers that add to it or embed it. NULL when
+ * out of memory. */
+static json_t *player_body(routes *r, const char *user_id, const store_player *player,
+                           const store_line *lines, size_t line_count, const char *item_types,
+                           const char *category, int32_t partition, int64_t next_offset) {
+    struct evbuffer *out = evbuffer_new();
+    json_t *body = NULL;
+    if (out && player_text(r, out, user_id, player, lines, line_count, item_types, category,
+                           partition, next_offset) == 0) {
+        size_t len = evbuffer_get_length(out);
+        body = json_loadb((const char *)evbuffer_pullup(out, -1), len, 0, NULL);
+    }
+    if (out) evbuffer_free(out);
     return body;
 }
 
-static json_t *inventory_body(routes *r, const char *user_id, const char *item_types,
-                              const char *category, int64_t *version, int *failed) {
+/* Reads user_id's inventory (one read transaction) and writes its GET /inventory body to
+ * out, its ETag version to *version. Returns 1 written, 0 no such player, -1 on a read
+ * error (logged) or when out of memory. */
+static int read_inventory(routes *r, const char *user_id, const char *item_types,
+                          const char *category, struct evbuffer *out, int64_t *version) {
     store_inventory inv;
     char errstr[512];
-    *failed = 0;
     int32_t partition = player_partition(r, user_id);
     store *st = store_set_get(r->config.readers, partition, errstr, sizeof errstr);
     if (!st) {
-        if (!errstr[0]) return NULL; /* no store for the partition yet: no such player */
+        if (!errstr[0]) return 0; /* no store for the partition yet: no such player */
         log_error("http", "inventory read: %s", errstr);
-        *failed = 1;
-        return NULL;
+        return -1;
     }
     if (store_read_inventory(st, user_id, &inv)) {
         log_error("http", "inventory read: %s", store_errmsg(st));
-        *failed = 1;
-        return NULL;
+        return -1;
     }
-    if (!inv.found) {
-        store_inventory_clear(&inv);
-        return NULL;
+    int rc = 0;
+    if (inv.found) {
+        rc = player_text(r, out, user_id, &inv.player, inv.lines, inv.line_count, item_types,
+                         category, partition, inv.next_offset)
+                 ? -1
+                 : 1;
+        *version = inv.player.version;
     }
-    json_t *body = player_body(r, user_id, &inv.player, inv.lines, inv.line_count, item_types,
-                               category, partition, inv.next_offset);
-    *version = inv.player.version;
     store_inventory_clear(&inv);
+    return rc;
+}
+
+/* The GET /inventory body of user_id as a jansson object; writes the ETag version to
+ * *version. Returns NULL when the player does not exist (or on a read error, with
+ * *failed set). */
+static json_t *inventory_body(routes *r, const char *user_id, const char *item_types,
+                              const char *category, int64_t *version, int *failed) {
+    struct evbuffer *out = evbuffer_new();
+    json_t *body = NULL;
+    int rc = out ? read_inventory(r, user_id, item_types, category, out, version) : -1;
+    if (rc > 0) {
+        size_t len = evbuffer_get_length(out);
+        body = json_loadb((const char *)evbuffer_pullup(out, -1), len, 0, NULL);
+        if (!body) rc = -1;
+    }
+    *failed = rc < 0;
+    if (out) evbuffer_free(out);
     return body;
 }
 
@@ -284,16 +336,18 @@ static void set_etag(struct evhttp_request *req, int64_t version) {
 static void reply_inventory(routes *r, struct evhttp_request *req, const char *user_id,
                             const char *item_types, const char *category) {
     int64_t version = 0;
-    int failed;
-    json_t *body = inventory_body(r, user_id, item_types, category, &version, &failed);
-    if (failed) {
+    struct evbuffer *out = evbuffer_new();
+    int rc = out ? read_inventory(r, user_id, item_types, category, out, &version) : -1;
+    if (rc < 0) {
         http_reply_error(req, 500, "internal", "reading the inventory failed");
-    } else if (!body) {
+    } else if (rc == 0) {
         http_reply_error(req, 404, "not_found", "no such player");
     } else {
         set_etag(req, version);
-        http_reply_json(req, 200, body);
+        http_reply_buffer(req, 200, "application/json", out);
+        return; /* out is the reply's now */
     }
+    if (out) evbuffer_free(out);
 }
 
 /* Parses "<partition>:<offset>". Returns 0 or -1. */

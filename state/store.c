@@ -59,6 +59,7 @@ enum {
     SQL_GET_TOPIC,
     SQL_SET_TOPIC,
     SQL_PLAYER_TIMELINE,
+    SQL_READ_INVENTORY,
     SQL_COUNT
 };
 
@@ -144,6 +145,16 @@ static const char *const sql_text[SQL_COUNT] = {
                               "ORDER BY guild_id, user_id",
     [SQL_RECENT_DEAD_LETTERS] = "SELECT offset, reason FROM dead_letters ORDER BY offset DESC LIMIT ?1",
     [SQL_ITEM_TOTALS] = "SELECT item_type, count(*), sum(quantity) FROM inventory GROUP BY item_type",
+    /* GET /inventory in one statement, so one implicit read transaction covers the
+     * player, the lines and the offset without BEGIN/COMMIT: a row per line (one row
+     * with NULL item_type when the player holds nothing), none when the player is not in
+     * the store. */
+    [SQL_READ_INVENTORY] =
+        "SELECT p.player_key, p.version, p.guild_id, p.created_ts, p.updated_ts, "
+        "p.pending_guild_id, p.pending_cause, "
+        "(SELECT next_offset FROM offsets WHERE partition = ?2), i.item_type, i.quantity "
+        "FROM players p LEFT JOIN inventory i ON i.player_key = p.player_key "
+        "WHERE p.user_id = ?1 ORDER BY i.item_type",
 };
 
 struct store {
@@ -219,7 +230,11 @@ static void bind_text_or_null(sqlite3_stmt *s, int index, const char *text) {
 
 static void copy_column_text(sqlite3_stmt *s, int col, char *dst, size_t dst_size) {
     const unsigned char *text = sqlite3_column_text(s, col);
-    snprintf(dst, dst_size, "%s", text ? (const char *)text : "");
+    /* memcpy rather than snprintf: reads copy several columns per request. */
+    size_t len = text ? (size_t)sqlite3_column_bytes(s, col) : 0;
+    if (len >= dst_size) len = dst_size - 1;
+    if (len) memcpy(dst, text, len);
+    dst[len] = '\0';
 }
 
 /* ---------------------------------------------------------------- compact columns */
@@ -785,18 +800,52 @@ void store_inventory_clear(store_inventory *inv) {
 }
 
 int store_read_inventory(store *st, const char *user_id, store_inventory *inv) {
+    sqlite3_stmt *s = stmt_get(st, SQL_READ_INVENTORY);
+    size_t capacity = 0;
+    int rows = 0, rc;
     memset(inv, 0, sizeof *inv);
-    if (store_begin(st)) return -1;
-    int found = get_player(st, user_id, &inv->player);
-    if (found < 0) goto fail;
-    inv->found = found && inv->player.version > 0;
-    if (inv->found && get_lines(st, inv->player.player_key, &inv->lines, &inv->line_count))
+    inv->next_offset = -1;
+    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, st->partition);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (rows++ == 0) {
+            store_player *player = &inv->player;
+            player->player_key = sqlite3_column_int64(s, 0);
+            player->version = sqlite3_column_int64(s, 1);
+            copy_column_text(s, 2, player->guild_id, sizeof player->guild_id);
+            copy_column_text(s, 3, player->created_ts, sizeof player->created_ts);
+            copy_column_text(s, 4, player->updated_ts, sizeof player->updated_ts);
+            copy_column_text(s, 5, player->pending_guild_id, sizeof player->pending_guild_id);
+            copy_column_text(s, 6, player->pending_cause, sizeof player->pending_cause);
+            if (sqlite3_column_type(s, 7) != SQLITE_NULL)
+                inv->next_offset = sqlite3_column_int64(s, 7);
+            inv->found = player->version > 0;
+        }
+        if (!inv->found || sqlite3_column_type(s, 8) == SQLITE_NULL) continue;
+        if (inv->line_count == capacity) {
+            size_t grown = capacity ? capacity * 2 : 8;
+            store_line *bigger = realloc(inv->lines, grown * sizeof *bigger);
+            if (!bigger) {
+                snprintf(st->errmsg, sizeof st->errmsg, "out of memory reading inventory");
+                goto fail;
+            }
+            inv->lines = bigger;
+            capacity = grown;
+        }
+        store_line *line = &inv->lines[inv->line_count++];
+        copy_column_text(s, 8, line->item_type, sizeof line->item_type);
+        line->quantity = sqlite3_column_int64(s, 9);
+    }
+    if (rc != SQLITE_DONE) {
+        fail_with(st, "reading inventory");
         goto fail;
-    if (store_get_next_offset(st, &inv->next_offset)) goto fail;
-    if (store_commit(st)) goto fail;
+    }
+    sqlite3_reset(s);
+    /* No such player: the offset comes from a read of its own (nothing to agree with). */
+    if (rows == 0 && store_get_next_offset(st, &inv->next_offset)) goto fail;
     return 0;
 fail:
-    store_rollback(st);
+    sqlite3_reset(s);
     store_inventory_clear(inv);
     return -1;
 }
