@@ -456,7 +456,7 @@ static int skip_value(scanner *sc, int depth);
  * quotes) on; moves *p past it. Returns -1 at the closing quote. */
 static int32_t string_next(const char **p) {
     const unsigned char *s = (const unsigned char *)*p;
-    uint32_t cp, low;
+    uint32_t cp = 0, low = 0xDC00; /* set by hex4 on text the scanner checked */
     size_t n;
     if (s[0] == '"') return -1;
     if (s[0] == '\\') {
