@@ -1,8 +1,8 @@
 /* access_log: query values can carry tokens or personal data, so only the parameter
  * names are kept; the logger escapes whatever the path holds. */
-#include "access_log.h"
+#include "server/access_log.h"
 
-#include "../state/log.h"
+#include "lib/log.h"
 
 #include <event2/keyvalq_struct.h>
 #include <stdint.h>

@@ -2,10 +2,10 @@
  * HTTP client, so the loop never blocks. Each owner gets up to FORWARD_POOL_SIZE
  * persistent connections (an evhttp_connection sends its requests one after another);
  * each exchange has its own deadline, and its client may go away at any time. */
-#include "forward.h"
+#include "server/forward.h"
 
-#include "access_log.h"
-#include "http.h"
+#include "server/access_log.h"
+#include "server/http.h"
 
 #include <errno.h>
 #include <event2/buffer.h>

@@ -3,10 +3,11 @@
  * accepted) is cut, and connections beyond max_connections are refused with a 503;
  * idle keep-alive connections are closed by evhttp's own timeout. Bodies and headers
  * have hard size limits. */
-#include "http.h"
+#include "server/http.h"
+#include "lib/clock.h"
 
-#include "../state/log.h"
-#include "access_log.h"
+#include "lib/log.h"
+#include "server/access_log.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -80,12 +81,6 @@ static const char *reason_phrase(int status) {
     }
 }
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---------------------------------------------------------------- connection watch */
 
 static http_conn *conn_of(http_server *srv, struct evhttp_request *req) {
@@ -146,7 +141,7 @@ static void on_conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *i
     http_conn *c = arg;
     if (info->n_added == 0) return;
     c->bytes_seen = 1;
-    if (c->started_ms < 0) c->started_ms = now_ms();
+    if (c->started_ms < 0) c->started_ms = clock_ms();
 }
 
 /* Runs once the accepted socket is attached: a refused connection gets its answer. */
@@ -172,7 +167,7 @@ static struct bufferevent *on_accept(struct event_base *base, void *arg) {
         srv->conn_cap = grown;
     }
     c->bev = bev;
-    c->started_ms = now_ms();
+    c->started_ms = clock_ms();
     /* Count only connections evhttp still serves: forget the closed ones first. */
     for (size_t i = srv->conn_count; i-- > 0;)
         if (conn_closed(srv->conns[i])) conn_remove(srv, srv->conns[i]);
@@ -182,7 +177,7 @@ static struct bufferevent *on_accept(struct event_base *base, void *arg) {
         struct timeval now = {0, 0};
         if (event_base_once(base, -1, EV_TIMEOUT, on_refuse, c, &now)) goto fail;
         srv->refused_total++;
-        int64_t t = now_ms();
+        int64_t t = clock_ms();
         if (t - srv->last_refusal_log_ms >= 1000) {
             srv->last_refusal_log_ms = t;
             log_warn("http", "refusing connections: %zu open, --max-connections %d "
@@ -210,7 +205,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     http_server *srv = arg;
-    int64_t now = now_ms();
+    int64_t now = clock_ms();
     for (size_t i = srv->conn_count; i-- > 0;) {
         http_conn *c = srv->conns[i];
         if (conn_closed(c)) {

@@ -1,6 +1,6 @@
 /* idempotency: Idempotency-Key -> fingerprint of its first request, in a bounded
  * set-associative table owned by the HTTP loop thread (no locking). */
-#include "idempotency.h"
+#include "server/idempotency.h"
 
 #include <openssl/evp.h>
 #include <stdint.h>

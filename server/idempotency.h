@@ -7,7 +7,7 @@
 #ifndef LOOTLOG_IDEMPOTENCY_H
 #define LOOTLOG_IDEMPOTENCY_H
 
-#include "../state/codec.h"
+#include "state/codec.h"
 
 #include <stddef.h>
 

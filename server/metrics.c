@@ -1,9 +1,9 @@
 /* metrics: the registry and its text exposition. HTTP series are created on first use
  * (route x method x status) on the loop thread; the histograms are lock-free (see
- * state/histogram.h), so the fold threads and the loop never wait on each other. */
-#include "metrics.h"
+ * lib/histogram.h), so the fold threads and the loop never wait on each other. */
+#include "server/metrics.h"
 
-#include "../state/codec.h"
+#include "state/codec.h"
 #include "git_commit.h" /* generated: LOOTLOG_GIT_COMMIT */
 
 #include <event2/buffer.h>
@@ -176,13 +176,13 @@ static void pass_fresh(metrics *m, int32_t partition, int64_t next_offset) {
 }
 
 void metrics_write_acked(metrics *m, int event_type, int32_t partition, int64_t offset,
-                         const struct timespec *produced_at, consumer *fold) {
+                         const struct timespec *produced_at, fold_engine *fold) {
     if (!m) return;
     histogram_observe_since(m->produce_ack, produced_at);
     if (event_type >= 0 && event_type < EVENT_TYPE_COUNT) m->produced_by_type[event_type]++;
     if (!fold || partition < 0 || partition >= STORE_MAX_PARTITIONS) return;
-    int64_t next = consumer_next_offset(fold, partition);
-    if (next < 0 && consumer_partition_lag(fold, partition) < 0) return; /* not folded here */
+    int64_t next = fold_engine_next_offset(fold, partition);
+    if (next < 0 && fold_engine_partition_lag(fold, partition) < 0) return; /* not folded here */
     if (next > offset) {
         histogram_observe(m->freshness, 0); /* folded before Kafka's answer reached us */
         return;
@@ -201,10 +201,10 @@ void metrics_write_acked(metrics *m, int event_type, int32_t partition, int64_t 
     ring->count++;
 }
 
-void metrics_fold_committed(metrics *m, consumer *fold) {
+void metrics_fold_committed(metrics *m, fold_engine *fold) {
     if (!m || !fold) return;
     for (int32_t p = 0; p < STORE_MAX_PARTITIONS; p++)
-        if (m->fresh[p] && m->fresh[p]->count > 0) pass_fresh(m, p, consumer_next_offset(fold, p));
+        if (m->fresh[p] && m->fresh[p]->count > 0) pass_fresh(m, p, fold_engine_next_offset(fold, p));
 }
 
 /* ---------------------------------------------------------------- sampling */
@@ -228,15 +228,15 @@ static void take_sample(metrics *m) {
     s->unix_ms = unix_ms_now();
     s->writes_acked = view.writes_acked;
     if (!view.fold) return;
-    consumer_stats stats;
-    consumer_get_stats(view.fold, &stats);
+    fold_engine_stats stats;
+    fold_engine_get_stats(view.fold, &stats);
     s->folded = stats.applied + stats.rejected + stats.duplicates + stats.dead_letters;
     /* The first METRICS_SAMPLE_PARTITIONS partitions are charted; /metrics has them all. */
     size_t partitions = stats.partition_count;
     s->partition_count = partitions < METRICS_SAMPLE_PARTITIONS ? partitions
                                                                 : METRICS_SAMPLE_PARTITIONS;
     for (size_t p = 0; p < s->partition_count; p++)
-        s->lag[p] = consumer_partition_lag(view.fold, (int32_t)p);
+        s->lag[p] = fold_engine_partition_lag(view.fold, (int32_t)p);
 }
 
 static void on_sample_tick(evutil_socket_t fd, short what, void *arg) {
@@ -390,9 +390,9 @@ static void render_writes(metrics *m, const metrics_view *v, out_buf *out) {
     }
 }
 
-static void render_fold(metrics *m, consumer *fold, out_buf *out) {
-    consumer_stats st;
-    consumer_get_stats(fold, &st);
+static void render_fold(metrics *m, fold_engine *fold, out_buf *out) {
+    fold_engine_stats st;
+    fold_engine_get_stats(fold, &st);
     family(out, "lootlog_fold_events_total", "counter", "Records folded by outcome.");
     emit(out, "lootlog_fold_events_total{outcome=\"applied\"} %" PRIu64 "\n", st.applied);
     emit(out, "lootlog_fold_events_total{outcome=\"rejected\"} %" PRIu64 "\n", st.rejected);
@@ -404,7 +404,7 @@ static void render_fold(metrics *m, consumer *fold, out_buf *out) {
            "Valid records folded (any outcome), by event type, the guild exchange's included.");
     for (int t = 0; t < EVENT_TYPE_COUNT; t++)
         emit(out, "lootlog_fold_events_by_type_total{event_type=\"%s\"} %" PRIu64 "\n",
-             codec_type_name((event_type)t), consumer_folded_of_type(fold, t));
+             codec_type_name((event_type)t), fold_engine_folded_of_type(fold, t));
     family(out, "lootlog_fold_batches_total", "counter", "Fold transactions committed.");
     emit(out, "lootlog_fold_batches_total %" PRIu64 "\n", st.batches);
     family(out, "lootlog_fold_lag", "gauge",
@@ -413,16 +413,16 @@ static void render_fold(metrics *m, consumer *fold, out_buf *out) {
     family(out, "lootlog_fold_partition_lag", "gauge",
            "Records of the partition not folded yet: high watermark - next offset (-1: unknown).");
     for (size_t p = 0; p < st.partition_count && p < STORE_MAX_PARTITIONS; p++) {
-        int64_t lag = consumer_partition_lag(fold, (int32_t)p);
-        int64_t next = consumer_next_offset(fold, (int32_t)p);
+        int64_t lag = fold_engine_partition_lag(fold, (int32_t)p);
+        int64_t next = fold_engine_next_offset(fold, (int32_t)p);
         if (lag >= 0 || next >= 0)
             emit(out, "lootlog_fold_partition_lag{partition=\"%zu\"} %" PRId64 "\n", p, lag);
     }
     family(out, "lootlog_fold_partition_next_offset", "gauge",
            "The partition's next offset committed with its state (-1: nothing folded yet).");
     for (size_t p = 0; p < st.partition_count && p < STORE_MAX_PARTITIONS; p++) {
-        int64_t lag = consumer_partition_lag(fold, (int32_t)p);
-        int64_t next = consumer_next_offset(fold, (int32_t)p);
+        int64_t lag = fold_engine_partition_lag(fold, (int32_t)p);
+        int64_t next = fold_engine_next_offset(fold, (int32_t)p);
         if (lag >= 0 || next >= 0)
             emit(out, "lootlog_fold_partition_next_offset{partition=\"%zu\"} %" PRId64 "\n", p,
                  next);

@@ -7,9 +7,9 @@
 #ifndef LOOTLOG_METRICS_H
 #define LOOTLOG_METRICS_H
 
-#include "../state/consumer.h"
-#include "../state/histogram.h"
-#include "../state/snapshot.h"
+#include "kafka/fold_engine.h"
+#include "lib/histogram.h"
+#include "hdfs/snapshot.h"
 
 #include <event2/event.h>
 #include <event2/http.h>
@@ -25,7 +25,7 @@ typedef struct {
     size_t parked;
     int producer_queue;
     int broker_ready;
-    consumer *fold;                /* NULL with --no-fold */
+    fold_engine *fold;                /* NULL with --no-fold */
     snapshot_scheduler *snapshots; /* NULL without --snapshot-url */
     int in_group;                  /* serve --group: the forwarding series below apply */
     uint64_t forwarded, forward_failed; /* reads relayed to their owner; answered 502/504/503 */
@@ -38,7 +38,7 @@ metrics *metrics_new(char *errstr, size_t errstr_size);
  * reports here). NULL is a no-op. */
 void metrics_free(metrics *m);
 
-/* The fold engine's commit-duration histogram (consumer_config.commit_seconds); owned
+/* The fold engine's commit-duration histogram (fold_engine_config.commit_seconds); owned
  * by m. */
 histogram *metrics_commit_histogram(metrics *m);
 
@@ -55,11 +55,11 @@ void metrics_request_done(struct evhttp_request *req, void *arg);
  * state/codec.h), and remembers (partition, offset, now) to observe freshness once fold
  * (NULL: no fold here, nothing to wait for) has committed past the offset. */
 void metrics_write_acked(metrics *m, int event_type, int32_t partition, int64_t offset,
-                         const struct timespec *produced_at, consumer *fold);
+                         const struct timespec *produced_at, fold_engine *fold);
 
 /* Loop thread, after the fold committed: observes the freshness of every remembered
  * write it has now passed. */
-void metrics_fold_committed(metrics *m, consumer *fold);
+void metrics_fold_committed(metrics *m, fold_engine *fold);
 
 /* Starts a timer on base that every METRICS_SAMPLE_EVERY_S seconds asks collect for a
  * view and keeps a sample of it (the status page's charts). Returns 0 or -1. */

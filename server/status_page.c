@@ -3,9 +3,10 @@
  * thread, so no page view ever scans a table on the loop. Every text that does not come
  * from this file (reasons, item types, snapshot ids) is HTML-escaped. */
 #define _GNU_SOURCE /* gettid, for the board thread's niceness */
-#include "status_page.h"
+#include "server/status_page.h"
+#include "lib/clock.h"
 
-#include "../state/store.h"
+#include "state/store.h"
 
 #include <event2/buffer.h>
 #include <jansson.h>
@@ -56,12 +57,6 @@ struct status_board {
     int64_t read_ms;   /* monotonic ms of the last read */
     board_result result; /* under lock */
 };
-
-static int64_t monotonic_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int64_t unix_ms(void) {
     struct timespec ts;
@@ -148,7 +143,7 @@ static void *board_thread(void *arg) {
     setpriority(PRIO_PROCESS, (id_t)gettid(), BOARD_NICE);
     pthread_mutex_lock(&b->lock);
     while (!b->stopping) {
-        int64_t now = monotonic_ms();
+        int64_t now = clock_ms();
         int watched = b->viewed_ms && now - b->viewed_ms < BOARD_VIEWED_FOR_MS;
         if (!watched || (b->read_ms && now - b->read_ms < STATUS_BOARD_EVERY_S * 1000)) {
             struct timespec until;
@@ -161,7 +156,7 @@ static void *board_thread(void *arg) {
         read_board(b->dir, fresh);
         pthread_mutex_lock(&b->lock);
         b->result = *fresh;
-        b->read_ms = monotonic_ms();
+        b->read_ms = clock_ms();
     }
     pthread_mutex_unlock(&b->lock);
     free(fresh);
@@ -203,7 +198,7 @@ void status_board_stop(status_board *b) {
  * last result into *out. */
 static void board_view(status_board *b, board_result *out) {
     pthread_mutex_lock(&b->lock);
-    b->viewed_ms = monotonic_ms();
+    b->viewed_ms = clock_ms();
     if (!b->read_ms || b->viewed_ms - b->read_ms >= STATUS_BOARD_EVERY_S * 1000)
         pthread_cond_signal(&b->wake);
     *out = b->result;
@@ -387,8 +382,8 @@ static void figures(page *pg, const status_page_input *in) {
     put(pg, "<tr><th>produce acknowledgement p99</th><td>≤ %.4g s</td></tr>",
         sum.produce_p99_seconds);
     if (v->fold) {
-        consumer_stats st;
-        consumer_get_stats(v->fold, &st);
+        fold_engine_stats st;
+        fold_engine_get_stats(v->fold, &st);
         figure(pg, "fold lag (records)", "lootlog_fold_lag", "%.0f", (double)st.lag);
         figure(pg, "events applied", "lootlog_fold_events_total{outcome=\"applied\"}", "%.0f",
                (double)st.applied);
@@ -408,13 +403,13 @@ static void figures(page *pg, const status_page_input *in) {
     }
     put(pg, "</table>");
     if (!v->fold) return;
-    consumer_stats st;
-    consumer_get_stats(v->fold, &st);
+    fold_engine_stats st;
+    fold_engine_get_stats(v->fold, &st);
     put(pg, "<h2>Partitions</h2><table id='partitions'><tr><th>partition</th><th>lag</th>"
             "<th>next offset</th></tr>");
     for (size_t p = 0; p < st.partition_count && p < STORE_MAX_PARTITIONS; p++) {
-        int64_t lag = consumer_partition_lag(v->fold, (int32_t)p);
-        int64_t next = consumer_next_offset(v->fold, (int32_t)p);
+        int64_t lag = fold_engine_partition_lag(v->fold, (int32_t)p);
+        int64_t next = fold_engine_next_offset(v->fold, (int32_t)p);
         if (lag < 0 && next < 0) continue; /* not folded here */
         put(pg,
             "<tr><th>%zu</th><td data-metric='lootlog_fold_partition_lag{partition=\"%zu\"}'>%lld"

@@ -6,7 +6,7 @@
 #ifndef LOOTLOG_STATUS_PAGE_H
 #define LOOTLOG_STATUS_PAGE_H
 
-#include "metrics.h"
+#include "server/metrics.h"
 
 #include <stddef.h>
 

@@ -1,5 +1,5 @@
 /* validate: request bodies -> event fields, with the contract's error codes. */
-#include "validate.h"
+#include "server/validate.h"
 
 #include <jansson.h>
 #include <stdarg.h>

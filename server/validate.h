@@ -3,8 +3,8 @@
 #ifndef LOOTLOG_VALIDATE_H
 #define LOOTLOG_VALIDATE_H
 
-#include "../state/catalog.h"
-#include "../state/codec.h"
+#include "state/catalog.h"
+#include "state/codec.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,9 +1,9 @@
 /* catalog: item types from data/catalog.json. Kept as the parsed jansson tree so entry
  * strings stay valid for the catalog's lifetime without copying. */
-#include "catalog.h"
+#include "state/catalog.h"
 
-#include "codec.h"
-#include "embedded.h"
+#include "state/codec.h"
+#include "state/embedded.h"
 
 #include <jansson.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* codec: event struct <-> JSON. The decoder is the gate between the topic and the fold:
  * anything it refuses is dead-lettered, so it checks every field the fold relies on. */
-#include "codec.h"
+#include "state/codec.h"
 
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -140,16 +140,6 @@ int codec_uuid4(char *buf, size_t buf_size) {
     return 0;
 }
 
-void codec_now_iso8601(char *buf, size_t buf_size) {
-    struct timespec now;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    char seconds[24];
-    strftime(seconds, sizeof seconds, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, buf_size, "%s.%03ldZ", seconds, now.tv_nsec / 1000000L);
-}
-
 /* Adds key: string, or key: null for an empty string. Returns -1 when value is not
  * valid UTF-8 (jansson refuses it), so no field is ever dropped silently. */
 static int set_string_or_null(json_t *obj, const char *key, const char *value) {
@@ -220,8 +210,11 @@ fail:
 /* ---------------------------------------------------------------- decoding
  * A strict scanner for the event's JSON, in place of a general parser: the fold decodes
  * every record, and building a jansson tree cost more than the rest of the fold per
- * event. It accepts exactly RFC 8259 JSON (UTF-8 checked, escapes decoded, nesting
- * bounded), reads the fields it knows into the struct as it goes, and skips the rest. */
+ * event. It reads RFC 8259 JSON within lootlog's bounds — nesting at most SCAN_MAX_DEPTH
+ * deep, each known field no longer than its slot in the struct, integers within 64 bits —
+ * checks UTF-8 and decodes escapes, reads the fields it knows into the struct as it goes,
+ * and skips the rest. Valid JSON beyond those bounds is refused (a dead letter), never
+ * misread. */
 
 typedef struct {
     const char *p, *end;
@@ -849,7 +842,7 @@ static int is_guild_type(event_type type) {
            (name && strncmp(name, "guild_", 6) == 0);
 }
 
-/* 1 when ts is the one form lootlog writes (codec_now_iso8601): exactly
+/* 1 when ts is the one form lootlog writes (clock_iso8601_now): exactly
  * "YYYY-MM-DDTHH:MM:SS.mmmZ", 24 characters, UTC ("Z", no offset), milliseconds always
  * three digits, and a real instant: year 1970..9999, a day that exists in its month (leap
  * years counted), hours 00-23, minutes and seconds 00-59 (no leap second). Anything else

@@ -92,8 +92,6 @@ void codec_copy_utf8(char *dst, size_t dst_size, const char *src);
  * no randomness could be read. */
 int codec_uuid4(char *buf, size_t buf_size);
 
-/* Fills buf with the current UTC time as "2026-11-29T08:14:00.123Z" (buf_size >= 25). */
-void codec_now_iso8601(char *buf, size_t buf_size);
 
 /* Encodes ev as compact JSON. Returns a malloc'ed NUL-terminated string the caller
  * frees, and writes its length to *len; NULL with errstr filled on failure. */

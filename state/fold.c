@@ -9,7 +9,7 @@
  * each changed row once at commit turns ~6 statements per event into ~2 inserts per
  * event plus one write per changed row (bench/ measures the difference). Players stay
  * cached between batches up to a bound, since this fold is the store's only writer. */
-#include "fold.h"
+#include "state/fold.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,8 +6,8 @@
 #ifndef LOOTLOG_FOLD_H
 #define LOOTLOG_FOLD_H
 
-#include "codec.h"
-#include "store.h"
+#include "state/codec.h"
+#include "state/store.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -65,6 +65,7 @@ const char *fold_partition_errmsg(const fold_partition *fp);
 
 /* Records folded since the last commit (0: nothing to commit). */
 size_t fold_partition_pending(const fold_partition *fp);
+
 
 /* Events this fold emits (the guild exchange of docs/design.md, "Guilds are decided in
  * the log") are built during the batch and written to the store's outbox by the commit,

@@ -1,7 +1,7 @@
 /* migrate: schema upgrades from the migrations embedded at build time. */
-#include "migrate.h"
+#include "state/migrate.h"
 
-#include "embedded.h"
+#include "state/embedded.h"
 
 #include <stdio.h>
 #include <stdlib.h>

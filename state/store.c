@@ -3,10 +3,10 @@
  * stored compactly (see migrations/0004): ids that are UUIDs as 16 bytes, canonical
  * times as integer ms; the conversions both ways live here, so no caller sees them. */
 #define _GNU_SOURCE /* timegm */
-#include "store.h"
+#include "state/store.h"
 
-#include "codec.h"
-#include "migrate.h"
+#include "state/codec.h"
+#include "state/migrate.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -53,7 +53,6 @@ enum {
     SQL_OUTBOX_ADD,
     SQL_OUTBOX_DELETE,
     SQL_OUTBOX_WALK,
-    SQL_ALL_GUILD_MEMBERS,
     SQL_RECENT_DEAD_LETTERS,
     SQL_ITEM_TOTALS,
     SQL_GET_TOPIC,
@@ -141,8 +140,6 @@ static const char *const sql_text[SQL_COUNT] = {
                             "WHERE p.user_id = ?1 AND e.offset <= ?2 AND h.event_type NOT IN (6, 8) "
                             "ORDER BY e.offset",
     [SQL_SET_TOPIC] = "INSERT INTO meta (key, value) VALUES ('topic', ?1)",
-    [SQL_ALL_GUILD_MEMBERS] = "SELECT guild_id, user_id, joined_ts FROM guild_members "
-                              "ORDER BY guild_id, user_id",
     [SQL_RECENT_DEAD_LETTERS] = "SELECT offset, reason FROM dead_letters ORDER BY offset DESC LIMIT ?1",
     [SQL_ITEM_TOTALS] = "SELECT item_type, count(*), sum(quantity) FROM inventory GROUP BY item_type",
     /* GET /inventory in one statement, so one implicit read transaction covers the
@@ -962,7 +959,7 @@ int store_player_digests(store *st, void (*row)(void *arg, const char *user_id, 
                          void *arg) {
     /* The guilds whose seats this partition decides, one row each named "#guild/<id>"
      * ('#' sorts before every identifier, so the rows stay in one ascending order). */
-    sqlite3_stmt *members = stmt_get(st, SQL_ALL_GUILD_MEMBERS);
+    sqlite3_stmt *members = stmt_get(st, SQL_WALK_MEMBERS);
     char guild[STORE_ID_SIZE] = "", name[STORE_ID_SIZE + 8];
     uint64_t guild_digest = 0;
     int mrc;
@@ -1040,20 +1037,15 @@ int store_backup_to(store *st, const char *dest_path) {
     return 0;
 }
 
-/* Steps s, handing each row to the caller as a store_row of its columns. */
-static int walk(store *st, sqlite3_stmt *s, int (*row)(void *arg, const store_row *r),
-                void *arg, const char *what) {
+/* Steps s, handing each row to the caller as the store_row fill(s, &row) makes of it. */
+static int walk(store *st, sqlite3_stmt *s, void (*fill)(const store *st, sqlite3_stmt *s,
+                                                         store_row *r),
+                int (*row)(void *arg, const store_row *r), void *arg, const char *what) {
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         store_row r;
         memset(&r, 0, sizeof r);
-        int text_i = 0, number_i = 0;
-        for (int c = 0; c < sqlite3_column_count(s) && text_i < 6 && number_i < 6; c++) {
-            if (sqlite3_column_type(s, c) == SQLITE_INTEGER)
-                r.number[number_i++] = sqlite3_column_int64(s, c);
-            else
-                r.text[text_i++] = (const char *)sqlite3_column_text(s, c);
-        }
+        fill(st, s, &r);
         if (row(arg, &r)) {
             sqlite3_reset(s);
             snprintf(st->errmsg, sizeof st->errmsg, "%s stopped by its consumer", what);
@@ -1064,36 +1056,47 @@ static int walk(store *st, sqlite3_stmt *s, int (*row)(void *arg, const store_ro
     return rc == SQLITE_DONE ? 0 : fail_with(st, what);
 }
 
+static const char *column_text(sqlite3_stmt *s, int column) {
+    return (const char *)sqlite3_column_text(s, column);
+}
+
+/* SQL_ALL_LINES: user_id, item_type, quantity */
+static void fill_line(const store *st, sqlite3_stmt *s, store_row *r) {
+    (void)st;
+    r->user_id = column_text(s, 0);
+    r->item_type = column_text(s, 1);
+    r->quantity = sqlite3_column_int64(s, 2);
+}
+
+/* SQL_WALK_MEMBERS: guild_id, user_id, joined_ts */
+static void fill_member(const store *st, sqlite3_stmt *s, store_row *r) {
+    (void)st;
+    r->guild_id = column_text(s, 0);
+    r->user_id = column_text(s, 1);
+    r->joined_ts = column_text(s, 2);
+}
+
+/* SQL_WALK_PLAYERS: user_id, version, guild_id, created_ts, updated_ts */
+static void fill_player(const store *st, sqlite3_stmt *s, store_row *r) {
+    r->user_id = column_text(s, 0);
+    r->version = sqlite3_column_int64(s, 1);
+    r->guild_id = column_text(s, 2);
+    r->partition = st->partition;
+    r->created_ts = column_text(s, 3);
+    r->updated_ts = column_text(s, 4);
+}
+
 int store_walk_inventory(store *st, int (*row)(void *arg, const store_row *r), void *arg) {
-    return walk(st, stmt_get(st, SQL_ALL_LINES), row, arg, "walking inventory");
+    return walk(st, stmt_get(st, SQL_ALL_LINES), fill_line, row, arg, "walking inventory");
 }
 
 int store_walk_guild_members(store *st, int (*row)(void *arg, const store_row *r), void *arg) {
-    return walk(st, stmt_get(st, SQL_WALK_MEMBERS), row, arg, "walking guild members");
+    return walk(st, stmt_get(st, SQL_WALK_MEMBERS), fill_member, row, arg,
+                "walking guild members");
 }
 
 int store_walk_players(store *st, int (*row)(void *arg, const store_row *r), void *arg) {
-    /* Columns are placed explicitly: guild_id and created_ts may be NULL, which the
-     * generic walk would not place. */
-    sqlite3_stmt *s = stmt_get(st, SQL_WALK_PLAYERS);
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        store_row r;
-        memset(&r, 0, sizeof r);
-        r.text[0] = (const char *)sqlite3_column_text(s, 0);
-        r.number[0] = sqlite3_column_int64(s, 1);
-        r.text[1] = (const char *)sqlite3_column_text(s, 2);
-        r.number[1] = st->partition;
-        r.text[2] = (const char *)sqlite3_column_text(s, 3);
-        r.text[3] = (const char *)sqlite3_column_text(s, 4);
-        if (row(arg, &r)) {
-            sqlite3_reset(s);
-            snprintf(st->errmsg, sizeof st->errmsg, "walking players stopped by its consumer");
-            return -1;
-        }
-    }
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : fail_with(st, "walking players");
+    return walk(st, stmt_get(st, SQL_WALK_PLAYERS), fill_player, row, arg, "walking players");
 }
 
 int store_walk_events(store *st, int64_t first, int64_t end,
@@ -1105,18 +1108,18 @@ int store_walk_events(store *st, int64_t first, int64_t end,
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         history_text h;
         history_row_from(st, s, 0, &h);
-        store_event_row r;
-        memset(&r, 0, sizeof r);
-        r.base.number[0] = st->partition;
-        r.base.number[1] = h.row.offset;
-        r.base.text[0] = h.row.event_id;
-        r.base.text[1] = h.row.event_type;
-        r.base.text[2] = (const char *)sqlite3_column_text(s, 8);
-        r.base.text[3] = h.row.ts;
-        r.base.text[4] = h.row.outcome;
-        r.base.text[5] = h.row.reason;
-        r.items = h.row.items;
-        r.guild_id = h.row.guild_id;
+        store_event_row r = {
+            .partition = st->partition,
+            .offset = h.row.offset,
+            .event_id = h.row.event_id,
+            .event_type = h.row.event_type,
+            .user_id = (const char *)sqlite3_column_text(s, 8),
+            .ts = h.row.ts,
+            .outcome = h.row.outcome,
+            .reason = h.row.reason,
+            .items = h.row.items,
+            .guild_id = h.row.guild_id,
+        };
         if (row(arg, &r)) {
             sqlite3_reset(s);
             snprintf(st->errmsg, sizeof st->errmsg, "walking events stopped by its consumer");

@@ -235,26 +235,26 @@ int store_backup_to(store *st, const char *dest_path);
 
 /* Table walks for analyst exports, in key order. Each row's strings are valid during the
  * callback only; a NULL column comes as NULL. A callback returning non-zero stops the
- * walk with -1 (its own error is the caller's to report). Return 0 or -1. */
+ * walk with -1 (its own error is the caller's to report). Return 0 or -1. Rows carry
+ * named fields, so no caller depends on a statement's column order; a walk fills only
+ * the fields its table has. */
 typedef struct {
-    const char *text[6];
-    int64_t number[6];
+    const char *user_id, *item_type, *guild_id, *joined_ts, *created_ts, *updated_ts;
+    int64_t quantity, version, partition;
 } store_row;
 
-/* inventory: text[0] user_id, text[1] item_type, number[0] quantity */
+/* inventory: user_id, item_type, quantity */
 int store_walk_inventory(store *st, int (*row)(void *arg, const store_row *r), void *arg);
-/* guild_members: text[0] guild_id, text[1] user_id, text[2] joined_ts */
+/* guild_members: guild_id, user_id, joined_ts */
 int store_walk_guild_members(store *st, int (*row)(void *arg, const store_row *r), void *arg);
-/* existing players: text[0] user_id, number[0] version, text[1] guild_id,
- * number[1] partition, text[2] created_ts, text[3] updated_ts */
+/* existing players: user_id, version, guild_id (NULL: none), partition, created_ts,
+ * updated_ts */
 int store_walk_players(store *st, int (*row)(void *arg, const store_row *r), void *arg);
-/* events with first <= offset < end, in offset order: number[0] partition, number[1]
- * offset, text[0] event_id, text[1] event_type, text[2] user_id, text[3] ts, text[4]
- * outcome, text[5] reason; items ("sword:1,...") and guild_id beside. */
+/* events with first <= offset < end, in offset order; reason, items ("sword:1,...") and
+ * guild_id may be NULL. */
 typedef struct {
-    store_row base;
-    const char *items;
-    const char *guild_id;
+    int64_t partition, offset;
+    const char *event_id, *event_type, *user_id, *ts, *outcome, *reason, *items, *guild_id;
 } store_event_row;
 int store_walk_events(store *st, int64_t first, int64_t end,
                       int (*row)(void *arg, const store_event_row *r), void *arg);

@@ -1,5 +1,5 @@
 /* store_set: lazily opened readers, one per partition store of a folder. */
-#include "store_set.h"
+#include "state/store_set.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
 #ifndef LOOTLOG_STORE_SET_H
 #define LOOTLOG_STORE_SET_H
 
-#include "store.h"
+#include "state/store.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-"""The Avro files of state/avro_export, decoded by an independent reader (fastavro): runs
+"""The Avro files of hdfs/avro_export, decoded by an independent reader (fastavro): runs
 the compiled unit test with --keep DIR and checks codec, schema and every value. The data
 below mirrors tests/unit/test_avro_export.c; keep the two in step. Builds nothing."""
 import json

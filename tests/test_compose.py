@@ -191,3 +191,18 @@ def test_a_broken_file_is_refused():
         os.unlink(broken)
     assert out.returncode != 0
     assert "no-such-service" in out.stderr, out.stderr
+
+
+def test_lootlog_image_copies_every_source_folder_the_build_reads():
+    """The image builds from meson.build: every folder it names must be copied into the
+    build stage and let through by the build context's ignore file."""
+    root = os.path.join(os.path.dirname(__file__), "..")
+    with open(os.path.join(root, "meson.build")) as f:
+        named = {m.split("/")[0] for m in re.findall(r"'([a-z_]+/[^']+)'", f.read())}
+    with open(os.path.join(root, "compose", "lootlog", "Dockerfile")) as f:
+        copied = set(re.findall(r"^COPY (?:--from=\S+ )?([a-z_]+)/", f.read(), re.M))
+    with open(os.path.join(root, "compose", "lootlog", "Dockerfile.dockerignore")) as f:
+        allowed = {line[1:].split("/")[0] for line in f.read().splitlines() if line.startswith("!")}
+    assert named, "meson.build names no source folder"
+    assert named <= copied, f"the Dockerfile does not copy {sorted(named - copied)}"
+    assert named <= allowed, f"the ignore file keeps out {sorted(named - allowed)}"

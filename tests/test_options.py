@@ -1,4 +1,4 @@
-"""Options come from one table (cli/options.c): the parser, `lootlog --help`,
+"""Options come from one table (commands/options.c): the parser, `lootlog --help`,
 `lootlog VERB --help` and the options table of docs/operations.md. The docs' copy must be
 exactly what `lootlog options --markdown` prints; a bad value is one line naming the option
 with exit status 2.

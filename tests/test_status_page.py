@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import uuid
 from html.parser import HTMLParser
 
@@ -140,7 +139,16 @@ def test_status_page_in_chromium_matches_metrics(server_factory):
     # the page's store reads start with its first view; the rate chart needs two samples
     s.get("/status")
     wait_until(lambda: "id='item-types'" in s.get("/status").text, 30, "the board's reads")
-    time.sleep(6)
+
+    def charted():
+        """The page as served has two rate lines and, per partition, a lag line of at
+        least two points (the sampler takes one a second)."""
+        served = Page()
+        served.feed(s.get("/status").text)
+        lines = served.svg_lines
+        return len(lines.get("rates", [])) == 2 and len(lines.get("lag", [])) == 6 and \
+            all(len(points) >= 2 for points in lines["lag"])
+    wait_until(charted, 30, "two samples on every chart line", interval=0.5)
 
     dom = chromium("--dump-dom", s.url + "/status")
     scraped = metric_lines(s.get("/metrics").text)

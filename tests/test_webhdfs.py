@@ -1,4 +1,4 @@
-"""Live test of the WebHDFS client (state/webhdfs.c): runs the webhdfs_live program built
+"""Live test of the WebHDFS client (hdfs/webhdfs.c): runs the webhdfs_live program built
 from tests/webhdfs_live.c against the test HDFS, then checks with plain HTTP that it
 removed its scratch folder."""
 import os

@@ -1,8 +1,8 @@
-/* webhdfs_live: checks state/webhdfs.c against a real WebHDFS (round trips, listings,
+/* webhdfs_live: checks hdfs/webhdfs.c against a real WebHDFS (round trips, listings,
  * renames, HDFS's refusals) and against broken servers made here (closed port, silent
  * server, a fake NameNode). Usage: webhdfs_live BASE_URL SCRATCH_DIR; SCRATCH_DIR is created
  * and removed. Prints one line per check and "N passed, M failed"; exits 1 on any failure. */
-#include "webhdfs.h"
+#include "hdfs/webhdfs.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>

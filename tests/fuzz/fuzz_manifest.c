@@ -4,7 +4,7 @@
  * N < STORE_MAX_PARTITIONS, or one of the analyst tables, each with a sha256; never a
  * path, "..", or two spellings of one store. */
 #include "fuzz_check.h"
-#include "state/snapshot.h"
+#include "hdfs/snapshot.h"
 #include "state/store.h"
 
 #include <jansson.h>

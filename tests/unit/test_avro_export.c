@@ -1,9 +1,9 @@
-/* Unit tests of state/avro_export: one file per table (nulls, non-ASCII UTF-8, 64-bit
+/* Unit tests of hdfs/avro_export: one file per table (nulls, non-ASCII UTF-8, 64-bit
  * extremes, rows across many blocks) read back with avro-c's own file reader, and every
  * row the writer must refuse. `--keep DIR` writes the files into DIR and leaves them there
  * for tests/test_avro_unit.py, which decodes them with fastavro; keep the data in step. */
 #include "check.h"
-#include "state/avro_export.h"
+#include "hdfs/avro_export.h"
 
 #include <avro.h>
 #include <errno.h>

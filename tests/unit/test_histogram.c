@@ -1,6 +1,6 @@
 /* test_histogram: bucket placement, cumulative reads, the p99 estimate, and exact counts
  * when several threads observe at once (the fold threads and the loop do). */
-#include "../../state/histogram.h"
+#include "lib/histogram.h"
 #include "check.h"
 
 #include <math.h>

@@ -1,8 +1,8 @@
-/* Unit test of state/log: each line of either format is one line whatever the message
+/* Unit test of lib/log: each line of either format is one line whatever the message
  * holds (newlines, control bytes, invalid UTF-8, quotes), and a JSON line is a JSON object
  * with ts, level, module, msg and the fields, even when cut at the line's size limit. */
 #include "check.h"
-#include "state/log.h"
+#include "lib/log.h"
 
 #include <jansson.h>
 #include <stdlib.h>

@@ -1,0 +1,500 @@
+/* replay: a one-shot fold of a slice of the topic into a new folder of stores, with the
+ * same fold engine as serve. Start and end offsets
+ * are fixed per partition before the first record is read, so "the end" means the log
+ * as it was when the replay began, and --verify compares at exactly the live offsets. */
+#define _GNU_SOURCE /* strptime, timegm */
+#include "kafka/replay.h"
+#include "lib/clock.h"
+
+#include "kafka/fold_engine.h"
+#include "kafka/config.h"
+#include "lib/log.h"
+#include "state/store.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    int32_t partition;
+    int64_t start; /* first offset to fold */
+    int64_t end;   /* stop before this offset */
+} slice;
+
+typedef struct {
+    char *user_id;
+    uint64_t digest;
+} player_digest;
+
+typedef struct {
+    player_digest *rows;
+    size_t count, cap;
+    int failed;
+} digest_list;
+
+/* ---------------------------------------------------------------- the outbox after a replay
+ * The replay folded the log as it is, emitting again every guild request and decision
+ * into the stores' outboxes. Most of them are in the log already, folded by their
+ * receiving partition in this very replay; only the others must go out (the next serve
+ * on these stores produces what is left). */
+
+typedef struct {
+    store *senders_store;
+    store *receivers[STORE_MAX_PARTITIONS];
+    const char *db_dir;
+    int partition_count;
+    int64_t *drop;
+    size_t drop_count, drop_cap;
+    size_t walked;
+} outbox_prune;
+
+static int note_if_in_log(void *arg, const store_outbox_row *r) {
+    outbox_prune *prune = arg;
+    char path[4096], why[256];
+    prune->walked++;
+    int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, r->msg_key, strlen(r->msg_key),
+                                                 prune->partition_count, NULL, NULL);
+    if (!prune->receivers[p]) {
+        if (store_path(prune->db_dir, p, path, sizeof path)) return -1;
+        prune->receivers[p] = store_open(path, p, STORE_READER, why, sizeof why);
+        if (!prune->receivers[p]) {
+            log_warn("replay", "outbox: %s", why);
+            return -1;
+        }
+    }
+    store_event_outcome outcome;
+    int found = store_read_event(prune->receivers[p], r->event_id, r->user_id, &outcome);
+    if (found < 0) return -1;
+    if (!found) return 0;
+    if (prune->drop_count == prune->drop_cap) {
+        size_t cap = prune->drop_cap ? prune->drop_cap * 2 : 1024;
+        int64_t *bigger = realloc(prune->drop, cap * sizeof *bigger);
+        if (!bigger) return -1;
+        prune->drop = bigger;
+        prune->drop_cap = cap;
+    }
+    prune->drop[prune->drop_count++] = r->seq;
+    return 0;
+}
+
+/* Drops the outbox rows whose event its receiving partition already folded. Writes how
+ * many rows stay to *kept. Returns 0 or -1. */
+static int prune_outboxes(const char *db_dir, const slice *slices, size_t slice_count,
+                          uint64_t *kept, char *errstr, size_t errstr_size) {
+    outbox_prune prune = {.db_dir = db_dir, .partition_count = (int)slice_count};
+    char path[4096];
+    store *st = NULL;
+    int rc = -1;
+    *kept = 0;
+    for (size_t i = 0; i < slice_count; i++) {
+        int32_t p = slices[i].partition;
+        if (store_path(db_dir, p, path, sizeof path) ||
+            !(st = store_open(path, p, STORE_WRITER, errstr, errstr_size)))
+            goto done;
+        prune.drop_count = 0;
+        prune.walked = 0;
+        if (store_outbox_walk(st, 0, INT32_MAX, note_if_in_log, &prune) || store_begin(st))
+            goto store_failed;
+        for (size_t k = 0; k < prune.drop_count; k++)
+            if (store_outbox_delete(st, prune.drop[k])) goto store_failed;
+        if (store_commit(st)) goto store_failed;
+        *kept += prune.walked - prune.drop_count;
+        store_close(st);
+        st = NULL;
+    }
+    rc = 0;
+    goto done;
+store_failed:
+    snprintf(errstr, errstr_size, "pruning an outbox: %s", store_errmsg(st));
+    store_rollback(st);
+done:
+    store_close(st);
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) store_close(prune.receivers[p]);
+    free(prune.drop);
+    return rc;
+}
+
+int replay_parse_time(const char *text, int64_t *ms) {
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest) return -1;
+    int64_t millis = 0;
+    if (*rest == '.') {
+        int digits = 0;
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++, digits++)
+            if (digits < 3) millis = millis * 10 + (*rest - '0');
+        for (; digits < 3; digits++) millis *= 10;
+    }
+    int64_t offset_s = 0;
+    if (*rest == 'Z') {
+        rest++;
+    } else if (*rest == '+' || *rest == '-') {
+        /* exactly "+hh:mm" or "-hh:mm", checked character by character (no sscanf: it
+         * would take "+1:1" and leave the cursor past the end) */
+        const char *z = rest + 1;
+        for (int i = 0; i < 5; i++)
+            if (i == 2 ? z[i] != ':' : (z[i] < '0' || z[i] > '9')) return -1;
+        int hh = (z[0] - '0') * 10 + (z[1] - '0'), mm = (z[3] - '0') * 10 + (z[4] - '0');
+        if (hh > 23 || mm > 59) return -1;
+        offset_s = (hh * 3600 + mm * 60) * (*rest == '+' ? 1 : -1);
+        rest += 6;
+    }
+    if (*rest) return -1;
+    int64_t result = ((int64_t)timegm(&tm) - offset_s) * 1000 + millis;
+    /* Nothing lootlog records is older than the epoch, and -1 means "no bound" to the
+     * callers: an earlier time is the epoch. */
+    *ms = result < 0 ? 0 : result;
+    return 0;
+}
+
+/* Turns a timestamp into each slice's offset via Kafka's offsets-for-times: the first
+ * offset whose timestamp is >= ms, or the log end when there is none. */
+static int offsets_for_time(rd_kafka_t *rk, const char *topic, const slice *slices, size_t count,
+                            int64_t ms, int64_t *out, char *errstr, size_t errstr_size) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)count);
+    for (size_t i = 0; i < count; i++)
+        rd_kafka_topic_partition_list_add(list, topic, slices[i].partition)->offset = ms;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk, list, 10000);
+    if (err) {
+        snprintf(errstr, errstr_size, "offsets for time: %s", rd_kafka_err2str(err));
+        rd_kafka_topic_partition_list_destroy(list);
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        int64_t o = list->elems[i].offset;
+        out[i] = o >= 0 ? o : -1; /* -1: no record at or after the time */
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    return 0;
+}
+
+static void collect_digest(void *arg, const char *user_id, uint64_t digest) {
+    digest_list *list = arg;
+    if (list->count == list->cap) {
+        size_t grown = list->cap ? list->cap * 2 : 1024;
+        player_digest *rows = realloc(list->rows, grown * sizeof *rows);
+        if (!rows) {
+            list->failed = 1;
+            return;
+        }
+        list->rows = rows;
+        list->cap = grown;
+    }
+    list->rows[list->count].user_id = strdup(user_id);
+    list->rows[list->count].digest = digest;
+    list->count++;
+}
+
+static void free_digests(digest_list *list) {
+    for (size_t i = 0; i < list->count; i++) free(list->rows[i].user_id);
+    free(list->rows);
+    memset(list, 0, sizeof *list);
+}
+
+/* Merges the two ordered lists; prints each differing player. Returns how many. */
+static uint64_t compare_digests(const digest_list *live, const digest_list *rebuilt,
+                                uint64_t *compared) {
+    size_t i = 0, j = 0;
+    uint64_t differing = 0;
+    *compared = 0;
+    while (i < live->count || j < rebuilt->count) {
+        int cmp = i == live->count      ? 1
+                  : j == rebuilt->count ? -1
+                                        : strcmp(live->rows[i].user_id, rebuilt->rows[j].user_id);
+        (*compared)++;
+        if (cmp < 0) {
+            printf("differs: %s (only in the live database)\n", live->rows[i++].user_id);
+            differing++;
+        } else if (cmp > 0) {
+            printf("differs: %s (only in the rebuilt database)\n", rebuilt->rows[j++].user_id);
+            differing++;
+        } else {
+            if (live->rows[i].digest != rebuilt->rows[j].digest) {
+                printf("differs: %s (state)\n", live->rows[i].user_id);
+                differing++;
+            }
+            i++;
+            j++;
+        }
+    }
+    return differing;
+}
+
+static void print_progress(uint64_t done, uint64_t total, double started, int final) {
+    double elapsed = clock_seconds() - started;
+    double rate = elapsed > 0 ? done / elapsed : 0;
+    double eta = rate > 0 && total > done ? (total - done) / rate : 0;
+    fprintf(stderr, "\rreplay: %llu/%llu events, %.0f/s, ETA %.0fs   %s",
+            (unsigned long long)done, (unsigned long long)total, rate, eta, final ? "\n" : "");
+}
+
+
+/* Fixes each partition's slice from the topic's watermarks, the offsets and the times
+ * asked for. Returns 0 or -1 with errstr. */
+static int plan_slices(const replay_config *config, rd_kafka_t *rk, slice *slices,
+                       size_t *slice_count, char *errstr, size_t errstr_size) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *topic = rd_kafka_topic_new(rk, config->topic, NULL);
+    int rc = -1;
+    *slice_count = 0;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, topic, &md, 10000);
+    if (err || md->topic_cnt != 1 || md->topics[0].err) {
+        snprintf(errstr, errstr_size, "metadata for topic '%s': %s", config->topic,
+                 rd_kafka_err2str(err ? err : md->topics[0].err));
+        goto done;
+    }
+    for (int i = 0; i < md->topics[0].partition_cnt && *slice_count < STORE_MAX_PARTITIONS; i++) {
+        int32_t p = md->topics[0].partitions[i].id;
+        if (p < 0 || p >= STORE_MAX_PARTITIONS) continue;
+        slice *s = &slices[(*slice_count)++];
+        s->partition = p;
+        int64_t low, high;
+        err = rd_kafka_query_watermark_offsets(rk, config->topic, p, &low, &high, 10000);
+        if (err) {
+            snprintf(errstr, errstr_size, "watermarks of partition %d: %s", (int)p,
+                     rd_kafka_err2str(err));
+            goto done;
+        }
+        s->start = config->from_offset >= 0 ? config->from_offset : low;
+        if (s->start < low) s->start = low;
+        s->end = high;
+        if (config->until_offset >= 0 && config->until_offset < s->end) s->end = config->until_offset;
+    }
+    if (config->from_time_ms >= 0 || config->until_time_ms >= 0) {
+        int64_t found[STORE_MAX_PARTITIONS];
+        if (config->from_time_ms >= 0) {
+            if (offsets_for_time(rk, config->topic, slices, *slice_count, config->from_time_ms,
+                                 found, errstr, errstr_size))
+                goto done;
+            for (size_t i = 0; i < *slice_count; i++)
+                slices[i].start = found[i] >= 0 ? found[i] : slices[i].end;
+        }
+        if (config->until_time_ms >= 0) {
+            if (offsets_for_time(rk, config->topic, slices, *slice_count, config->until_time_ms,
+                                 found, errstr, errstr_size))
+                goto done;
+            for (size_t i = 0; i < *slice_count; i++)
+                if (found[i] >= 0 && found[i] < slices[i].end) slices[i].end = found[i];
+        }
+    }
+    rc = 0;
+done:
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(topic);
+    return rc;
+}
+
+/* Refuses a folder that already holds folded state. Returns 0 or -1. */
+static int require_new_folder(const char *dir, char *errstr, size_t errstr_size) {
+    int32_t partitions[STORE_MAX_PARTITIONS];
+    size_t count = 0;
+    if (store_list_partitions(dir, partitions, STORE_MAX_PARTITIONS, &count, errstr, errstr_size))
+        return -1;
+    for (size_t i = 0; i < count; i++) {
+        char path[4096];
+        int64_t next = -1;
+        store_path(dir, partitions[i], path, sizeof path);
+        store *st = store_open(path, partitions[i], STORE_READER, errstr, errstr_size);
+        if (!st) return -1;
+        int rc = store_get_next_offset(st, &next);
+        store_close(st);
+        if (rc || next >= 0) {
+            snprintf(errstr, errstr_size, "%s already holds folded state; replay needs a new folder",
+                     dir);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The live stores of --verify, each held in one read transaction for the whole replay:
+ * its snapshot is the state at the offsets read here, however far the live fold goes. */
+typedef struct {
+    store *stores[STORE_MAX_PARTITIONS];
+} live_set;
+
+static void close_live(live_set *live) {
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) {
+        if (!live->stores[p]) continue;
+        store_rollback(live->stores[p]);
+        store_close(live->stores[p]);
+        live->stores[p] = NULL;
+    }
+}
+
+/* Opens the live stores and cuts each slice at the live store's next offset. */
+static int open_live(const char *dir, slice *slices, size_t slice_count, live_set *live,
+                     char *errstr, size_t errstr_size) {
+    int32_t partitions[STORE_MAX_PARTITIONS];
+    size_t store_count = 0;
+    if (store_list_partitions(dir, partitions, STORE_MAX_PARTITIONS, &store_count, errstr,
+                              errstr_size))
+        return -1;
+    if (store_count == 0) {
+        snprintf(errstr, errstr_size, "%s holds no partition stores (p<N>.db) to verify against",
+                 dir);
+        return -1;
+    }
+    for (size_t i = 0; i < slice_count; i++) {
+        char path[4096];
+        int64_t live_next = -1;
+        int32_t p = slices[i].partition;
+        store_path(dir, p, path, sizeof path);
+        if (access(path, F_OK) == 0) {
+            live->stores[p] = store_open(path, p, STORE_READER, errstr, errstr_size);
+            if (!live->stores[p]) return -1;
+            if (store_begin(live->stores[p]) ||
+                store_get_next_offset(live->stores[p], &live_next)) {
+                snprintf(errstr, errstr_size, "%s", store_errmsg(live->stores[p]));
+                return -1;
+            }
+        }
+        /* Where live folded nothing, neither does the rebuild. */
+        slices[i].end = live_next >= 0 ? live_next : slices[i].start;
+        if (slices[i].end < slices[i].start) slices[i].start = slices[i].end;
+    }
+    return 0;
+}
+
+/* Compares every partition's players of the rebuilt folder with the live stores. */
+static int verify_against_live(const char *dir, const slice *slices, size_t slice_count,
+                               live_set *live, replay_summary *summary, char *errstr,
+                               size_t errstr_size) {
+    int rc = -1;
+    for (size_t i = 0; i < slice_count; i++) {
+        int32_t p = slices[i].partition;
+        digest_list live_digests = {0}, new_digests = {0};
+        char path[4096];
+        store_path(dir, p, path, sizeof path);
+        store *rebuilt = store_open(path, p, STORE_READER, errstr, errstr_size);
+        if (!rebuilt) return -1;
+        int failed = store_begin(rebuilt) ||
+                     store_player_digests(rebuilt, collect_digest, &new_digests);
+        if (failed) snprintf(errstr, errstr_size, "%s", store_errmsg(rebuilt));
+        store_rollback(rebuilt);
+        store_close(rebuilt);
+        if (!failed && live->stores[p] &&
+            store_player_digests(live->stores[p], collect_digest, &live_digests)) {
+            snprintf(errstr, errstr_size, "%s", store_errmsg(live->stores[p]));
+            failed = 1;
+        }
+        if (!failed && (live_digests.failed || new_digests.failed)) {
+            snprintf(errstr, errstr_size, "out of memory comparing players");
+            failed = 1;
+        }
+        if (!failed) {
+            uint64_t compared = 0;
+            summary->players_differing += compare_digests(&live_digests, &new_digests, &compared);
+            summary->players_compared += compared;
+        }
+        free_digests(&live_digests);
+        free_digests(&new_digests);
+        if (failed) goto done;
+    }
+    rc = 0;
+done:
+    return rc;
+}
+
+int replay_run(const replay_config *config, replay_summary *summary, char *errstr,
+               size_t errstr_size) {
+    static const char *const defaults[] = {"group.id", "lootlog-replay", "client.id",
+                                           "lootlog-replay", NULL};
+    char why[512];
+    int rc = -1;
+    rd_kafka_t *rk = NULL;
+    fold_engine *engine = NULL;
+    slice slices[STORE_MAX_PARTITIONS];
+    size_t slice_count = 0;
+    live_set live;
+    int tty = isatty(STDERR_FILENO);
+    int64_t start_offsets[STORE_MAX_PARTITIONS], end_offsets[STORE_MAX_PARTITIONS];
+
+    memset(&live, 0, sizeof live);
+    memset(summary, 0, sizeof *summary);
+    double started = clock_seconds();
+    if (require_new_folder(config->db_path, errstr, errstr_size)) goto done;
+
+    rd_kafka_conf_t *conf = kafka_config_new(config->brokers, defaults, config->kafka_props,
+                                           config->kafka_prop_count, errstr, errstr_size);
+    if (!conf) goto done;
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, errstr_size, "creating consumer: %s", why);
+        goto done;
+    }
+    if (plan_slices(config, rk, slices, &slice_count, errstr, errstr_size)) goto done;
+    if (config->verify_path &&
+        open_live(config->verify_path, slices, slice_count, &live, errstr, errstr_size))
+        goto done;
+
+    uint64_t total = 0;
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) start_offsets[p] = end_offsets[p] = 0;
+    for (size_t i = 0; i < slice_count; i++) {
+        start_offsets[slices[i].partition] = slices[i].start;
+        end_offsets[slices[i].partition] = slices[i].end;
+        if (slices[i].end > slices[i].start) total += (uint64_t)(slices[i].end - slices[i].start);
+    }
+    fold_engine_config cc = {
+        .brokers = config->brokers,
+        .topic = config->topic,
+        .db_dir = config->db_path,
+        .fold = config->fold,
+        .partition_first = -1,
+        .partition_last = -1,
+        .threads = config->threads,
+        .batch_max_events = config->batch_events,
+        .batch_max_ms = 1000, /* replay: batches bounded by count, not by freshness */
+        .fetch_queue_kbytes = 4096, /* a one-shot rebuild: speed over memory */
+        .start_offsets = start_offsets,
+        .end_offsets = end_offsets,
+        .kafka_props = config->kafka_props,
+        .kafka_prop_count = config->kafka_prop_count,
+    };
+    engine = fold_engine_start(&cc, errstr, errstr_size);
+    if (!engine) goto done;
+    fold_engine_stats stats;
+    for (;;) {
+        struct timespec pause = {0, 100 * 1000000L};
+        nanosleep(&pause, NULL);
+        fold_engine_get_stats(engine, &stats);
+        uint64_t done_events = stats.applied + stats.rejected + stats.duplicates +
+                               stats.dead_letters + stats.pending;
+        if (tty) print_progress(done_events, total, started, stats.finished || stats.failed);
+        if (stats.finished || stats.failed) break;
+    }
+    if (stats.failed) {
+        fold_engine_error(engine, errstr, errstr_size);
+        goto done;
+    }
+    summary->applied = stats.applied;
+    summary->rejected = stats.rejected;
+    summary->duplicates = stats.duplicates;
+    summary->dead_letters = stats.dead_letters;
+    summary->pending = stats.pending;
+    summary->events = stats.applied + stats.rejected + stats.duplicates + stats.dead_letters +
+                      stats.pending;
+    fold_engine_stop(engine);
+    engine = NULL;
+    if (prune_outboxes(config->db_path, slices, slice_count, &summary->emitted_missing, errstr,
+                       errstr_size))
+        goto done;
+
+    if (config->verify_path &&
+        verify_against_live(config->db_path, slices, slice_count, &live, summary, errstr,
+                            errstr_size))
+        goto done;
+    summary->seconds = clock_seconds() - started;
+    rc = summary->players_differing ? 1 : 0;
+done:
+    fold_engine_stop(engine);
+    close_live(&live);
+    if (rk) rd_kafka_destroy(rk);
+    return rc;
+}
