@@ -404,7 +404,8 @@ static void fold_record(fold_engine *c, worker *w, rd_kafka_message_t *msg, int6
     pt->next = msg->offset + 1;
     if (pt->end >= 0 && pt->next >= pt->end)
         finish_partition(c, pt);
-    else if (fold_partition_pending(pt->fold) >= c->config.batch_max_events)
+    else if (fold_partition_pending(pt->fold) >= c->config.batch_max_events ||
+             fold_partition_players(pt->fold) >= FOLD_BATCH_MAX_PLAYERS)
         commit_partition(c, pt);
 }
 

@@ -433,7 +433,7 @@ store *store_open(const char *path, int32_t partition, store_role role, char *er
      * The writer never checkpoints in its commit: store_checkpoint runs elsewhere. */
     const char *pragmas = role == STORE_WRITER
                               ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                                "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-4000; "
+                                "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-1000; "
                                 "PRAGMA temp_store=MEMORY;"
                               : "PRAGMA cache_size=-1000; PRAGMA query_only=1;";
     if (sqlite3_exec(st->db, pragmas, NULL, NULL, &sql_err) != SQLITE_OK) {
