@@ -4,7 +4,7 @@ in one run on one machine, written to docs/benchmarks.md with one SVG chart per
 benchmark (bench/charts/). Every benchmark checks its answer, so a fast wrong fold fails.
 
   .cache/venv/bin/python bench/run.py [--quick] [--out docs/benchmarks.md]
-        [--only live,replay,reads,freshness,writes,footprint,pit] [--fold-threads N]
+        [--only live,replay,reads,freshness,writes,footprint,pit,scale] [--fold-threads N]
         [--guild-capacity N] [--build | --bin PATH] [--keep] [--keep-stack]
 
   1. fold and replay: `lootlog replay` of a `lootlog gen` topic (>= 1M events; --quick
@@ -22,6 +22,11 @@ benchmark (bench/charts/). Every benchmark checks its answer, so a fast wrong fo
      events (--quick 200 / 2,000); GET /inventory now as ceiling, `lootlog replay
      --until-time T` + reading the store as peer; answers checked against the events and
      against those replays
+  8. scale: 1, 2 and 3 `lootlog serve --group` nodes of a new consumer group drain the gen
+     topic from its start (time to a Stable group and to every owner at the topic end; 1
+     node as peer, kcat as ceiling); open-loop GET /inventory through node 1 of 3 (about
+     2/3 forwarded) beside one node owning all partitions; state compared with the peer's
+     through node 1 and the owners' stores
 
 --only runs a subset; when --out exists it rewrites only their sections and goals.
 
@@ -115,6 +120,8 @@ class Params:
     pit_events: tuple = (1_000, 10_000)  # events of each of the two players (benchmark 7)
     pit_requests: int = 1000  # GET ?at= per player, and plain GETs as its ceiling
     pit_replays: int = 3      # replay --until-time runs (the peer, and the answer check)
+    scale_read_rate: int = 2000     # GET /inventory/s through node 1 of the group (8)
+    scale_read_seconds: float = 10
 
 
 def make_params(quick, guild_capacity):
@@ -125,7 +132,7 @@ def make_params(quick, guild_capacity):
                       fresh_users=10_000, write_seconds=4, write_connections=64,
                       write_users=1000, snapshot_players=10_000, sample=200,
                       guild_capacity=guild_capacity, pit_events=(200, 2_000), pit_requests=200,
-                      pit_replays=2)
+                      pit_replays=2, scale_read_seconds=3)
     return Params(quick=False, live_rate=100_000, live_seconds=20, gen_users=100_000,
                   replay_min_events=1_000_000, read_players=1_000_000, read_rate=10_000,
                   read_seconds=15, backlog_cap=3_000_000, fresh_rate=10_000, fresh_seconds=15,
@@ -535,7 +542,10 @@ def non_2xx(status_counts):
 # ------------------------------------------------------------------ stores and checks
 
 def store_files(path):
-    """The SQLite files of a store: the file itself, or the p<N>.db of a folder."""
+    """The SQLite files of a store: the file itself, or the p<N>.db of a folder (or a
+    list of store files, e.g. each partition's owner's p<N>.db in a group, as given)."""
+    if isinstance(path, (list, tuple)):
+        return [f for f in path if os.path.exists(f)]
     if os.path.isdir(path):
         return sorted(glob.glob(os.path.join(path, "**", "*.db"), recursive=True))
     return [path] if os.path.exists(path) else []
@@ -856,15 +866,23 @@ REPLAY_LINE = re.compile(r"(\d+) events in ([\d.]+) s \((\d+)/s\)")
 REPLAY_OUTCOMES = re.compile(r"(\d+) applied, (\d+) rejected, (\d+) duplicates?, (\d+) dead")
 
 
-def bench_replay(b):
-    topic = b.gen_topic()
+def kcat_consume(b, topic):
+    """kcat -C of the whole topic (the consume-only ceiling); returns (records, wall s)
+    and keeps the rate for later benchmarks (b.shared["kcat_rate"])."""
     records = record_count(topic)
-    log(f"replay: kcat consume-only of {records:,} records")
-    wall_kcat, proc = run(["kcat", "-C", "-b", BROKERS, "-t", topic, "-e", "-o", "beginning",
-                           "-q", "-f", "."], timeout=3600)
+    log(f"kcat consume-only of {records:,} records")
+    wall, proc = run(["kcat", "-C", "-b", BROKERS, "-t", topic, "-e", "-o", "beginning",
+                      "-q", "-f", "."], timeout=3600)
     consumed = len(proc.stdout)
     if proc.returncode != 0 or consumed != records:
         raise CannotRun(f"kcat read {consumed} of {records} records: {last_line(proc.stderr)}")
+    b.shared.update(kcat_rate=records / wall, kcat_topic=topic)
+    return records, wall
+
+
+def bench_replay(b):
+    topic = b.gen_topic()
+    records, wall_kcat = kcat_consume(b, topic)
 
     store = os.path.join(WORK, "replay-store")
     log("replay: lootlog replay")
@@ -1697,6 +1715,267 @@ def bench_pit(b):
         chart, raw={"results": results, "replays": replays, "topic_events": total})
 
 
+# ------------------------------------------------------------------ 8. scale-out
+
+SCALE_NODES = (1, 2, 3)
+
+
+class Group:
+    """k `lootlog serve --group` nodes of one new consumer group, started at once, each
+    with its own new folder. Who owns what comes from each node's GET /v1/cluster."""
+
+    def __init__(self, b, k, topic):
+        self.k, self.topic = k, topic
+        self.name = f"bench-{b.run_id}-scale{k}-{uuid.uuid4().hex[:6]}"
+        self.nodes = []
+        try:
+            for i in range(k):
+                name = f"scale{k}-node{i + 1}"
+                self.nodes.append(b.serve(name, os.path.join(WORK, name), topic,
+                                          ["--group", self.name, "-X", "session.timeout.ms=6000"]))
+        except Exception:
+            self.stop()
+            raise
+
+    def views(self):
+        """Each node's GET /v1/cluster (None while it does not answer 200)."""
+        out = []
+        for node in self.nodes:
+            node.alive_or_raise()
+            status, body = node.status("/v1/cluster", timeout=2)
+            out.append(json.loads(body) if status == 200 else None)
+        return out
+
+    def owners(self, partitions):
+        """{partition: (node, next_offset)} once the group has settled: every node's view
+        Stable with k members, each partition here on exactly one node, and every view
+        naming that node as its owner. None before."""
+        views = self.views()
+        if any(v is None or v.get("state") != "Stable" or v.get("members") != self.k
+               for v in views):
+            return None
+        found = {}
+        for node, view in zip(self.nodes, views):
+            for e in view["partitions"]:
+                if e.get("here"):
+                    if e["partition"] in found:
+                        return None
+                    found[e["partition"]] = (node, e.get("next_offset", -1))
+        if set(found) != set(partitions):
+            return None
+        for view in views:
+            named = {e["partition"]: e.get("owner") for e in view["partitions"]}
+            if any(named.get(p) != f"127.0.0.1:{node.port}" for p, (node, _) in found.items()):
+                return None
+        return found
+
+    @staticmethod
+    def folded(found, ends):
+        """Whether each partition's owner has folded up to ends[p] = (low, high)."""
+        return all(hi <= lo or found[p][1] >= hi for p, (lo, hi) in ends.items())
+
+    def wait_drained(self, ends, t0, timeout):
+        """Polls every 100 ms until the group has settled and every owner has folded its
+        partitions to ends. Returns (seconds to settled, seconds to drained) since t0,
+        and the owners."""
+        settled_at = None
+        while True:
+            found = self.owners(ends)
+            now = time.monotonic()
+            if found is not None:
+                if settled_at is None:
+                    settled_at = now - t0
+                if self.folded(found, ends):
+                    return settled_at, now - t0, found
+            if now - t0 > timeout:
+                raise CannotRun(f"{self.k} node(s): " + (
+                    "the group did not settle" if settled_at is None else
+                    "the owners did not fold to the topic end") + f" within {timeout:.0f} s")
+            time.sleep(0.1)
+
+    @staticmethod
+    def owner_files(found):
+        """Each partition's store at its owner only: a node keeps the stale copy of a
+        partition it folded for a while before a rebalance moved it."""
+        return [os.path.join(node.db, f"p{p}.db") for p, (node, _) in sorted(found.items())]
+
+    def wait_quiescent(self, timeout):
+        """As Serve.wait_quiescent, over the owners: every partition folded to the topic's
+        end, the owners' outboxes empty, and the end not moving meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            before = watermarks(self.topic)
+            found = self.owners(before)
+            if found is not None and self.folded(found, before) and \
+                    outbox_rows(self.owner_files(found)) == 0 and watermarks(self.topic) == before:
+                return found
+            if time.monotonic() > deadline:
+                raise CannotRun(f"{self.k} node(s): the group's fold and guild exchange did not "
+                                f"settle within {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def stop(self):
+        """SIGTERM to every node first: one by one, each leaving would hand its
+        partitions to the others for nothing."""
+        for node in self.nodes:
+            if node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            node.stop()
+
+
+def forwarded_count(serve):
+    return sum(v for n, lab, v in serve.metrics()
+               if n == "lootlog_forwarded_total" and 'result="relayed"' in lab)
+
+
+def scale_reads(b, node):
+    """Open-loop GET /inventory/g<random> through one node (hits and 404s alike: the same
+    users for every k); with the node's forwarded count over the measured run."""
+    p = b.p
+    url = node.base + "/inventory/{u}"
+    loadgen(url, p.scale_read_rate, 1, users=p.gen_users, prefix="g")  # warm-up, not measured
+    before = forwarded_count(node)
+    res = loadgen(url, p.scale_read_rate, p.scale_read_seconds, users=p.gen_users, prefix="g")
+    res["forwarded"] = forwarded_count(node) - before
+    res["wrong"] = {c: n for c, n in res["primary"]["status"].items() if c not in ("200", "404")}
+    return res
+
+
+def bench_scale(b):
+    p = b.p
+    topic = b.gen_topic()
+    if b.shared.get("kcat_topic") == topic:
+        kcat_rate = b.shared["kcat_rate"]
+    else:
+        kcat_records, kcat_wall = kcat_consume(b, topic)
+        kcat_rate = kcat_records / kcat_wall
+    runs, reads, checks = {}, {}, {}
+    for k in SCALE_NODES:
+        ends = watermarks(topic)
+        records = sum(hi - lo for lo, hi in ends.values())
+        log(f"scale: {k} node(s) of a new group drain {records:,} records")
+        load = load_average()
+        t0 = time.monotonic()
+        group = Group(b, k, topic)
+        try:
+            settled_s, drained_s, found = group.wait_drained(ends, t0, max(180, records / 2000))
+            owned = [sorted(pt for pt, (node, _) in found.items() if node is n)
+                     for n in group.nodes]
+            runs[k] = {"records": records, "settled_s": round(settled_s, 2),
+                       "drained_s": round(drained_s, 2), "rate": records / drained_s,
+                       "partitions_per_node": [",".join(map(str, o)) for o in owned],
+                       "load_average_at_start": load, "group": group.name}
+            log(f"scale: {k} node(s): settled after {settled_s:.1f} s, drained after "
+                f"{drained_s:.1f} s ({records / drained_s:,.0f} records/s), partitions {owned}")
+            if k in (1, SCALE_NODES[-1]):
+                # Settled first: with a group, a partition's outbox goes out once it caught up.
+                found = group.wait_quiescent(max(120, records / 5000))
+                checks[k] = b.check_against_peer(group.nodes[0], group.owner_files(found), topic)
+                checks[k]["store_rows_from"] = "each partition's owner only"
+                log(f"scale: {k} node(s): open-loop GET /inventory at {p.scale_read_rate:,}/s "
+                    f"for {p.scale_read_seconds} s through node 1")
+                load = load_average()
+                reads[k] = scale_reads(b, group.nodes[0])
+                reads[k].update(node1_partitions=owned[0], load_average_at_start=load)
+        finally:
+            group.stop()
+    for k, res in reads.items():  # 200 and 404 are answers; anything else is a failed read
+        if sum(res["wrong"].values()) + res["errors"] > 0.01 * max(1, res["count"]):
+            raise CannotRun(f"reads through node 1 with {k} node(s): statuses {res['wrong']}, "
+                            f"{res['errors']} errors of {res['count']:,}")
+
+    one, top = runs[1], runs[SCALE_NODES[-1]]
+    r1, r3 = reads[1], reads[SCALE_NODES[-1]]
+    fwd_share = r3["forwarded"] / r3["count"] if r3["count"] else None
+    n1_parts = len(r3["node1_partitions"])
+    per_partition = (b.shared["replay_rate"] / PARTITIONS if b.shared.get("replay_rate")
+                     else None)
+    labels = {k: f"{k} node{'s' if k > 1 else ''}" for k in SCALE_NODES}
+    n3 = labels[SCALE_NODES[-1]]
+    groups = [(labels[k] + (" (peer)" if k == 1 else ""),
+               [("peer" if k == 1 else "lootlog", runs[k]["rate"],
+                 f"{svgchart.short(runs[k]['rate'])} ({runs[k]['rate'] / one['rate']:.2f}×)")])
+              for k in SCALE_NODES]
+    groups.append(("kcat -C", [("ceiling", kcat_rate, None)]))
+    chart = write_chart(b, "scale.svg", svgchart.bar_chart(
+        f"8. Drain of {one['records']:,} records by 1, 2 and 3 nodes of a group (records/s)",
+        groups, "records/s folded, start to every partition at the topic end (higher is better)",
+        note="2 cores for Kafka, HDFS and every node: more nodes share the same cores here; "
+             "ceiling = kcat -C consume-only"))
+    rows = []
+    for k in SCALE_NODES:
+        run_ = runs[k]
+        rows.append(row(f"drain rate, {labels[k]}", "records/s", run_["rate"],
+                        one["rate"] if k > 1 else None, kcat_rate,
+                        peer_name="1 node (k=1)", ceiling_name="kcat -C"))
+    rows += [
+        row("drain wall time, " + " / ".join(labels[k] for k in SCALE_NODES), "s",
+            " / ".join(f"{runs[k]['drained_s']:.1f}" for k in SCALE_NODES)),
+        row("group Stable with every partition owned, after start", "s",
+            " / ".join(f"{runs[k]['settled_s']:.1f}" for k in SCALE_NODES)),
+        row("partitions per node", "count",
+            " / ".join("+".join(str(len(o.split(","))) for o in runs[k]["partitions_per_node"])
+                       for k in SCALE_NODES)),
+        row("records in the topic at the start", "count",
+            " / ".join(f"{runs[k]['records']:,}" for k in SCALE_NODES)),
+        row("load average (1 min) at the start", "",
+            " / ".join(f"{runs[k]['load_average_at_start']:.2f}" for k in SCALE_NODES)),
+        row(f"GET /inventory via node 1 of {n3}: p50", "ms", r3["p50_ms"], r1["p50_ms"],
+            peer_name="1 node (k=1)"),
+        row(f"GET /inventory via node 1 of {n3}: p99", "ms", r3["p99_ms"], r1["p99_ms"]),
+        row(f"GET /inventory via node 1 of {n3}: p99.9 / max", "ms",
+            f"{r3['p999_ms']:.2f} / {r3['max_ms']:.2f}", f"{r1['p999_ms']:.2f} / {r1['max_ms']:.2f}"),
+        row(f"GET /inventory via node 1 of {n3}: forwarded to another node", "%",
+            fwd_share * 100 if fwd_share is not None else None,
+            r1["forwarded"] / r1["count"] * 100 if r1["count"] else None,
+            goal=f"node 1 owns {n1_parts} of {PARTITIONS} partitions"),
+        row(f"GET /inventory via node 1 of {n3}: load average (1 min) at the start", "",
+            f"{r3['load_average_at_start']:.2f}", f"{r1['load_average_at_start']:.2f}"),
+        row(f"GET /inventory via node 1 of {n3}: 200 / 404 / other / errors", "count",
+            f"{r3['primary']['status'].get('200', 0):,} / {r3['primary']['status'].get('404', 0):,}"
+            f" / {sum(r3['wrong'].values())} / {r3['errors']}",
+            f"{r1['primary']['status'].get('200', 0):,} / {r1['primary']['status'].get('404', 0):,}"
+            f" / {sum(r1['wrong'].values())} / {r1['errors']}"),
+    ]
+    model = (
+        "Model: this machine has 2 cores, so 2 and 3 nodes share them with Kafka and each "
+        "other; each node adds its own HTTP loop, consumer and group-view threads, so the "
+        "ratios to one node here measure the group's overhead (joining, rebalancing, a "
+        "partition folded twice when a rebalance moves it early in the drain), not the "
+        "speed-up. On separate machines each node brings its own cores: the fold then scales "
+        "with the nodes until the partition count limits it (one fold thread per partition, "
+        "~30k events/s each" + (f"; {per_partition:,.0f}/s per partition in this run's "
+                                f"benchmark 1" if per_partition else "") +
+        f"; {PARTITIONS} partitions here) or the broker does (`kcat -C` read "
+        f"{kcat_rate:,.0f} records/s here). docs/deployment.md (Sizing partitions and nodes) "
+        "works this through for a million players.")
+    return section(
+        "8. Scale-out: 1, 2 and 3 nodes",
+        f"On the bench's own single-broker stack, k = 1, 2 and 3 `lootlog serve --group <new "
+        "group> --db <new folder per node> -X session.timeout.ms=6000` nodes are started at "
+        f"once and fold the {one['records']:,}-record topic of benchmarks 1 and 2 "
+        f"({PARTITIONS} partitions) from its start (the topic grows by a few hundred to a "
+        "few thousand records per run: in a group a partition's outbox goes out as soon as "
+        "that partition caught up, so guild requests and decisions already in the log are "
+        "produced again; their receivers drop them as duplicates). Drain time: from starting the processes "
+        "until every node's GET /v1/cluster (polled every 100 ms) shows the group Stable with "
+        "k members, each partition owned by exactly one node, and each owner's `next_offset` "
+        "at the topic's end; rate = records / drain time. Peer: one node (k = 1); ceiling: "
+        "`kcat -C` consume-only of the same topic. Then, with the group's guild exchange "
+        f"settled, open-loop GET /inventory/g<random> at {p.scale_read_rate:,}/s for "
+        f"{p.scale_read_seconds} s over the {p.gen_users:,} gen user ids (hits and 404s; "
+        "bench/loadgen.c, 32 connections) through node 1 only: with 3 nodes it owns about a "
+        "third of the partitions and forwards the other reads to their owners; the peer is "
+        "the same run against one node owning every partition. Everything shares this "
+        "machine's 2 cores, so this benchmark is CPU-bound.",
+        rows, {k: checks[k] for k in checks}, chart,
+        raw={"runs": runs, "kcat_rate": round(kcat_rate),
+             "reads": {k: {f: v for f, v in res.items() if f != "follow"}
+                       for k, res in reads.items()}},
+        notes=[model])
+
+
 # ------------------------------------------------------------------ report
 
 def machine_info():
@@ -1814,7 +2093,7 @@ Measured with the previous bench/run.py (wrk, closed loop) and for issue 8, on t
 """
 
 
-REPORT_ORDER = ("replay", "live", "reads", "freshness", "writes", "footprint", "pit")
+REPORT_ORDER = ("replay", "live", "reads", "freshness", "writes", "footprint", "pit", "scale")
 
 
 def section_lines(sec, path, stamp=None):
@@ -1954,7 +2233,7 @@ def write_report(b, path, wall_s, failures):
             lines += section_lines(b.results[key], path)
     lines += ["## How to run", "",
               "```", ".cache/venv/bin/python bench/run.py           # full sizes (>= 1M events, "
-              "1M players; roughly 10-15 min on 2 cores)", ".cache/venv/bin/python bench/run.py --quick   # small sizes, a few "
+              "1M players; roughly 20-30 min on 2 cores)", ".cache/venv/bin/python bench/run.py --quick   # small sizes, a few "
               "minutes (CI)", "```", "",
               "It starts its own Kafka + HDFS (`stack/stack`, `.dev/bench-stack`, ports 29xxx), "
               "keeps its stores and logs in `.dev/bench-work`, writes this file and "
@@ -1988,11 +2267,12 @@ BENCHMARKS = [  # run order; the report lists them by number
     ("writes", bench_writes),
     ("footprint", bench_footprint),
     ("pit", bench_pit),
+    ("scale", bench_scale),
 ]
 TITLES = {"replay": "1. Fold and replay", "live": "2. Live fold under sustained produce",
           "reads": "3. Reads", "freshness": "4. Freshness under write load",
           "writes": "5. Writes over HTTP", "footprint": "6. Footprint",
-          "pit": "7. Point-in-time reads"}
+          "pit": "7. Point-in-time reads", "scale": "8. Scale-out: 1, 2 and 3 nodes"}
 
 
 def clean_up(b):
