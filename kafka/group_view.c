@@ -23,7 +23,6 @@ struct group_view {
     const char *group_id;
     const char *topic;
     rd_kafka_t *rk; /* an admin handle of its own */
-    rd_kafka_queue_t *results;
     pthread_t thread;
     int started;
     pthread_mutex_t lock;
@@ -37,68 +36,101 @@ struct group_view {
     char scratch[STORE_MAX_PARTITIONS][GROUP_VIEW_ADDRESS_SIZE]; /* the view's thread's */
 };
 
+/* Reads the partitions of topic from a member's assignment, as the consumer protocol
+ * encodes it (the group's coordinator hands these bytes out verbatim): int16 version,
+ * int32 topic count, then per topic an int16-length name, an int32 partition count and
+ * the int32 partitions (big-endian); user data follows and is not needed. Calls
+ * take(p) for each partition of topic. Returns 0, or -1 when the bytes are not such an
+ * assignment (the member is then ignored). */
+typedef struct {
+    const unsigned char *p, *end;
+} byte_reader;
+
+static int read_be(byte_reader *r, int bytes, int64_t *out) {
+    if (r->end - r->p < bytes) return -1;
+    int64_t v = 0;
+    for (int i = 0; i < bytes; i++) v = (v << 8) | r->p[i];
+    r->p += bytes;
+    if (bytes == 2) v = (int16_t)v;
+    if (bytes == 4) v = (int32_t)v;
+    *out = v;
+    return 0;
+}
+
+static int assignment_partitions(const void *bytes, int size, const char *topic,
+                                 char (*owner)[GROUP_VIEW_ADDRESS_SIZE], const char *address) {
+    byte_reader r = {bytes, (const unsigned char *)bytes + (size > 0 ? size : 0)};
+    int64_t version, topics;
+    if (!bytes || read_be(&r, 2, &version) || version < 0 || read_be(&r, 4, &topics) ||
+        topics < 0)
+        return -1;
+    size_t topic_len = strlen(topic);
+    for (int64_t t = 0; t < topics; t++) {
+        int64_t name_len, count;
+        if (read_be(&r, 2, &name_len) || name_len < 0 || r.end - r.p < name_len) return -1;
+        int ours = (size_t)name_len == topic_len && memcmp(r.p, topic, topic_len) == 0;
+        r.p += name_len;
+        if (read_be(&r, 4, &count) || count < 0) return -1;
+        for (int64_t i = 0; i < count; i++) {
+            int64_t partition;
+            if (read_be(&r, 4, &partition)) return -1;
+            if (ours && partition >= 0 && partition < STORE_MAX_PARTITIONS)
+                snprintf(owner[partition], GROUP_VIEW_ADDRESS_SIZE, "%s", address);
+        }
+    }
+    return 0;
+}
+
 /* Applies one group description: a stable group's assignment replaces the map; while
  * the group rebalances the last stable map stays (its owners answer 503 meanwhile for
  * what they gave up, and the caller retries). */
-static void apply(group_view *v, const rd_kafka_ConsumerGroupDescription_t *group) {
-    rd_kafka_consumer_group_state_t state = rd_kafka_ConsumerGroupDescription_state(group);
-    size_t members = rd_kafka_ConsumerGroupDescription_member_count(group);
+static void apply(group_view *v, const struct rd_kafka_group_info *group) {
     char(*owner)[GROUP_VIEW_ADDRESS_SIZE] = v->scratch;
     memset(v->scratch, 0, sizeof v->scratch);
-    for (size_t m = 0; m < members; m++) {
-        const rd_kafka_MemberDescription_t *member =
-            rd_kafka_ConsumerGroupDescription_member(group, m);
-        const char *client_id = rd_kafka_MemberDescription_client_id(member);
-        size_t prefix = strlen(FOLD_ENGINE_CLIENT_ID_PREFIX);
+    size_t prefix = strlen(FOLD_ENGINE_CLIENT_ID_PREFIX);
+    for (int m = 0; m < group->member_cnt; m++) {
+        const struct rd_kafka_group_member_info *member = &group->members[m];
+        const char *client_id = member->client_id;
         if (!client_id || strncmp(client_id, FOLD_ENGINE_CLIENT_ID_PREFIX, prefix) != 0 ||
             !client_id[prefix] || strlen(client_id + prefix) >= GROUP_VIEW_ADDRESS_SIZE)
             continue; /* not a lootlog node, or one without an address */
-        const rd_kafka_topic_partition_list_t *parts =
-            rd_kafka_MemberAssignment_partitions(rd_kafka_MemberDescription_assignment(member));
-        for (int i = 0; parts && i < parts->cnt; i++) {
-            int32_t p = parts->elems[i].partition;
-            if (strcmp(parts->elems[i].topic, v->topic) != 0 || p < 0 || p >= STORE_MAX_PARTITIONS)
-                continue;
-            snprintf(owner[p], sizeof owner[p], "%s", client_id + prefix);
-        }
+        if (assignment_partitions(member->member_assignment, member->member_assignment_size,
+                                  v->topic, owner, client_id + prefix))
+            log_warn("group", "group %s: member %s: an assignment lootlog cannot read",
+                     v->group_id, client_id);
     }
+    const char *state = group->state ? group->state : "";
     pthread_mutex_lock(&v->lock);
-    snprintf(v->state, sizeof v->state, "%s", rd_kafka_consumer_group_state_name(state));
-    v->members = (int)members;
+    snprintf(v->state, sizeof v->state, "%s", state);
+    v->members = group->member_cnt;
     v->answered_ms = clock_ms();
-    if (state == RD_KAFKA_CONSUMER_GROUP_STATE_STABLE) memcpy(v->owner, v->scratch, sizeof v->owner);
-    else if (state == RD_KAFKA_CONSUMER_GROUP_STATE_EMPTY ||
-             state == RD_KAFKA_CONSUMER_GROUP_STATE_DEAD)
+    if (strcmp(state, "Stable") == 0) memcpy(v->owner, v->scratch, sizeof v->owner);
+    else if (strcmp(state, "Empty") == 0 || strcmp(state, "Dead") == 0)
         memset(v->owner, 0, sizeof v->owner);
     pthread_mutex_unlock(&v->lock);
 }
 
-/* One DescribeConsumerGroups round trip. */
+/* One look at the group. Through librdkafka's classic group listing (ListGroups +
+ * DescribeGroups to the brokers), not the Admin API's DescribeConsumerGroups: with
+ * librdkafka 2.0.2 the latter aborts the process (`eonce->refcnt > 0`) when a request
+ * times out while a broker is down — the cluster pass's broker SIGKILL hit it. */
 static void describe(group_view *v) {
-    const char *groups[1] = {v->group_id};
-    rd_kafka_AdminOptions_t *options =
-        rd_kafka_AdminOptions_new(v->rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
-    char why[256];
-    rd_kafka_AdminOptions_set_request_timeout(options, DESCRIBE_TIMEOUT_MS, why, sizeof why);
-    rd_kafka_DescribeConsumerGroups(v->rk, groups, 1, options, v->results);
-    rd_kafka_AdminOptions_destroy(options);
-    rd_kafka_event_t *event = rd_kafka_queue_poll(v->results, DESCRIBE_TIMEOUT_MS + 1000);
-    if (!event) return;
-    const rd_kafka_DescribeConsumerGroups_result_t *result =
-        rd_kafka_event_DescribeConsumerGroups_result(event);
-    if (rd_kafka_event_error(event)) {
-        log_warn("group", "describing group %s: %s", v->group_id, rd_kafka_event_error_string(event));
-    } else if (result) {
-        size_t count = 0;
-        const rd_kafka_ConsumerGroupDescription_t **found =
-            rd_kafka_DescribeConsumerGroups_result_groups(result, &count);
-        for (size_t i = 0; i < count; i++) {
-            const rd_kafka_error_t *error = rd_kafka_ConsumerGroupDescription_error(found[i]);
-            if (error) log_warn("group", "group %s: %s", v->group_id, rd_kafka_error_string(error));
-            else apply(v, found[i]);
-        }
+    const struct rd_kafka_group_list *list = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_list_groups(v->rk, v->group_id, &list, DESCRIBE_TIMEOUT_MS);
+    if (err && !list) {
+        log_warn("group", "describing group %s: %s", v->group_id, rd_kafka_err2str(err));
+        return;
     }
-    rd_kafka_event_destroy(event);
+    for (int i = 0; list && i < list->group_cnt; i++) {
+        const struct rd_kafka_group_info *group = &list->groups[i];
+        if (!group->group || strcmp(group->group, v->group_id) != 0) continue;
+        if (group->err) {
+            log_warn("group", "group %s: %s", v->group_id, rd_kafka_err2str(group->err));
+            continue;
+        }
+        apply(v, group);
+    }
+    if (list) rd_kafka_group_list_destroy(list);
 }
 
 static void *view_thread(void *arg) {
@@ -146,7 +178,6 @@ group_view *group_view_start(const char *brokers, const char *group_id, const ch
         goto fail;
     }
     conf = NULL;
-    v->results = rd_kafka_queue_new(v->rk);
     if (pthread_create(&v->thread, NULL, view_thread, v)) {
         snprintf(errstr, errstr_size, "starting the group view thread failed");
         goto fail;
@@ -194,7 +225,6 @@ void group_view_stop(group_view *v) {
         pthread_mutex_unlock(&v->lock);
         pthread_join(v->thread, NULL);
     }
-    if (v->results) rd_kafka_queue_destroy(v->results);
     if (v->rk) rd_kafka_destroy(v->rk);
     pthread_cond_destroy(&v->wake);
     pthread_mutex_destroy(&v->lock);

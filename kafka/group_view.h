@@ -1,7 +1,7 @@
 /* group_view: who owns which partition, as the Kafka consumer group of the lootlog nodes
- * says. A thread asks Kafka for the group's description (Admin API) every second, or
- * sooner when asked, and keeps the last stable assignment: partition -> the owner's
- * HTTP address, which each node carries in its client id (consumer.h). Nothing of it is
+ * says. A thread asks Kafka for the group's description (DescribeGroups) every second,
+ * or sooner when asked, and keeps the last stable assignment: partition -> the owner's
+ * HTTP address, which each node carries in its client id (fold_engine.h). Nothing of it is
  * home-made coordination: the group's coordinator decides, this only reads. */
 #ifndef LOOTLOG_GROUP_VIEW_H
 #define LOOTLOG_GROUP_VIEW_H
