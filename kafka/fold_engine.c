@@ -131,6 +131,8 @@ struct fold_engine {
     int32_t retry_open[STORE_MAX_PARTITIONS]; /* group: assigned, but opening failed */
     size_t retry_open_count;
     int64_t last_retry_ms;
+    int32_t wake_next; /* the partition wake_fetchers asks about next */
+    int64_t last_wake_ms;
 };
 
 /* Records the error that stops the engine. */
@@ -966,6 +968,28 @@ static void update_lag(fold_engine *c) {
     atomic_store(&c->lag, lag);
 }
 
+/* librdkafka 2.0.2 stops fetching a partition whose queue is full and looks at it again
+ * only when its broker thread wakes — at most a second later when nothing else happens —
+ * so a partition drained in 100 ms then waits 900 ms: the fetch queue had to hold a
+ * second of records, most of serve's memory (docs/architecture.md, "Memory"). A request
+ * to the broker wakes its thread; asking a partition's watermarks every 100 ms is such a
+ * request, cheap, and it lets the queues stay small. */
+static void wake_fetchers(fold_engine *c) {
+    /* a few partitions a round, in turn, so every leader's thread is woken within a few
+     * rounds whatever the partition count; a round every 100 ms at most */
+    if (clock_ms() - c->last_wake_ms < 100) return;
+    c->last_wake_ms = clock_ms();
+    int asked = 0;
+    for (int32_t k = 0; k < STORE_MAX_PARTITIONS && asked < 4; k++) {
+        int32_t p = (c->wake_next + k) % STORE_MAX_PARTITIONS;
+        if (!c->parts[p].open || c->parts[p].done) continue;
+        int64_t low, high;
+        rd_kafka_query_watermark_offsets(c->rk, c->config.topic, p, &low, &high, 100);
+        c->wake_next = (p + 1) % STORE_MAX_PARTITIONS;
+        asked++;
+    }
+}
+
 /* With emit: records each partition's end when it was opened, then says when it has
  * folded up to it (see the top): without a group, once every partition has; with one,
  * partition by partition, as they come and go. */
@@ -1024,6 +1048,7 @@ static void *engine_thread(void *arg) {
             rd_kafka_message_destroy(msg);
         }
         if (c->config.group_id) retry_opens(c);
+        wake_fetchers(c);
         update_lag(c);
         check_caught_up(c);
         if (clock_ms() - last_checkpoint >= CHECKPOINT_EVERY_MS) {
@@ -1046,10 +1071,11 @@ static void *engine_thread(void *arg) {
 
 fold_engine *fold_engine_start(const fold_engine_config *config, char *errstr, size_t errstr_size) {
     /* The fetch queue is per partition, since each partition's queue is forwarded on its
-     * own, and it is most of the process's memory: serve folding 1M events of 100k
-     * players peaked at 853 MB with 64 MB queues, 148 MB with 2 MB. Replay asks for more
-     * (it halves a rebuild's time); serve keeps the default. */
-    size_t queue_kbytes = config->fetch_queue_kbytes ? config->fetch_queue_kbytes : 2048;
+     * own, and it is most of the process's memory: serve folding 1M new players peaked
+     * at 853 MB with 64 MB queues, 155 MB with 2 MB, 77 MB with 512 KB — as fast as with
+     * 2 MB (10.2 s) once wake_fetchers keeps the fetcher from sleeping on a full queue.
+     * Replay asks for more (a one-shot rebuild); serve keeps the default. */
+    size_t queue_kbytes = config->fetch_queue_kbytes ? config->fetch_queue_kbytes : 512;
     char queue_text[32], fetch_text[32];
     snprintf(queue_text, sizeof queue_text, "%zu", queue_kbytes);
     snprintf(fetch_text, sizeof fetch_text, "%zu", queue_kbytes * 512); /* half the queue */

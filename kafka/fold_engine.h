@@ -37,7 +37,7 @@ typedef struct {
     int threads;             /* fold threads; 0: one per partition (at most 32) */
     int nice;                /* niceness of the fold threads (serve: let reads go first) */
     size_t batch_max_events; /* events per transaction at most */
-    size_t fetch_queue_kbytes; /* records fetched ahead, per partition; 0: 2048 */
+    size_t fetch_queue_kbytes; /* records fetched ahead, per partition; 0: 512 */
     int batch_max_ms;        /* and no longer than this before committing */
     /* Fixed slices (replay): per partition, where to start when its store holds no
      * offset (-1: the log's start) and where to stop (-1: never). NULL: no slices. */
