@@ -326,6 +326,44 @@ static void test_batch_larger_than_the_cache(void) {
     remove_temp_store(st, path);
 }
 
+/* One hot player with many events: every new id applies and every id seen before is a
+ * duplicate, in the batch, after a commit, and after the player was read back from the
+ * store (a new fold: its id set rebuilt from the store, then grown again). */
+static void test_hot_player_dedupe(void) {
+    char path[64], errstr[512];
+    store *st = open_temp_store(path, sizeof path);
+    if (!st) return;
+    fold_config config = {.guild_capacity = 100, .cached_players = 10};
+    int64_t offset = 0;
+    int applied = 0, duplicates = 0;
+    enum { EVENTS = 40000 };
+    for (int fold_round = 0; fold_round < 2; fold_round++) {
+        fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
+        for (int i = 0; i < EVENTS; i++) {
+            event ev;
+            fold_result result;
+            char id[48];
+            int n = fold_round * EVENTS + i;
+            /* every 7th event repeats an id from before (this batch, or an earlier one) */
+            snprintf(id, sizeof id, "hot-%d", (n % 7 == 6) ? n / 2 : n);
+            step s = {"purchase_item", id, "hot", "gem:1", NULL, -1, NULL, NULL};
+            build_event(&s, &ev);
+            CHECK(fold_partition_event(fp, &ev, offset++, &result) == 0);
+            int repeat = n % 7 == 6 && (n / 2) % 7 != 6;
+            CHECK(result.outcome == (repeat ? FOLD_DUPLICATE : FOLD_APPLIED));
+            if (result.outcome == FOLD_APPLIED) applied++;
+            if (result.outcome == FOLD_DUPLICATE) duplicates++;
+            if (i % 5000 == 4999) CHECK(fold_partition_commit(fp, offset) == 0);
+        }
+        CHECK(fold_partition_commit(fp, offset) == 0);
+        fold_partition_free(fp);
+    }
+    store_player player;
+    CHECK(held(st, "hot", "gem", &player) == applied && player.version == applied);
+    CHECK(duplicates > 0 && applied + duplicates == 2 * EVENTS);
+    remove_temp_store(st, path);
+}
+
 int main(void) {
     for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) {
         run_scenario(&scenarios[i], 0, 0); /* one batch */
@@ -334,5 +372,6 @@ int main(void) {
     }
     test_versions_dead_letters_and_discard();
     test_batch_larger_than_the_cache();
+    test_hot_player_dedupe();
     return check_finish("fold");
 }
