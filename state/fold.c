@@ -114,7 +114,7 @@ struct fold_partition {
     /* this batch */
     pending_outcome *outcomes;
     size_t outcome_count, outcome_cap;
-    pending_outcome **sorted; /* the outcomes in player_events order, at commit */
+    store_player_event *sorted; /* the outcomes' player_events rows in key order, at commit */
     size_t sorted_cap;
     size_t *seen_slots; /* open addressing over outcome indices + 1 (0: empty) */
     size_t seen_cap;
@@ -902,34 +902,34 @@ static int write_player(fold_partition *fp, cached_player *p) {
 }
 
 static int compare_player_events(const void *a, const void *b) {
-    const pending_outcome *x = *(const pending_outcome *const *)a;
-    const pending_outcome *y = *(const pending_outcome *const *)b;
+    const store_player_event *x = a, *y = b;
     if (x->player_key != y->player_key) return x->player_key < y->player_key ? -1 : 1;
     if (x->id_hash != y->id_hash) return x->id_hash < y->id_hash ? -1 : 1;
     return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
-/* The batch's player_events rows, in key order (see store_add_player_event). */
+/* The batch's player_events rows, in key order (see store_add_player_events). */
 static int write_player_events(fold_partition *fp) {
     if (reserve((void **)&fp->sorted, &fp->sorted_cap, fp->outcome_count, sizeof *fp->sorted)) {
         snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
         return -1;
     }
-    for (size_t i = 0; i < fp->outcome_count; i++) fp->sorted[i] = &fp->outcomes[i];
-    if (fp->outcome_count) /* qsort wants a non-NULL array even for 0 */
-        qsort(fp->sorted, fp->outcome_count, sizeof *fp->sorted, compare_player_events);
-    for (size_t i = 0; i < fp->outcome_count; i++) {
-        const pending_outcome *o = fp->sorted[i];
-        if (store_add_player_event(fp->st, o->player_key, o->id_hash, o->offset)) return -1;
-    }
-    return 0;
-}
-
-int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
-    if (begin_if_needed(fp)) goto fail;
     for (size_t i = 0; i < fp->outcome_count; i++) {
         const pending_outcome *o = &fp->outcomes[i];
-        store_history_record rec = {
+        fp->sorted[i] = (store_player_event){o->player_key, o->id_hash, o->offset};
+    }
+    if (fp->outcome_count) /* qsort wants a non-NULL array even for 0 */
+        qsort(fp->sorted, fp->outcome_count, sizeof *fp->sorted, compare_player_events);
+    return store_add_player_events(fp->st, fp->sorted, fp->outcome_count);
+}
+
+/* The batch's history rows, in offset order, handed to the store a chunk at a time. */
+static int write_history(fold_partition *fp) {
+    store_history_record chunk[256];
+    size_t used = 0;
+    for (size_t i = 0; i < fp->outcome_count; i++) {
+        const pending_outcome *o = &fp->outcomes[i];
+        chunk[used++] = (store_history_record){
             .offset = o->offset,
             .player_key = o->player_key,
             .event_id = arena_get(fp, o->event_id_at),
@@ -941,8 +941,17 @@ int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
             .items = arena_get(fp, o->items_at),
             .guild_id = arena_get(fp, o->guild_at),
         };
-        if (store_append_history(fp->st, &rec)) goto fail;
+        if (used == sizeof chunk / sizeof chunk[0] || i + 1 == fp->outcome_count) {
+            if (store_append_history(fp->st, chunk, used)) return -1;
+            used = 0;
+        }
     }
+    return 0;
+}
+
+int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
+    if (begin_if_needed(fp)) goto fail;
+    if (write_history(fp)) goto fail;
     if (write_player_events(fp)) goto fail;
     for (size_t i = 0; i < fp->dead_count; i++) {
         const pending_dead_letter *d = &fp->dead[i];

@@ -134,13 +134,20 @@ typedef struct {
     const char *guild_id; /* NULL when the event has none */
 } store_history_record;
 
-/* Appends one event's outcome to history (rec->id_hash is not used here). */
-int store_append_history(store *st, const store_history_record *rec);
+/* Appends count events' outcomes to history (id_hash is not used here), several rows
+ * to a statement. */
+int store_append_history(store *st, const store_history_record *recs, size_t count);
 
-/* Indexes a recorded event under its player: the dedupe memory and the player's
- * history index. A batch adds these in (player_key, id_hash) order, so its inserts walk
+typedef struct {
+    int64_t player_key;
+    uint32_t id_hash;
+    int64_t offset;
+} store_player_event;
+
+/* Indexes recorded events under their players: the dedupe memory and the players'
+ * history index. A batch adds them in (player_key, id_hash) order, so its inserts walk
  * the index once instead of jumping around it. */
-int store_add_player_event(store *st, int64_t player_key, uint32_t id_hash, int64_t offset);
+int store_add_player_events(store *st, const store_player_event *events, size_t count);
 
 int store_record_dead_letter(store *st, int64_t offset, const char *reason, const void *key,
                              size_t key_len, const void *payload, size_t payload_len);
