@@ -31,6 +31,7 @@
 
 #include <errno.h>
 #include <librdkafka/rdkafka.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -97,6 +98,7 @@ struct worker {
     pthread_mutex_t park_lock;
     pthread_cond_t park_cond;
     int parked, exited;
+    int nice_extra; /* replay: added to config.nice, by the work it has (share_by_work) */
 };
 
 struct fold_engine {
@@ -452,7 +454,8 @@ static void worker_park_here(fold_engine *c, worker *w) {
 static void *fold_thread(void *arg) {
     worker *w = arg;
     fold_engine *c = w->c;
-    if (c->config.nice) setpriority(PRIO_PROCESS, (id_t)gettid(), c->config.nice);
+    if (c->config.nice + w->nice_extra)
+        setpriority(PRIO_PROCESS, (id_t)gettid(), c->config.nice + w->nice_extra);
     char name[16]; /* the kernel keeps 15 characters: "fold-<n>" in top, ps and /proc */
     snprintf(name, sizeof name, "fold-%d", (int)(w - c->workers));
     pthread_setname_np(pthread_self(), name);
@@ -739,6 +742,33 @@ static int64_t fetch_offset(const part *pt) {
     return pt->resume_offset >= 0 ? pt->resume_offset : RD_KAFKA_OFFSET_BEGINNING;
 }
 
+/* A fold with end offsets (replay) knows each thread's work from the start. The kernel
+ * shares the cores equally between runnable threads, so the thread of a big partition (a
+ * hot player's) got a sixth of two cores like the rest, and finished last, alone, with
+ * a core idle. Each thread's niceness is raised by how much less work it has than the
+ * busiest (a step of niceness is ~1.25x of CPU weight), so shares follow the work and
+ * the partitions finish together. Raising niceness needs no privilege; nothing lowers it. */
+static void share_by_work(fold_engine *c) {
+    int64_t work[FOLD_DEFAULT_THREADS_MAX * 8], most = 0;
+    if (c->worker_count < 2 || c->worker_count > (int)(sizeof work / sizeof *work)) return;
+    for (int i = 0; i < c->worker_count; i++) {
+        const worker *w = &c->workers[i];
+        work[i] = 0;
+        for (size_t k = 0; k < w->part_count; k++) {
+            const part *pt = w->parts[k];
+            if (pt->done) continue;
+            if (pt->end < 0 || pt->resume_offset < 0) return; /* not known: leave it be */
+            if (pt->end > pt->resume_offset) work[i] += pt->end - pt->resume_offset;
+        }
+        if (work[i] > most) most = work[i];
+    }
+    for (int i = 0; i < c->worker_count && most > 0; i++) {
+        int extra = work[i] > 0 ? (int)lround(log((double)most / (double)work[i]) / log(1.25)) : 0;
+        int room = 19 - c->config.nice;
+        c->workers[i].nice_extra = extra < 0 ? 0 : extra > room ? room : extra;
+    }
+}
+
 /* Without a group: starts the fold threads, each with the queue its partitions are
  * forwarded to, and assigns the partitions. Returns 0 or -1. */
 static int start_workers(fold_engine *c) {
@@ -779,6 +809,7 @@ static int start_workers(fold_engine *c) {
     }
     for (int32_t p = 0; p < STORE_MAX_PARTITIONS; p++)
         if (c->parts[p].open) atomic_store(&c->owned[p], 1);
+    share_by_work(c);
     if (run_workers(c)) return -1;
     atomic_store(&c->assigned, 1);
     log_info("fold", "folding %zu partition(s) of '%s' into %s on %d thread(s)", c->part_count,
