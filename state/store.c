@@ -526,20 +526,24 @@ int store_max_player_key(store *st, int64_t *max_key) {
 }
 
 /* Reads user_id's row into *player. Returns 1 found, 0 not (player zeroed), -1. */
+/* A player row's seven columns, first to last in the order of SQL_GET_PLAYER (and of
+ * SQL_READ_INVENTORY's first seven). */
+static void player_from_columns(sqlite3_stmt *s, store_player *player) {
+    player->player_key = sqlite3_column_int64(s, 0);
+    player->version = sqlite3_column_int64(s, 1);
+    copy_column_text(s, 2, player->guild_id, sizeof player->guild_id);
+    copy_column_text(s, 3, player->created_ts, sizeof player->created_ts);
+    copy_column_text(s, 4, player->updated_ts, sizeof player->updated_ts);
+    copy_column_text(s, 5, player->pending_guild_id, sizeof player->pending_guild_id);
+    copy_column_text(s, 6, player->pending_cause, sizeof player->pending_cause);
+}
+
 static int get_player(store *st, const char *user_id, store_player *player) {
     sqlite3_stmt *s = stmt_get(st, SQL_GET_PLAYER);
     sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     memset(player, 0, sizeof *player);
-    if (rc == SQLITE_ROW) {
-        player->player_key = sqlite3_column_int64(s, 0);
-        player->version = sqlite3_column_int64(s, 1);
-        copy_column_text(s, 2, player->guild_id, sizeof player->guild_id);
-        copy_column_text(s, 3, player->created_ts, sizeof player->created_ts);
-        copy_column_text(s, 4, player->updated_ts, sizeof player->updated_ts);
-        copy_column_text(s, 5, player->pending_guild_id, sizeof player->pending_guild_id);
-        copy_column_text(s, 6, player->pending_cause, sizeof player->pending_cause);
-    }
+    if (rc == SQLITE_ROW) player_from_columns(s, player);
     sqlite3_reset(s);
     if (rc == SQLITE_ROW) return 1;
     return rc == SQLITE_DONE ? 0 : fail_with(st, "reading player");
@@ -852,17 +856,10 @@ int store_read_inventory(store *st, const char *user_id, store_inventory *inv) {
     sqlite3_bind_int(s, 2, st->partition);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         if (rows++ == 0) {
-            store_player *player = &inv->player;
-            player->player_key = sqlite3_column_int64(s, 0);
-            player->version = sqlite3_column_int64(s, 1);
-            copy_column_text(s, 2, player->guild_id, sizeof player->guild_id);
-            copy_column_text(s, 3, player->created_ts, sizeof player->created_ts);
-            copy_column_text(s, 4, player->updated_ts, sizeof player->updated_ts);
-            copy_column_text(s, 5, player->pending_guild_id, sizeof player->pending_guild_id);
-            copy_column_text(s, 6, player->pending_cause, sizeof player->pending_cause);
+            player_from_columns(s, &inv->player);
             if (sqlite3_column_type(s, 7) != SQLITE_NULL)
                 inv->next_offset = sqlite3_column_int64(s, 7);
-            inv->found = player->version > 0;
+            inv->found = inv->player.version > 0;
         }
         if (!inv->found || sqlite3_column_type(s, 8) == SQLITE_NULL) continue;
         if (inv->line_count == capacity) {
