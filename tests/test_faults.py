@@ -132,6 +132,9 @@ def test_connections_beyond_the_cap_are_refused(server_factory):
 def test_parked_waits_are_capped(server_factory, user):
     s = server_factory(extra_args=["--max-parked", "3"]).start()
     ack = s.buy(user, "sword", 1).json()
+    # Folded before the cap is reached, so the read of it below never has to wait (on a
+    # loaded machine the fold, at nice 19, may otherwise still be behind it then).
+    assert s.quantities(user, after=ack["token"]) == {"sword": 1}
     far = f"{ack['partition']}:{ack['offset'] + 10_000_000}"
     results = []
 
