@@ -607,14 +607,15 @@ static int ids_reserve(fold_partition *fp, cached_player *p, size_t want) {
 /* Reads a stored player's id hashes into its set. Returns 0 or -1. */
 static int ids_load(fold_partition *fp, cached_player *p) {
     size_t count = 0;
-    for (;;) {
+    /* Read into the fold's scratch buffer; when it is too small, the first read says how
+     * many there are, and one more read fills a buffer of that size. */
+    for (int pass = 0; pass < 2; pass++) {
         if (store_event_id_hashes(fp->st, p->row.player_key, fp->ids_scratch,
-                                  fp->ids_scratch_cap, &count)) {
+                                  fp->ids_scratch_cap, FOLD_MAX_CACHED_IDS + 1, &count)) {
             copy_text(fp->errmsg, sizeof fp->errmsg, store_errmsg(fp->st));
             return -1;
         }
         if (count <= fp->ids_scratch_cap) break;
-        /* more than the scratch holds: read them again into a bigger one */
         if (count > FOLD_MAX_CACHED_IDS) {
             p->ids_state = IDS_TOO_MANY;
             return 0;
@@ -625,6 +626,10 @@ static int ids_load(fold_partition *fp, cached_player *p) {
         if (!bigger) goto oom;
         fp->ids_scratch = bigger;
         fp->ids_scratch_cap = cap;
+    }
+    if (count > fp->ids_scratch_cap) { /* cannot happen: this fold is the only writer */
+        p->ids_state = IDS_TOO_MANY;
+        return 0;
     }
     p->ids_state = IDS_KNOWN;
     if (ids_reserve(fp, p, count + 1)) {

@@ -743,15 +743,15 @@ int store_event_seen(store *st, int64_t player_key, uint32_t id_hash, const char
 }
 
 int store_event_id_hashes(store *st, int64_t player_key, uint32_t *hashes, size_t max,
-                          size_t *count) {
+                          size_t count_limit, size_t *count) {
     sqlite3_stmt *s = stmt_get(st, SQL_EVENT_ID_HASHES);
     int rc;
     *count = 0;
     sqlite3_bind_int64(s, 1, player_key);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         if (*count < max) hashes[*count] = (uint32_t)sqlite3_column_int64(s, 0);
-        if (++*count > max) {
-            rc = SQLITE_DONE; /* the caller only needs to know there are more */
+        if (++*count >= count_limit && *count > max) {
+            rc = SQLITE_DONE; /* the caller only needs to know there are that many */
             break;
         }
     }

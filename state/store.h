@@ -116,10 +116,11 @@ uint32_t store_event_id_hash(const char *event_id);
 int store_event_seen(store *st, int64_t player_key, uint32_t id_hash, const char *event_id);
 
 /* Writes up to max of player_key's recorded id hashes into hashes and their number to
- * *count; *count > max means there are more (none beyond max are written). Returns 0
- * or -1. */
+ * *count, counting on (without writing) up to count_limit: *count > max means there
+ * are more, and then says how many (or count_limit, when there are at least that many),
+ * so a caller can size its buffer once. Returns 0 or -1. */
 int store_event_id_hashes(store *st, int64_t player_key, uint32_t *hashes, size_t max,
-                          size_t *count);
+                          size_t count_limit, size_t *count);
 
 typedef struct {
     int64_t offset;
