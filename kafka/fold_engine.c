@@ -451,6 +451,40 @@ static void worker_park_here(fold_engine *c, worker *w) {
     pthread_mutex_unlock(&w->park_lock);
 }
 
+/* 1 when pt is more than FOLD_CATCH_UP_LAG records behind the high watermark librdkafka
+ * cached from its last fetch response (no request to the broker). */
+static int catching_up(fold_engine *c, const part *pt) {
+    int64_t low, high;
+    if (rd_kafka_get_watermark_offsets(c->rk, c->config.topic, pt->partition, &low, &high) ||
+        high < 0 || pt->next < 0)
+        return 0;
+    return high - pt->next > FOLD_CATCH_UP_LAG;
+}
+
+/* Whether pt's pending batch commits now (fold_engine_batch_rule), asking librdkafka's
+ * cached watermark only when the answer depends on it. */
+static int batch_due(fold_engine *c, const part *pt, int idle, int64_t now) {
+    fold_engine_batch batch = {.pending = fold_partition_pending(pt->fold),
+                               .players = fold_partition_players(pt->fold),
+                               .age_ms = now - pt->batch_started_ms,
+                               .queue_ran_dry = idle};
+    switch (fold_engine_batch_rule(&batch, c->config.batch_max_ms)) {
+    case FOLD_BATCH_COMMIT: return 1;
+    case FOLD_BATCH_COMMIT_UNLESS_CATCHING_UP: return !catching_up(c, pt);
+    default: return 0;
+    }
+}
+
+fold_engine_batch_decision fold_engine_batch_rule(const fold_engine_batch *batch,
+                                                  int batch_max_ms) {
+    if (batch->pending == 0) return FOLD_BATCH_WAIT;
+    if (!batch->queue_ran_dry && batch->age_ms < batch_max_ms) return FOLD_BATCH_WAIT;
+    int catch_up_ms = batch_max_ms > FOLD_CATCH_UP_BATCH_MS ? batch_max_ms : FOLD_CATCH_UP_BATCH_MS;
+    if (batch->age_ms >= catch_up_ms || batch->players >= FOLD_CATCH_UP_BATCH_PLAYERS)
+        return FOLD_BATCH_COMMIT;
+    return FOLD_BATCH_COMMIT_UNLESS_CATCHING_UP;
+}
+
 static void *fold_thread(void *arg) {
     worker *w = arg;
     fold_engine *c = w->c;
@@ -479,12 +513,8 @@ static void *fold_thread(void *arg) {
             rd_kafka_message_destroy(msgs[i]);
         }
         now = clock_ms();
-        for (size_t i = 0; i < w->part_count; i++) {
-            part *pt = w->parts[i];
-            if (fold_partition_pending(pt->fold) &&
-                (idle || now - pt->batch_started_ms >= c->config.batch_max_ms))
-                commit_partition(c, pt);
-        }
+        for (size_t i = 0; i < w->part_count; i++)
+            if (batch_due(c, w->parts[i], idle, now)) commit_partition(c, w->parts[i]);
         if (taken == 0 && now - w->last_position_check_ms >= 1000) {
             w->last_position_check_ms = now;
             check_positions(c, w);
