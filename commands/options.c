@@ -112,7 +112,8 @@ static const option_row option_table[] = {
     {"batch-events", NULL, "N", KIND_INT, AT(batch_events), "20000", NULL, 1, 1000000, NULL,
      CLI_SERVE | CLI_REPLAY, "records in one partition's fold transaction at most"},
     {"batch-ms", NULL, "MS", KIND_INT, AT(batch_ms), "20", NULL, 1, 60000, NULL, CLI_SERVE,
-     "how long one partition's fold transaction may stay open"},
+     "how long one partition's fold transaction may stay open while the partition keeps up; "
+     "one more than 10,000 records behind batches for up to 250 ms or 2,000 players"},
     {"fold-threads", NULL, "N", KIND_INT, AT(fold_threads), "0", "one per partition (at most 32)",
      0, STORE_MAX_PARTITIONS, NULL, CLI_SERVE | CLI_REPLAY,
      "fold threads (never more than the partitions folded); 0: one per partition"},
