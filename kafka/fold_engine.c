@@ -369,6 +369,8 @@ static int commit_partition(fold_engine *c, part *pt) {
     memset(pt->type_counts, 0, sizeof pt->type_counts);
     if (c->config.on_commit) c->config.on_commit(c->config.on_commit_opaque);
     drain_outbox(c, pt, 0);
+    /* After the commit and its outbox: a read never waits on it (store_reuse_wal). */
+    if (store_reuse_wal(pt->st)) log_warn("fold", "%s", store_errmsg(pt->st));
     return 0;
 }
 

@@ -174,6 +174,7 @@ struct store {
     store_role role;
     int32_t partition;
     sqlite3_stmt *stmt[SQL_COUNT];
+    int wal_frames; /* the writer's WAL length after its last commit (wal_hook) */
     char errmsg[512];
 };
 
@@ -421,6 +422,14 @@ static int busy_retry_without_sleeping(void *arg, int attempts) {
     return 1;
 }
 
+/* SQLite calls this after each commit with the WAL's length in frames (pages). */
+static int note_wal_length(void *arg, sqlite3 *db, const char *schema, int frames) {
+    (void)db;
+    (void)schema;
+    ((store *)arg)->wal_frames = frames;
+    return SQLITE_OK;
+}
+
 store *store_open(const char *path, int32_t partition, store_role role, char *errstr,
                   size_t errstr_size) {
     store *st = calloc(1, sizeof *st);
@@ -455,6 +464,7 @@ store *store_open(const char *path, int32_t partition, store_role role, char *er
         snprintf(errstr, errstr_size, "configuring %s: %s", path, sql_err);
         goto fail;
     }
+    if (role == STORE_WRITER) sqlite3_wal_hook(st->db, note_wal_length, st);
     if (role == STORE_WRITER) {
         if (migrate_apply(st->db, NULL, NULL, errstr, errstr_size)) {
             if (strstr(errstr, "old_layout_rows"))
@@ -513,6 +523,16 @@ void store_rollback(store *st) {
 int store_checkpoint(store *st) {
     int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     return rc == SQLITE_OK || rc == SQLITE_BUSY ? 0 : fail_with(st, "checkpoint");
+}
+
+int store_reuse_wal(store *st) {
+    if (st->wal_frames < STORE_WAL_REUSE_FRAMES) return 0;
+    /* PASSIVE: copies what no reader still needs and waits on no one. Once everything is
+     * copied, SQLite starts the next transaction at the WAL's beginning again. */
+    int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) return fail_with(st, "checkpoint");
+    st->wal_frames = 0; /* asked again after the next commit, if it is still long */
+    return 0;
 }
 
 /* ---------------------------------------------------------------- fold calls */

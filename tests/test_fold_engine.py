@@ -2,12 +2,14 @@
 migrations."""
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import time
 import uuid
 
 from conftest import (BIN, BROKERS, TOPIC, create_topic, held_in, store_files, stored_offsets,
+                      wait_quiescent,
                       wait_until)
 
 
@@ -405,3 +407,33 @@ def test_fold_threads_yield_to_reads_by_their_niceness(server_factory, user):
     bad = subprocess.run([BIN, "serve", "--fold-nice", "20"], capture_output=True, text=True,
                          timeout=30)
     assert bad.returncode != 0 and "--fold-nice" in bad.stderr
+
+
+WAL_BOUND = 24 * 1024 * 1024  # STORE_WAL_REUSE_FRAMES (8 MB) plus room for a few commits
+
+
+def test_the_wal_is_reused_while_the_fold_never_pauses(server_factory, tmp_path):
+    """A fold that commits without pause never finds its WAL fully copied, so SQLite never
+    starts it over and it grows with every commit (550 MB beside a 49 MB store). The
+    writer checkpoints after its commit once the WAL passes 8 MB, and the WAL stays near
+    that size however long the backlog. (SQLite keeps a WAL file at its largest size
+    until the store closes, so its size once the fold has caught up is its peak.)"""
+    topic = create_topic("wal-" + uuid.uuid4().hex[:8])
+    db = str(tmp_path / "wal-state")
+    # serve folds while gen produces: live commits, each small and right after the last.
+    serve = server_factory(name="wal", db=db, topic=topic).start()
+    gen = subprocess.run([BIN, "gen", "--brokers", BROKERS, "--topic", topic, "--rate", "60000",
+                          "--users", "50000", "--duration", "6", "--seed", "7",
+                          "--user-prefix", "wal-"], capture_output=True, text=True, timeout=300)
+    sent = re.search(r"ok (\d+), failed 0", gen.stdout)
+    assert gen.returncode == 0 and sent, gen.stdout + gen.stderr
+    events = int(sent.group(1))
+    assert events >= 150_000, gen.stdout  # gen sends what it can in its 6 s
+    wait_quiescent(db, topic, 300)
+    wal_sizes = {p: os.path.getsize(path + "-wal") for p, path in store_files(db).items()}
+    db_sizes = {p: os.path.getsize(path) for p, path in store_files(db).items()}
+    serve.stop()
+    print(f"\nWAL bytes per partition after folding {events} events: {wal_sizes}; "
+          f"stores: {db_sizes}")
+    assert sum(stored_offsets(db).values()) >= events
+    assert max(wal_sizes.values()) <= WAL_BOUND, wal_sizes
