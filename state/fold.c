@@ -110,6 +110,11 @@ struct fold_partition {
     /* players: open addressing over pointers; capacity a power of two */
     cached_player **players;
     size_t player_count, player_cap;
+    /* the players this batch touched, once each: what a commit writes and marks clean
+     * without walking the whole table (a live fold commits hundreds of times a second,
+     * a few players each, and perf showed the two table walks at 7 % of serve's CPU) */
+    cached_player **touched;
+    size_t touched_count, touched_cap;
 
     /* this batch */
     pending_outcome *outcomes;
@@ -249,11 +254,19 @@ static cached_player *get_player(fold_partition *fp, const char *user_id) {
     uint64_t hash = hash_text(user_id);
     cached_player *p = find_player(fp, user_id, hash);
     if (p) {
-        p->last_batch = fp->batch;
+        if (p->last_batch != fp->batch) {
+            if (reserve((void **)&fp->touched, &fp->touched_cap, fp->touched_count + 1,
+                        sizeof *fp->touched))
+                goto oom;
+            fp->touched[fp->touched_count++] = p;
+            p->last_batch = fp->batch;
+        }
         return p;
     }
     if ((fp->player_count + 1) * 2 > fp->player_cap &&
         rebuild_players(fp, fp->player_count + 1 > 512 ? (fp->player_count + 1) * 2 : 1024, NULL))
+        goto oom;
+    if (reserve((void **)&fp->touched, &fp->touched_cap, fp->touched_count + 1, sizeof *fp->touched))
         goto oom;
     p = calloc(1, sizeof *p);
     if (!p) goto oom;
@@ -287,6 +300,7 @@ static cached_player *get_player(fold_partition *fp, const char *user_id) {
     }
     table_insert(fp->players, fp->player_cap, p);
     fp->player_count++;
+    fp->touched[fp->touched_count++] = p; /* room reserved above */
     return p;
 oom:
     snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
@@ -888,6 +902,7 @@ static void clear_batch(fold_partition *fp) {
     fp->guild_count_used = 0;
     fp->member_count = 0;
     fp->arena_used = 0;
+    fp->touched_count = 0;
 }
 
 /* Eviction: keep players of the batch just committed, drop the others. */
@@ -964,10 +979,8 @@ int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
                                      d->payload_len))
             goto fail;
     }
-    for (size_t i = 0; i < fp->player_cap; i++) {
-        cached_player *p = fp->players[i];
-        if (p && p->last_batch == fp->batch && write_player(fp, p)) goto fail;
-    }
+    for (size_t i = 0; i < fp->touched_count; i++)
+        if (write_player(fp, fp->touched[i])) goto fail;
     for (size_t i = 0; i < fp->member_count; i++) {
         const member_change *m = &fp->members[i];
         if (m->add ? store_add_member(fp->st, m->guild_id, m->user_id, m->ts)
@@ -989,9 +1002,8 @@ int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
 
     /* Committed: what the cache holds is now what the store holds. */
     size_t kept_lines;
-    for (size_t i = 0; i < fp->player_cap; i++) {
-        cached_player *p = fp->players[i];
-        if (!p || p->last_batch != fp->batch) continue;
+    for (size_t i = 0; i < fp->touched_count; i++) {
+        cached_player *p = fp->touched[i];
         p->dirty = 0;
         kept_lines = 0;
         for (size_t k = 0; k < p->line_count; k++) {
@@ -1045,6 +1057,7 @@ void fold_partition_free(fold_partition *fp) {
     fold_partition_discard(fp);
     free(fp->outcomes);
     free(fp->sorted);
+    free(fp->touched);
     free(fp->seen_slots);
     free(fp->dead);
     free(fp->guilds);
