@@ -467,7 +467,7 @@ static int catching_up(fold_engine *c, const part *pt) {
  * cached watermark only when the answer depends on it. */
 static int batch_due(fold_engine *c, const part *pt, int idle, int64_t now) {
     fold_engine_batch batch = {.pending = fold_partition_pending(pt->fold),
-                               .players = fold_partition_players(pt->fold),
+                               .players = fold_partition_batch_players(pt->fold),
                                .age_ms = now - pt->batch_started_ms,
                                .queue_ran_dry = idle};
     switch (fold_engine_batch_rule(&batch, c->config.batch_max_ms)) {

@@ -888,6 +888,8 @@ size_t fold_partition_pending(const fold_partition *fp) {
 
 size_t fold_partition_players(const fold_partition *fp) { return fp->player_count; }
 
+size_t fold_partition_batch_players(const fold_partition *fp) { return fp->touched_count; }
+
 /* Empties the batch's lists (not the player cache). */
 static void clear_batch(fold_partition *fp) {
     for (size_t i = 0; i < fp->dead_count; i++) {

@@ -70,6 +70,8 @@ size_t fold_partition_pending(const fold_partition *fp);
  * commits once this passes FOLD_BATCH_MAX_PLAYERS: memory is bounded by players, not
  * only by events (1M new players folded in 20,000-event batches held 120,000). */
 size_t fold_partition_players(const fold_partition *fp);
+/* Distinct players the current batch touched (what its commit will write). */
+size_t fold_partition_batch_players(const fold_partition *fp);
 #define FOLD_BATCH_MAX_PLAYERS 8000
 
 

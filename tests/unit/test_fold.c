@@ -316,8 +316,19 @@ static void test_batch_larger_than_the_cache(void) {
             build_event(&s, &ev);
             CHECK(fold_partition_event(fp, &ev, offset++, &result) == 0 &&
                   result.outcome == FOLD_APPLIED);
+            if (i == 99) {
+                /* the batch's own players, apart from those cached from the last batch
+                 * (the engine's catch-up bound counts these) */
+                CHECK(fold_partition_batch_players(fp) == 100);
+                CHECK(fold_partition_players(fp) == (round ? 3000u : 100u));
+                /* a player touched again is counted once */
+                CHECK(fold_partition_event(fp, &ev, offset++, &result) == 0 &&
+                      result.outcome == FOLD_DUPLICATE);
+                CHECK(fold_partition_batch_players(fp) == 100);
+            }
         }
         CHECK(fold_partition_commit(fp, offset) == 0);
+        CHECK(fold_partition_batch_players(fp) == 0);
     }
     store_player player;
     CHECK(held(st, "u0", "gem", &player) == 2 && player.version == 2);
