@@ -48,6 +48,11 @@ struct http_server {
     void *request_done_arg;
     http_conn **conns; /* every connection evhttp has not yet freed, plus refused ones */
     size_t conn_count, conn_cap;
+    /* the same connections by bufferevent (open addressing, a power of two, at most half
+     * full): each request finds its connection in O(1), not by walking up to
+     * --max-connections of them twice */
+    http_conn **by_bev;
+    size_t by_bev_cap;
     size_t served;     /* connections in conns that are not refused */
     struct event *sweep;
     int64_t last_refusal_log_ms;
@@ -83,16 +88,57 @@ static const char *reason_phrase(int status) {
 
 /* ---------------------------------------------------------------- connection watch */
 
+static size_t bev_slot(const struct bufferevent *bev, size_t cap) {
+    uint64_t mixed = (uint64_t)(uintptr_t)bev * 0x9e3779b97f4a7c15ULL;
+    return (size_t)(mixed >> 32) & (cap - 1);
+}
+
+static void by_bev_put(http_conn **slots, size_t cap, http_conn *c) {
+    size_t i = bev_slot(c->bev, cap);
+    while (slots[i]) i = (i + 1) & (cap - 1);
+    slots[i] = c;
+}
+
+/* Makes room in by_bev for one more connection. Returns 0 or -1 (out of memory). */
+static int by_bev_reserve(http_server *srv) {
+    if ((srv->conn_count + 1) * 2 <= srv->by_bev_cap) return 0;
+    size_t cap = srv->by_bev_cap ? srv->by_bev_cap * 2 : 128;
+    http_conn **slots = calloc(cap, sizeof *slots);
+    if (!slots) return -1;
+    for (size_t i = 0; i < srv->conn_count; i++) by_bev_put(slots, cap, srv->conns[i]);
+    free(srv->by_bev);
+    srv->by_bev = slots;
+    srv->by_bev_cap = cap;
+    return 0;
+}
+
+/* Takes c out of by_bev, moving back the entries of its probe run that the hole would
+ * otherwise hide (no tombstones). */
+static void by_bev_delete(http_server *srv, const http_conn *c) {
+    size_t mask = srv->by_bev_cap - 1, hole = bev_slot(c->bev, srv->by_bev_cap);
+    while (srv->by_bev[hole] != c) hole = (hole + 1) & mask;
+    for (size_t j = (hole + 1) & mask; srv->by_bev[j]; j = (j + 1) & mask) {
+        size_t home = bev_slot(srv->by_bev[j]->bev, srv->by_bev_cap);
+        if (((j - home) & mask) >= ((j - hole) & mask)) {
+            srv->by_bev[hole] = srv->by_bev[j];
+            hole = j;
+        }
+    }
+    srv->by_bev[hole] = NULL;
+}
+
 static http_conn *conn_of(http_server *srv, struct evhttp_request *req) {
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
-    /* Newest first: a request most often comes on a recent connection. */
-    for (size_t i = srv->conn_count; bev && i-- > 0;)
-        if (srv->conns[i]->bev == bev) return srv->conns[i];
+    if (!bev || !srv->by_bev_cap) return NULL;
+    for (size_t i = bev_slot(bev, srv->by_bev_cap); srv->by_bev[i];
+         i = (i + 1) & (srv->by_bev_cap - 1))
+        if (srv->by_bev[i]->bev == bev) return srv->by_bev[i];
     return NULL;
 }
 
 static void conn_remove(http_server *srv, http_conn *c) {
+    by_bev_delete(srv, c);
     size_t last = --srv->conn_count;
     if (c->index != last) {
         srv->conns[c->index] = srv->conns[last];
@@ -171,6 +217,7 @@ static struct bufferevent *on_accept(struct event_base *base, void *arg) {
     /* Count only connections evhttp still serves: forget the closed ones first. */
     for (size_t i = srv->conn_count; i-- > 0;)
         if (conn_closed(srv->conns[i])) conn_remove(srv, srv->conns[i]);
+    if (by_bev_reserve(srv)) goto fail;
     c->refused = srv->served >= (size_t)srv->max_connections;
     if (!evbuffer_add_cb(bufferevent_get_input(bev), on_conn_input, c)) goto fail;
     if (c->refused) {
@@ -190,6 +237,7 @@ static struct bufferevent *on_accept(struct event_base *base, void *arg) {
     bufferevent_incref(bev);
     c->index = srv->conn_count;
     srv->conns[srv->conn_count++] = c;
+    by_bev_put(srv->by_bev, srv->by_bev_cap, c); /* room reserved above */
     return bev;
 fail:
     /* evhttp makes a bufferevent of its own: the connection is served, unwatched. */
@@ -335,6 +383,7 @@ void http_server_free(http_server *srv) {
     if (srv->http) evhttp_free(srv->http); /* frees every connection's bufferevent */
     while (srv->conn_count) conn_remove(srv, srv->conns[srv->conn_count - 1]);
     free(srv->conns);
+    free(srv->by_bev);
     free(srv);
 }
 

@@ -127,6 +127,49 @@ def test_connections_beyond_the_cap_are_refused(server_factory):
                "a connection under the cap")
 
 
+def test_idle_keep_alive_connections_survive_churn(server_factory):
+    """Hundreds of keep-alive connections, each answered once, then every other one
+    closed: the server finds each request's connection among all the others (an index
+    that grows and shrinks with them), so an idle connection between two requests is
+    never taken for a slow one and cut, however long it waits."""
+    s = server_factory(extra_args=["--no-fold", "--read-timeout-ms", "1000"]).start()
+    socks = [connect(s) for _ in range(300)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in socks:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        for sock in socks[::2]:
+            sock.close()
+        kept = socks[1::2]
+        # More connections come and go while the kept ones sit idle.
+        for _ in range(100):
+            extra = connect(s)
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_until_closed(extra, time.monotonic() + 5)[0].startswith(b"HTTP/1.1 200")
+            extra.close()
+        # Twice: a request on each kept connection, then an idle wait well past the read
+        # timeout (a connection its request did not find would be cut while it waits).
+        answered = []
+        for _ in range(2):
+            time.sleep(2.5)
+            ok = 0
+            for sock in kept:
+                try:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    sock.settimeout(5)
+                    ok += sock.recv(4096).startswith(b"HTTP/1.1 200")
+                except OSError:
+                    pass
+            answered.append(ok)
+        print(f"{len(kept)} idle keep-alive connections kept, answered again: {answered}")
+        assert answered == [len(kept)] * 2
+        assert "closed a connection that sent no complete request" not in open(s.log_path).read()
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 # ------------------------------------------------------------------ parked waits
 
 def test_parked_waits_are_capped(server_factory, user):
