@@ -2285,7 +2285,10 @@ def versions():
     jars = glob.glob(os.path.join(ROOT, ".cache", "jars", "kafka", "kafka_2.13-*.jar"))
     kafka = re.search(r"kafka_2\.13-(.+)\.jar", jars[0]).group(1) if jars else "n/a"
     commit = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
-    dirty = out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"])
+    # The run's own outputs (this report and its charts) are written before this is
+    # asked: they do not make the measured code uncommitted.
+    dirty = out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                 ":!bench/charts", ":!docs/benchmarks.md"])
     return {
         "lootlog": f"{first([BIN, '--version'])} (commit {commit}"
                    f"{', with uncommitted changes' if dirty not in ('', 'n/a', '(no output)') else ''})",
