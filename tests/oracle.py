@@ -8,12 +8,11 @@ decisions sent to the player) are folded in the player's partition, a guild's re
 in the guild's partition, and nothing of one partition is read while folding another.
 The partitions may therefore be read in any interleaving."""
 import json
-import time
 import uuid
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from conftest import BROKERS
+from conftest import BROKERS, wait_until
 
 GUILD_SIDE = ("guild_join_requested", "guild_leave_requested")
 
@@ -123,22 +122,22 @@ LEADER_MOVED = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAIL
 def end_offsets(topic, deadline_s=60):
     """partition -> (low, high). A leader that just moved (a broker restarted, or the
     preferred leader taking its partitions back) answers NOT_LEADER until the client's
-    metadata catches up: such retriable errors are asked again, with fresh metadata,
-    until deadline_s has passed."""
-    deadline = time.monotonic() + deadline_s
-    while True:
+    metadata catches up: such errors are asked again, with fresh metadata, until
+    deadline_s has passed."""
+    def ask():
         c = Consumer({"bootstrap.servers": BROKERS, "group.id": "oracle-" + uuid.uuid4().hex})
         try:
             md = c.list_topics(topic, timeout=10)
-            return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                    for p in md.topics[topic].partitions}
+            return ({p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                     for p in md.topics[topic].partitions},)  # truthy even when empty
         except KafkaException as exc:
             err = exc.args[0]
-            if not (err.retriable() or err.code() in LEADER_MOVED) or time.monotonic() > deadline:
-                raise
+            if err.retriable() or err.code() in LEADER_MOVED:
+                return None
+            raise
         finally:
             c.close()
-        time.sleep(0.2)
+    return wait_until(ask, deadline_s, f"the end offsets of {topic}")[0]
 
 
 def fold_topic(topic, ends, oracle):
