@@ -128,6 +128,21 @@ static int folder_holds_state(const char *dir, const char *topic, char *errstr,
     return found;
 }
 
+static uint64_t readable_generation(void *opaque, int32_t partition) {
+    return fold_engine_partition_generation(opaque, partition);
+}
+
+/* The HTTP loop's readers of dir, fenced by fold: a partition is read only once fold has
+ * opened its store, so never while the store is still being created and migrated (a
+ * reader would find a file at an older schema version and fail the request), nor when
+ * it is given up (--group) or reopened. */
+static store_set *readers_of(fold_engine *fold, const char *dir, char *errstr,
+                             size_t errstr_size) {
+    store_set *readers = store_set_new(dir, errstr, errstr_size);
+    if (readers) store_set_fence(readers, readable_generation, fold);
+    return readers;
+}
+
 /* POST /admin/swap: the fold finishes its batches and stops, the rebuilt folder and the
  * live one trade places in one atomic rename (each store keeps its WAL beside it, so
  * nothing is deleted under another reader), and a new fold resumes from the rebuilt
@@ -164,7 +179,8 @@ static void *swap_thread_main(void *arg) {
                  s->db_path, strerror(errno));
     }
     job->new_fold = fold_engine_start(&s->fold_config, start_err, sizeof start_err);
-    if (job->new_fold) job->new_readers = store_set_new(s->db_path, start_err, sizeof start_err);
+    if (job->new_fold)
+        job->new_readers = readers_of(job->new_fold, s->db_path, start_err, sizeof start_err);
     if (!job->new_fold || !job->new_readers) {
         job->fatal = 1;
         job->rc = -1;
@@ -225,11 +241,15 @@ static int swap_state(void *opaque, const char *path,
     job->done = done;
     job->done_arg = done_arg;
     log_info("serve", "swap: replacing %s with %s", s->db_path, path);
-    /* The previous fold is the swap thread's from now on; reads keep the previous readers. */
+    /* The previous fold is the swap thread's from now on; reads keep the previous readers,
+     * no longer fenced by that fold (it stops and is freed on the swap thread): their open
+     * files are the previous stores, which no writer changes any more. */
     s->fold = NULL;
+    store_set_fence(s->readers, NULL, NULL);
     api_set_state(s->rts, s->readers, NULL);
     if (pthread_create(&s->swap_thread, NULL, swap_thread_main, job)) {
         s->fold = job->old_fold;
+        store_set_fence(s->readers, readable_generation, s->fold);
         api_set_state(s->rts, s->readers, s->fold);
         free(job);
         snprintf(errstr, errstr_size, "cannot start the swap thread");
@@ -255,10 +275,6 @@ static int restore_partition_from_snapshot(void *opaque, int32_t partition, int6
 }
 
 static int owned_here(void *opaque, int32_t partition) { return fold_engine_owns(opaque, partition); }
-
-static uint64_t readable_generation(void *opaque, int32_t partition) {
-    return fold_engine_partition_generation(opaque, partition);
-}
 
 int command_serve(cli_options *opt) {
     char errstr[512];
@@ -342,9 +358,8 @@ int command_serve(cli_options *opt) {
         s.db_path = opt->db;
         s.fold = fold_engine_start(&cc, errstr, sizeof errstr);
         if (!s.fold) goto fail;
-        s.readers = store_set_new(opt->db, errstr, sizeof errstr);
+        s.readers = readers_of(s.fold, opt->db, errstr, sizeof errstr);
         if (!s.readers) goto fail;
-        if (opt->group) store_set_fence(s.readers, readable_generation, s.fold);
     }
     if (opt->group) {
         view = group_view_start(opt->brokers, opt->group, opt->topic, opt->kafka_props,

@@ -376,6 +376,50 @@ def test_swap_under_load_loses_nothing(server_factory, tmp_path):
     assert wrong.get("/readyz").status_code == 503
 
 
+def test_reads_never_fail_while_a_new_folder_is_being_created(server_factory, tmp_path):
+    """serve answers from the moment it listens, while its fold is still creating and
+    migrating a new folder's stores: a read of a store not open for folding yet is a
+    404 (nothing folded), never a 500 from a reader that found a half-made file."""
+    from conftest import ThreadedLoad
+    import requests as rq
+    topic = create_topic("fresh-" + uuid.uuid4().hex[:8], partitions=12)
+    users = [f"fresh-{i}" for i in range(48)]  # every one of the 12 partitions, likely
+    for u in users[:12]:
+        produce_to(topic, u, valid_event(u))
+
+    class Reads(ThreadedLoad):
+        def __init__(self, url):
+            super().__init__(4)
+            self.url, self.statuses = url, {}
+
+        def run(self, i):
+            session = rq.Session()
+            n = i
+            while not self.stop.is_set():
+                n += 4
+                try:
+                    status = session.get(f"{self.url}/inventory/{users[n % len(users)]}",
+                                         timeout=10).status_code
+                except rq.ConnectionError:
+                    continue  # not listening yet
+                with self.lock:
+                    self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    seen = {}
+    for start in range(4):
+        s = server_factory(name=f"fresh{start}", db=str(tmp_path / f"fresh{start}"), topic=topic)
+        with Reads(s.url) as reads:
+            s.start(wait_ready=False)
+            wait_until(s.ready, 60, "readiness")
+            wait_until(lambda: reads.statuses.get(200, 0) > 0, 30, "a player folded")
+        s.stop()
+        for status, n in reads.statuses.items():
+            seen[status] = seen.get(status, 0) + n
+    print(f"\nreads while 4 new folders of 12 stores were made: {seen}")
+    assert set(seen) <= {200, 404}, seen
+    assert seen.get(404, 0) > 0  # some reads came before the fold had opened the stores
+
+
 def thread_nice_values(pid, fold=None):
     """The nice value of each of a process's threads (field 19 of /proc/<pid>/task/*/stat):
     of its fold threads (named fold-<n>) when fold is True, of the others when False."""
