@@ -132,14 +132,14 @@ static uint64_t readable_generation(void *opaque, int32_t partition) {
     return fold_engine_partition_generation(opaque, partition);
 }
 
-/* The HTTP loop's readers of dir, fenced by fold: a partition is read only once fold has
- * opened its store, so never while the store is still being created and migrated (a
- * reader would find a file at an older schema version and fail the request), nor when
- * it is given up (--group) or reopened. */
-static store_set *readers_of(fold_engine *fold, const char *dir, char *errstr,
+/* The HTTP loop's readers of dir. With --group they are fenced by fold: a partition is
+ * read only while this node owns it and its fold has opened the store (the folder may
+ * hold a stale copy of a partition owned elsewhere), and reopened when it is restored
+ * anew. Without a group every store in the folder is this node's to read. */
+static store_set *readers_of(fold_engine *fold, int group, const char *dir, char *errstr,
                              size_t errstr_size) {
     store_set *readers = store_set_new(dir, errstr, errstr_size);
-    if (readers) store_set_fence(readers, readable_generation, fold);
+    if (readers && group) store_set_fence(readers, readable_generation, fold);
     return readers;
 }
 
@@ -180,7 +180,8 @@ static void *swap_thread_main(void *arg) {
     }
     job->new_fold = fold_engine_start(&s->fold_config, start_err, sizeof start_err);
     if (job->new_fold)
-        job->new_readers = readers_of(job->new_fold, s->db_path, start_err, sizeof start_err);
+        job->new_readers = readers_of(job->new_fold, s->fold_config.group_id != NULL, s->db_path,
+                                      start_err, sizeof start_err);
     if (!job->new_fold || !job->new_readers) {
         job->fatal = 1;
         job->rc = -1;
@@ -249,7 +250,7 @@ static int swap_state(void *opaque, const char *path,
     api_set_state(s->rts, s->readers, NULL);
     if (pthread_create(&s->swap_thread, NULL, swap_thread_main, job)) {
         s->fold = job->old_fold;
-        store_set_fence(s->readers, readable_generation, s->fold);
+        if (s->fold_config.group_id) store_set_fence(s->readers, readable_generation, s->fold);
         api_set_state(s->rts, s->readers, s->fold);
         free(job);
         snprintf(errstr, errstr_size, "cannot start the swap thread");
@@ -358,7 +359,7 @@ int command_serve(cli_options *opt) {
         s.db_path = opt->db;
         s.fold = fold_engine_start(&cc, errstr, sizeof errstr);
         if (!s.fold) goto fail;
-        s.readers = readers_of(s.fold, opt->db, errstr, sizeof errstr);
+        s.readers = readers_of(s.fold, opt->group != NULL, opt->db, errstr, sizeof errstr);
         if (!s.readers) goto fail;
     }
     if (opt->group) {

@@ -851,21 +851,36 @@ static int route_to_owner(api *r, struct evhttp_request *req, int32_t p) {
     return -1;
 }
 
-/* On a shard (--partitions A-B), answers 421 with the owning partition for a player
- * whose events land elsewhere, so a router can send the request to the right shard.
- * The partition is Kafka's murmur2 of the key, as the producer computes it. */
+/* The player's partition is read here: answers 421 on a shard (--partitions A-B) with
+ * the owning partition for a player whose events land elsewhere, so a router can send
+ * the request to the right shard (the partition is Kafka's murmur2 of the key, as the
+ * producer computes it); 503 not_ready while serve starts, before it knows the topic's
+ * partition count or while the partition's store is still being made (a 404 would say
+ * an existing player does not exist, a failed read a 500). */
 static int require_shard(api *r, struct evhttp_request *req, const char *user_id) {
     if (r->config.group) return route_to_owner(r, req, player_partition(r, user_id));
-    if (r->config.partition_first < 0) return 0;
     int32_t p = player_partition(r, user_id);
-    if (p < 0) {
+    char message[128];
+    int elsewhere = p >= 0 && r->config.partition_first >= 0 &&
+                    (p < r->config.partition_first || p > r->config.partition_last);
+    if (!elsewhere) {
+        /* Readable: no fold during a swap (the previous stores answer until the new fold
+         * takes over), the fold has opened the store, or the store is already at this
+         * schema (a restart answers from it at once; the fold catches it up). A store
+         * still being created or migrated is not, and neither is one not there yet. */
+        char ignored[256];
+        if (p >= 0 && (!r->config.fold || fold_engine_partition_generation(r->config.fold, p) ||
+                       store_set_get(r->config.readers, p, ignored, sizeof ignored)))
+            return 0;
+        if (p < 0)
+            snprintf(message, sizeof message, "the topic's partition count is not known yet");
+        else
+            snprintf(message, sizeof message, "partition %d's store is not open yet", (int)p);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-        http_reply_error(req, 503, "not_ready", "the topic's partition count is not known yet");
+        http_reply_error(req, 503, "not_ready", message);
         return -1;
     }
-    if (p >= r->config.partition_first && p <= r->config.partition_last) return 0;
     json_t *body = json_object();
-    char message[128];
     snprintf(message, sizeof message, "player is on partition %d; this shard holds %d-%d",
              (int)p, r->config.partition_first, r->config.partition_last);
     json_object_set_new(body, "error", json_string("wrong_shard"));

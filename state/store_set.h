@@ -20,9 +20,8 @@ const char *store_set_dir(const store_set *set);
 
 /* Fences the set: generation(opaque, p) is 0 while p is not to be read here, and changes
  * whenever p's store is (re)opened by its owner; the set then drops the reader it had.
- * serve fences its readers by its fold: a store is read only once its writer has created
- * and migrated it, and (--group) not while it is a stale copy of a partition owned
- * elsewhere. Unfenced (generation NULL), any store file in the folder is read. */
+ * (serve --group: a folder may hold stale copies of partitions owned elsewhere.)
+ * Unfenced (generation NULL), any store file of the folder at this schema is read. */
 void store_set_fence(store_set *set, uint64_t (*generation)(void *opaque, int32_t partition),
                      void *opaque);
 

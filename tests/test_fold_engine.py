@@ -376,21 +376,23 @@ def test_swap_under_load_loses_nothing(server_factory, tmp_path):
     assert wrong.get("/readyz").status_code == 503
 
 
-def test_reads_never_fail_while_a_new_folder_is_being_created(server_factory, tmp_path):
+def test_reads_while_serve_starts_never_fail_nor_deny_a_player(server_factory, tmp_path):
     """serve answers from the moment it listens, while its fold is still creating and
-    migrating a new folder's stores: a read of a store not open for folding yet is a
-    404 (nothing folded), never a 500 from a reader that found a half-made file."""
+    migrating a new folder's stores, or reopening an existing folder. A read of a
+    partition whose store the fold has not opened yet is 503 not_ready with Retry-After:
+    never a 500 from a reader that found a half-made file, and never a 404 for a player
+    the folder already holds."""
     from conftest import ThreadedLoad
     import requests as rq
-    topic = create_topic("fresh-" + uuid.uuid4().hex[:8], partitions=12)
-    users = [f"fresh-{i}" for i in range(48)]  # every one of the 12 partitions, likely
-    for u in users[:12]:
+    topic = create_topic("starting-" + uuid.uuid4().hex[:8], partitions=12)
+    users = [f"starting-{i}" for i in range(48)]  # every one of the 12 partitions, likely
+    for u in users:
         produce_to(topic, u, valid_event(u))
 
     class Reads(ThreadedLoad):
         def __init__(self, url):
             super().__init__(4)
-            self.url, self.statuses = url, {}
+            self.url, self.statuses, self.bad = url, {}, []
 
         def run(self, i):
             session = rq.Session()
@@ -398,26 +400,43 @@ def test_reads_never_fail_while_a_new_folder_is_being_created(server_factory, tm
             while not self.stop.is_set():
                 n += 4
                 try:
-                    status = session.get(f"{self.url}/inventory/{users[n % len(users)]}",
-                                         timeout=10).status_code
+                    r = session.get(f"{self.url}/inventory/{users[n % len(users)]}", timeout=10)
                 except rq.ConnectionError:
                     continue  # not listening yet
+                if r.status_code == 503 and (r.json().get("error") != "not_ready" or
+                                             r.headers.get("Retry-After") != "1"):
+                    self.bad.append(r.text)
                 with self.lock:
-                    self.statuses[status] = self.statuses.get(status, 0) + 1
+                    self.statuses[r.status_code] = self.statuses.get(r.status_code, 0) + 1
 
-    seen = {}
-    for start in range(4):
-        s = server_factory(name=f"fresh{start}", db=str(tmp_path / f"fresh{start}"), topic=topic)
+    def start_reading(name, db):
+        s = server_factory(name=name, db=db, topic=topic)
         with Reads(s.url) as reads:
             s.start(wait_ready=False)
             wait_until(s.ready, 60, "readiness")
-            wait_until(lambda: reads.statuses.get(200, 0) > 0, 30, "a player folded")
+            wait_until(lambda: reads.statuses.get(200, 0) > 0, 30, "a player answered")
+            wait_until(lambda: sum(stored_offsets(db).values()) == len(users), 30,
+                       "every event folded")
         s.stop()
-        for status, n in reads.statuses.items():
-            seen[status] = seen.get(status, 0) + n
-    print(f"\nreads while 4 new folders of 12 stores were made: {seen}")
-    assert set(seen) <= {200, 404}, seen
-    assert seen.get(404, 0) > 0  # some reads came before the fold had opened the stores
+        assert not reads.bad, reads.bad[:3]
+        return reads.statuses
+
+    new_folders, restarts = {}, {}
+    for start in range(3):
+        statuses = start_reading(f"new{start}", str(tmp_path / f"new{start}"))
+        for status, n in statuses.items():
+            new_folders[status] = new_folders.get(status, 0) + n
+    db = str(tmp_path / "new0")  # holds every player
+    for start in range(3):
+        statuses = start_reading(f"again{start}", db)
+        for status, n in statuses.items():
+            restarts[status] = restarts.get(status, 0) + n
+    print(f"\nreads while 3 new folders of 12 stores were made: {new_folders}; "
+          f"while serve reopened one 3 times: {restarts}")
+    assert set(new_folders) <= {200, 404, 503}, new_folders
+    assert set(restarts) <= {200, 503}, restarts  # every player exists: never a 404
+    # Some reads came before the fold had opened the stores.
+    assert new_folders.get(503, 0) + restarts.get(503, 0) > 0
 
 
 def thread_nice_values(pid, fold=None):
