@@ -152,14 +152,49 @@ int replay_parse_time(const char *text, int64_t *ms) {
     return 0;
 }
 
+/* For a moment after a topic is created, or while a broker restarts, the leaders of
+ * its partitions move, and Kafka answers "not leader" or "leader not available". Replay
+ * is a one-shot command, run at any time (by a script, right after `topic ensure`): it
+ * asks again for up to SETTLE_MS rather than fail on an answer that is about to change. */
+#define SETTLE_MS 30000
+
+static int leadership_moving(rd_kafka_resp_err_t err) {
+    return err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+           err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+           err == RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH ||
+           err == RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH ||
+           err == RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+           err == RD_KAFKA_RESP_ERR__TIMED_OUT; /* no broker answered (restarting) */
+}
+
+/* 1, after a short pause, when err may pass and deadline_ms is not reached; says so
+ * in the log the first time (*asked counts the times). */
+static int ask_again(rd_kafka_resp_err_t err, const char *what, int64_t deadline_ms, int *asked) {
+    if (!leadership_moving(err) || clock_ms() >= deadline_ms) return 0;
+    if ((*asked)++ == 0)
+        log_warn("replay", "%s: %s; asking again for up to %d s", what, rd_kafka_err2str(err),
+                 SETTLE_MS / 1000);
+    struct timespec pause = {0, 200 * 1000000L};
+    nanosleep(&pause, NULL);
+    return 1;
+}
+
 /* Turns a timestamp into each slice's offset via Kafka's offsets-for-times: the first
  * offset whose timestamp is >= ms, or the log end when there is none. */
 static int offsets_for_time(rd_kafka_t *rk, const char *topic, const slice *slices, size_t count,
                             int64_t ms, int64_t *out, char *errstr, size_t errstr_size) {
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)count);
-    for (size_t i = 0; i < count; i++)
-        rd_kafka_topic_partition_list_add(list, topic, slices[i].partition)->offset = ms;
-    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk, list, 10000);
+    rd_kafka_topic_partition_list_t *list = NULL;
+    rd_kafka_resp_err_t err;
+    int64_t deadline = clock_ms() + SETTLE_MS;
+    int asked = 0;
+    do {
+        if (list) rd_kafka_topic_partition_list_destroy(list);
+        list = rd_kafka_topic_partition_list_new((int)count);
+        for (size_t i = 0; i < count; i++)
+            rd_kafka_topic_partition_list_add(list, topic, slices[i].partition)->offset = ms;
+        err = rd_kafka_offsets_for_times(rk, list, 10000);
+        for (int i = 0; !err && i < list->cnt; i++) err = list->elems[i].err;
+    } while (err && ask_again(err, "offsets for time", deadline, &asked));
     if (err) {
         snprintf(errstr, errstr_size, "offsets for time: %s", rd_kafka_err2str(err));
         rd_kafka_topic_partition_list_destroy(list);
@@ -242,10 +277,19 @@ static int plan_slices(const replay_config *config, rd_kafka_t *rk, slice *slice
     rd_kafka_topic_t *topic = rd_kafka_topic_new(rk, config->topic, NULL);
     int rc = -1;
     *slice_count = 0;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, topic, &md, 10000);
-    if (err || md->topic_cnt != 1 || md->topics[0].err) {
+    int64_t deadline = clock_ms() + SETTLE_MS;
+    int asked = 0;
+    rd_kafka_resp_err_t err;
+    do {
+        if (md) rd_kafka_metadata_destroy(md);
+        md = NULL;
+        err = rd_kafka_metadata(rk, 0, topic, &md, 10000);
+        if (!err) err = md->topic_cnt != 1 ? RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
+                                            : md->topics[0].err;
+    } while (err && ask_again(err, "topic metadata", deadline, &asked));
+    if (err) {
         snprintf(errstr, errstr_size, "metadata for topic '%s': %s", config->topic,
-                 rd_kafka_err2str(err ? err : md->topics[0].err));
+                 rd_kafka_err2str(err));
         goto done;
     }
     for (int i = 0; i < md->topics[0].partition_cnt && *slice_count < STORE_MAX_PARTITIONS; i++) {
@@ -254,7 +298,8 @@ static int plan_slices(const replay_config *config, rd_kafka_t *rk, slice *slice
         slice *s = &slices[(*slice_count)++];
         s->partition = p;
         int64_t low, high;
-        err = rd_kafka_query_watermark_offsets(rk, config->topic, p, &low, &high, 10000);
+        do err = rd_kafka_query_watermark_offsets(rk, config->topic, p, &low, &high, 10000);
+        while (err && ask_again(err, "partition watermarks", deadline, &asked));
         if (err) {
             snprintf(errstr, errstr_size, "watermarks of partition %d: %s", (int)p,
                      rd_kafka_err2str(err));
@@ -460,14 +505,17 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
     engine = fold_engine_start(&cc, errstr, errstr_size);
     if (!engine) goto done;
     fold_engine_stats stats;
-    for (;;) {
-        struct timespec pause = {0, 100 * 1000000L};
+    for (unsigned looks = 0;; looks++) {
+        /* A look at the engine's counters is cheap; a coarse one would add up to its
+         * period to every replay. */
+        struct timespec pause = {0, 10 * 1000000L};
         nanosleep(&pause, NULL);
         fold_engine_get_stats(engine, &stats);
         uint64_t done_events = stats.applied + stats.rejected + stats.duplicates +
                                stats.dead_letters + stats.pending;
-        if (tty) print_progress(done_events, total, started, stats.finished || stats.failed);
-        if (stats.finished || stats.failed) break;
+        int last = stats.finished || stats.failed;
+        if (tty && (last || looks % 10 == 0)) print_progress(done_events, total, started, last);
+        if (last) break;
     }
     if (stats.failed) {
         fold_engine_error(engine, errstr, errstr_size);

@@ -14,7 +14,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import (BROKERS, WEBHDFS, ThreadedLoad, create_topic, held_in, stack,
+from conftest import (BIN, BROKERS, WEBHDFS, ThreadedLoad, create_topic, held_in, stack,
                       topic_event_ids, wait_until)
 
 TOKEN = "faults-" + uuid.uuid4().hex
@@ -306,6 +306,35 @@ def test_broker_stopped_under_write_load(server_factory):
     assert all(a[1] == "1" for a in refused), "a 503 without Retry-After"
     assert not late, f"{len(late)} answers took longer than the request timeout + 1 s"
     assert not missing and not doubled
+
+
+def test_replay_started_while_the_broker_is_down_waits_for_it(tmp_path):
+    """replay is a one-shot command run at any time: started while the broker is away
+    (or while its partitions' leaders are still moving, as right after a restart or a
+    topic's creation), it asks Kafka again instead of failing, and rebuilds the whole
+    topic once the broker is back."""
+    topic = create_topic("faults-replay-" + uuid.uuid4().hex[:8])
+    gen = subprocess.run([BIN, "gen", "--brokers", BROKERS, "--topic", topic, "--rate", "2000",
+                          "--users", "50", "--duration", "0.25", "--seed", "5"],
+                         capture_output=True, text=True, timeout=60)
+    assert gen.returncode == 0, gen.stdout + gen.stderr
+    sent = int(gen.stdout.split("ok ")[1].split(",")[0])
+    log_path = tmp_path / "replay.log"
+    stack("stop-kafka")
+    try:
+        with open(log_path, "w") as log:
+            replay = subprocess.Popen([BIN, "replay", "--brokers", BROKERS, "--topic", topic,
+                                       "--db", str(tmp_path / "rebuilt")],
+                                      stdout=subprocess.PIPE, stderr=log, text=True)
+        wait_until(lambda: "asking again" in log_path.read_text() or replay.poll() is not None,
+                   60, "replay to find the broker away")
+        assert replay.poll() is None, log_path.read_text()
+    finally:
+        stack("start-kafka")
+    out, _ = replay.communicate(timeout=120)
+    print(f"\n{log_path.read_text().strip()}\n{out.strip()}")
+    assert replay.returncode == 0, log_path.read_text()
+    assert f"replay: {sent} events" in out, out
 
 
 # ------------------------------------------------------------------ HDFS down during a snapshot
