@@ -46,7 +46,7 @@ int main(void) {
     }
     const char *cases[] = {"", "sword", "user-1_x.y", "quote\"back\\slash/slash",
                            "tab\tnl\ncr\rbs\bff\f", "\x01\x1f\x7f", "caf\xc3\xa9 \xe2\x82\xac",
-                           "\xf0\x9f\x97\xa1 emoji", "long-" "0123456789012345678901234567890123456789"};
+                           "\xf0\x9f\x97\xa1 emoji", "long-0123456789012345678901234567890123456789"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) same_as_jansson(cases[i]);
     /* random valid UTF-8 strings of printable and control ASCII and 2-4 byte sequences */
     srand(7);
