@@ -527,6 +527,14 @@ static void *fold_thread(void *arg) {
     }
     /* Stopping: the batch in hand is committed, not thrown away. */
     for (size_t i = 0; i < w->part_count; i++) commit_partition(c, w->parts[i]);
+    for (size_t i = 0; c->config.sync_at_end && i < w->part_count; i++) {
+        if (store_sync_to_disk(w->parts[i]->st)) {
+            char errstr[512];
+            snprintf(errstr, sizeof errstr, "partition %d: %.400s", (int)w->parts[i]->partition,
+                     store_errmsg(w->parts[i]->st));
+            set_failed(c, errstr);
+        }
+    }
     pthread_mutex_lock(&w->park_lock);
     w->exited = 1;
     pthread_cond_broadcast(&w->park_cond);
@@ -654,6 +662,11 @@ static int open_part(fold_engine *c, int32_t p, char *errstr, size_t errstr_size
     }
     pt->checkpointer = store_open(path, p, STORE_READER, errstr, errstr_size);
     if (!pt->checkpointer) goto fail;
+    if (c->config.sync_at_end &&
+        (store_sync_later(pt->st) || store_sync_later(pt->checkpointer))) {
+        snprintf(errstr, errstr_size, "%s", store_errmsg(pt->st));
+        goto fail;
+    }
     int64_t stored;
     if (store_get_next_offset(pt->st, &stored)) {
         snprintf(errstr, errstr_size, "%s", store_errmsg(pt->st));

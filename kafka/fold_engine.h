@@ -46,6 +46,11 @@ typedef struct {
     /* extra librdkafka properties, "key=value" strings */
     const char *const *kafka_props;
     size_t kafka_prop_count;
+    /* Replay: the folder is new and read by no one before the end, so the stores are
+     * not synced while the fold goes (a crash means replaying again); each fold thread
+     * syncs its stores to disk once it has folded them (store_sync_to_disk), before the
+     * engine says it has finished. */
+    int sync_at_end;
     /* Produce the events the fold emits (the outbox) to the topic: serve. Replay leaves
      * them in the stores' outboxes (replay_run keeps only those missing from the log). */
     int emit;

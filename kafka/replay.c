@@ -498,6 +498,7 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
         .batch_max_events = config->batch_events,
         .batch_max_ms = 1000, /* replay: batches bounded by count, not by freshness */
         .fetch_queue_kbytes = 4096, /* a one-shot rebuild: speed over memory */
+        .sync_at_end = 1,           /* a new folder: synced once, when whole */
         .start_offsets = start_offsets,
         .end_offsets = end_offsets,
         .kafka_props = config->kafka_props,

@@ -535,6 +535,23 @@ int store_reuse_wal(store *st) {
     return 0;
 }
 
+int store_sync_later(store *st) {
+    return sqlite3_exec(st->db, "PRAGMA synchronous=OFF", NULL, NULL, NULL) == SQLITE_OK
+               ? 0
+               : fail_with(st, "setting synchronous=OFF");
+}
+
+int store_sync_to_disk(store *st) {
+    int log_frames = -1, copied = -1;
+    if (sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
+        return fail_with(st, "setting synchronous=FULL");
+    /* TRUNCATE waits (the busy timeout) for a checkpoint another connection runs. */
+    int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames,
+                                       &copied);
+    if (rc != SQLITE_OK) return fail_with(st, "syncing to disk");
+    return 0;
+}
+
 /* ---------------------------------------------------------------- fold calls */
 
 int store_max_player_key(store *st, int64_t *max_key) {

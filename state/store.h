@@ -59,6 +59,15 @@ int store_checkpoint(store *st);
 #define STORE_WAL_REUSE_FRAMES 2048
 int store_reuse_wal(store *st);
 
+/* A store being built that nobody reads until it is whole (replay's new folder): no
+ * fsync on its commits and checkpoints (a crash means building it again), then one
+ * store_sync_to_disk once it is done. Returns 0 or -1. */
+int store_sync_later(store *st);
+/* Copies the whole WAL into the database file and syncs both to disk (SQLite's
+ * TRUNCATE checkpoint at synchronous=FULL), so the store survives a power cut from
+ * here on. Returns 0 or -1 with the store's error. */
+int store_sync_to_disk(store *st);
+
 /* ---- the fold's calls (writer, inside a transaction) ---- */
 
 typedef struct {
