@@ -65,7 +65,8 @@ int store_reuse_wal(store *st);
 int store_sync_later(store *st);
 /* Copies the whole WAL into the database file and syncs both to disk (SQLite's
  * TRUNCATE checkpoint at synchronous=FULL), so the store survives a power cut from
- * here on. Returns 0 or -1 with the store's error. */
+ * here on. No other connection may checkpoint the store meanwhile. Returns 0 or -1
+ * with the store's error. */
 int store_sync_to_disk(store *st);
 
 /* ---- the fold's calls (writer, inside a transaction) ---- */
