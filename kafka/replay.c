@@ -157,6 +157,7 @@ int replay_parse_time(const char *text, int64_t *ms) {
  * is a one-shot command, run at any time (by a script, right after `topic ensure`): it
  * asks again for up to SETTLE_MS rather than fail on an answer that is about to change. */
 #define SETTLE_MS 30000
+#define ASK_MS 2000 /* one request's wait; a broker that is up answers in milliseconds */
 
 static int leadership_moving(rd_kafka_resp_err_t err) {
     return err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
@@ -192,7 +193,7 @@ static int offsets_for_time(rd_kafka_t *rk, const char *topic, const slice *slic
         list = rd_kafka_topic_partition_list_new((int)count);
         for (size_t i = 0; i < count; i++)
             rd_kafka_topic_partition_list_add(list, topic, slices[i].partition)->offset = ms;
-        err = rd_kafka_offsets_for_times(rk, list, 10000);
+        err = rd_kafka_offsets_for_times(rk, list, ASK_MS);
         for (int i = 0; !err && i < list->cnt; i++) err = list->elems[i].err;
     } while (err && ask_again(err, "offsets for time", deadline, &asked));
     if (err) {
@@ -283,7 +284,7 @@ static int plan_slices(const replay_config *config, rd_kafka_t *rk, slice *slice
     do {
         if (md) rd_kafka_metadata_destroy(md);
         md = NULL;
-        err = rd_kafka_metadata(rk, 0, topic, &md, 10000);
+        err = rd_kafka_metadata(rk, 0, topic, &md, ASK_MS);
         if (!err) err = md->topic_cnt != 1 ? RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
                                             : md->topics[0].err;
     } while (err && ask_again(err, "topic metadata", deadline, &asked));
@@ -298,7 +299,7 @@ static int plan_slices(const replay_config *config, rd_kafka_t *rk, slice *slice
         slice *s = &slices[(*slice_count)++];
         s->partition = p;
         int64_t low, high;
-        do err = rd_kafka_query_watermark_offsets(rk, config->topic, p, &low, &high, 10000);
+        do err = rd_kafka_query_watermark_offsets(rk, config->topic, p, &low, &high, ASK_MS);
         while (err && ask_again(err, "partition watermarks", deadline, &asked));
         if (err) {
             snprintf(errstr, errstr_size, "watermarks of partition %d: %s", (int)p,
