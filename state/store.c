@@ -542,13 +542,11 @@ int store_sync_later(store *st) {
 }
 
 int store_sync_to_disk(store *st) {
-    int log_frames = -1, copied = -1;
     if (sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
         return fail_with(st, "setting synchronous=FULL");
     /* (BUSY at once, without the busy handler, while another connection checkpoints:
      * the caller makes sure none does.) */
-    int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames,
-                                       &copied);
+    int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
     if (rc != SQLITE_OK) return fail_with(st, "syncing to disk");
     return 0;
 }
