@@ -307,7 +307,20 @@ def compare_with_oracle(nodes, topic, ends):
 
     want = fold_topic(topic, ends, HomeOracle())
     players, items = want.players(), want.items()
-    found = owners(nodes)
+
+    # The owners wait_settled saw may have changed since: a broker restarted after a
+    # kill takes back the group's coordinator, and the group rebalances (a partition is
+    # then owned by no one for a moment, and its next owner first catches up).
+    def owned_and_folded():
+        found = owners(nodes, settled=False)
+        if not found or not set(ends) <= set(found):
+            return None
+        for p, (low, high) in ends.items():
+            got = dict(found[p].store_query(p, "SELECT partition, next_offset FROM offsets"))
+            if got.get(p, low) < high:
+                return None
+        return found
+    found = wait_until(owned_and_folded, 90, "every partition owned and folded to its end")
     for p in ends:
         n = found[p]
         got_players, got_items = n.tables(p)
