@@ -661,8 +661,8 @@ static int open_part(fold_engine *c, int32_t p, char *errstr, size_t errstr_size
         goto fail;
     }
     if (c->config.sync_at_end) {
-        /* No checkpoints beside the fold's: nobody reads the store meanwhile, the fold
-         * thread's WAL reuse bounds the WAL, and its sync at the end runs alone. */
+        /* Nobody reads the store meanwhile: no WAL and no checkpointer (its commits go
+         * straight to the database file), and the sync at the end runs alone. */
         if (store_sync_later(pt->st)) {
             snprintf(errstr, errstr_size, "%s", store_errmsg(pt->st));
             goto fail;

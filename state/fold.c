@@ -123,6 +123,7 @@ struct fold_partition {
     size_t sorted_cap;
     size_t *seen_slots; /* open addressing over outcome indices + 1 (0: empty) */
     size_t seen_cap;
+    size_t seen_indexed; /* outcomes [0, seen_indexed) are in seen_slots (index_batch) */
     pending_dead_letter *dead;
     size_t dead_count, dead_cap;
     guild_count *guilds;
@@ -672,9 +673,41 @@ static uint64_t seen_hash(int64_t player_key, uint32_t id_hash) {
     return ((uint64_t)player_key * 0x9e3779b97f4a7c15ULL) ^ id_hash;
 }
 
-/* 1 when this batch already holds player_key's event_id, else 0. */
-static int seen_in_batch(const fold_partition *fp, int64_t player_key, uint32_t id_hash,
+static void seen_put(size_t *slots, size_t cap, const pending_outcome *outcomes, size_t k) {
+    size_t i = seen_hash(outcomes[k].player_key, outcomes[k].id_hash) & (cap - 1);
+    while (slots[i]) i = (i + 1) & (cap - 1);
+    slots[i] = k + 1;
+}
+
+/* Brings the batch's seen table up to date: the outcomes appended since the last look,
+ * but for duplicates (their id is in the table already). Lazily, because only a hash
+ * match asks the table (about one event in a hundred for a gen topic): indexing each
+ * event as it came cost a cache miss per event (perf: ~2 % of replay), and a run of
+ * inserts here overlaps its misses. Returns 0 or -1 (out of memory). */
+static int index_batch(fold_partition *fp) {
+    if (fp->seen_indexed == fp->outcome_count) return 0;
+    if (fp->outcome_count * 2 > fp->seen_cap) {
+        size_t cap = fp->seen_cap ? fp->seen_cap * 2 : 4096;
+        while (cap < fp->outcome_count * 2) cap *= 2;
+        size_t *slots = calloc(cap, sizeof *slots);
+        if (!slots) return -1;
+        free(fp->seen_slots);
+        fp->seen_slots = slots;
+        fp->seen_cap = cap;
+        fp->seen_indexed = 0;
+    }
+    for (size_t k = fp->seen_indexed; k < fp->outcome_count; k++)
+        if (fp->outcomes[k].outcome != FOLD_DUPLICATE)
+            seen_put(fp->seen_slots, fp->seen_cap, fp->outcomes, k);
+    fp->seen_indexed = fp->outcome_count;
+    return 0;
+}
+
+/* 1 when this batch already holds player_key's event_id, 0 when not, -1 when out of
+ * memory. */
+static int seen_in_batch(fold_partition *fp, int64_t player_key, uint32_t id_hash,
                          const char *event_id) {
+    if (index_batch(fp)) return -1;
     if (!fp->seen_cap) return 0;
     for (size_t i = seen_hash(player_key, id_hash) & (fp->seen_cap - 1); fp->seen_slots[i];
          i = (i + 1) & (fp->seen_cap - 1)) {
@@ -686,31 +719,6 @@ static int seen_in_batch(const fold_partition *fp, int64_t player_key, uint32_t 
     return 0;
 }
 
-/* Indexes outcome index (already appended) in the batch's seen table. */
-static int remember_in_batch(fold_partition *fp, size_t index) {
-    if ((fp->outcome_count) * 2 > fp->seen_cap) {
-        size_t cap = fp->seen_cap ? fp->seen_cap * 2 : 4096;
-        while (cap < fp->outcome_count * 2) cap *= 2;
-        size_t *slots = calloc(cap, sizeof *slots);
-        if (!slots) return -1;
-        free(fp->seen_slots);
-        fp->seen_slots = slots;
-        fp->seen_cap = cap;
-        for (size_t k = 0; k < fp->outcome_count; k++) {
-            const pending_outcome *o = &fp->outcomes[k];
-            size_t i = seen_hash(o->player_key, o->id_hash) & (cap - 1);
-            while (slots[i]) i = (i + 1) & (cap - 1);
-            slots[i] = k + 1;
-        }
-        return 0;
-    }
-    const pending_outcome *o = &fp->outcomes[index];
-    size_t i = seen_hash(o->player_key, o->id_hash) & (fp->seen_cap - 1);
-    while (fp->seen_slots[i]) i = (i + 1) & (fp->seen_cap - 1);
-    fp->seen_slots[i] = index + 1;
-    return 0;
-}
-
 /* 1 when p already has an event with event_id (recorded or in this batch), 0 when not,
  * -1 on a store error. Most answers come from the player's id hashes in memory; a hash
  * match is confirmed exactly, in the batch or in the store. */
@@ -718,7 +726,11 @@ static int already_seen(fold_partition *fp, cached_player *p, uint32_t id_hash,
                         const char *event_id) {
     if (p->ids_state == IDS_UNKNOWN && ids_load(fp, p)) return -1;
     if (p->ids_state == IDS_KNOWN && !ids_contains(p, id_hash)) return 0;
-    if (seen_in_batch(fp, p->row.player_key, id_hash, event_id)) return 1;
+    int in_batch = seen_in_batch(fp, p->row.player_key, id_hash, event_id);
+    if (in_batch) {
+        if (in_batch < 0) snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
+        return in_batch;
+    }
     int seen = store_event_seen(fp->st, p->row.player_key, id_hash, event_id);
     if (seen < 0) copy_text(fp->errmsg, sizeof fp->errmsg, store_errmsg(fp->st));
     return seen;
@@ -828,10 +840,7 @@ int fold_partition_event(fold_partition *fp, const event *ev, int64_t offset,
     if (result->outcome == FOLD_REJECTED && (o.reason_at = arena_put(fp, result->reason)) == NONE)
         goto oom;
     fp->outcomes[fp->outcome_count++] = o;
-    if (!seen) {
-        if (remember_in_batch(fp, fp->outcome_count - 1)) goto oom;
-        ids_add(fp, p, id_hash);
-    }
+    if (!seen) ids_add(fp, p, id_hash);
     return 0;
 oom:
     snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
@@ -900,7 +909,8 @@ static void clear_batch(fold_partition *fp) {
     for (size_t i = 0; i < fp->emit_count; i++) free(fp->emits[i].payload);
     fp->emit_count = 0;
     fp->outcome_count = 0;
-    if (fp->seen_cap) memset(fp->seen_slots, 0, fp->seen_cap * sizeof *fp->seen_slots);
+    if (fp->seen_indexed) memset(fp->seen_slots, 0, fp->seen_cap * sizeof *fp->seen_slots);
+    fp->seen_indexed = 0;
     fp->guild_count_used = 0;
     fp->member_count = 0;
     fp->arena_used = 0;

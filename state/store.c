@@ -535,15 +535,37 @@ int store_reuse_wal(store *st) {
     return 0;
 }
 
+/* Runs a journal_mode pragma and checks the mode it reports (SQLite answers with the
+ * mode in force, and keeps the old one when it cannot switch). */
+static int set_journal_mode(store *st, const char *mode) {
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA journal_mode=%s", mode);
+    sqlite3_stmt *s = NULL;
+    int ok = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) == SQLITE_OK &&
+             sqlite3_step(s) == SQLITE_ROW &&
+             sqlite3_stricmp((const char *)sqlite3_column_text(s, 0), mode) == 0;
+    sqlite3_finalize(s);
+    if (ok) return 0;
+    snprintf(st->errmsg, sizeof st->errmsg, "setting journal_mode=%s: %s", mode,
+             sqlite3_errmsg(st->db));
+    return -1;
+}
+
 int store_sync_later(store *st) {
-    return sqlite3_exec(st->db, "PRAGMA synchronous=OFF", NULL, NULL, NULL) == SQLITE_OK
-               ? 0
-               : fail_with(st, "setting synchronous=OFF");
+    if (sqlite3_exec(st->db, "PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE", NULL,
+                     NULL, NULL) != SQLITE_OK)
+        return fail_with(st, "setting synchronous=OFF");
+    return set_journal_mode(st, "MEMORY");
 }
 
 int store_sync_to_disk(store *st) {
-    if (sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
+    /* At synchronous=FULL the commit that switches the file to WAL syncs the database
+     * file, and with it every page written without a sync before; NORMAL locking lets
+     * other connections in once this one is done. */
+    if (sqlite3_exec(st->db, "PRAGMA synchronous=FULL; PRAGMA locking_mode=NORMAL", NULL, NULL,
+                     NULL) != SQLITE_OK)
         return fail_with(st, "setting synchronous=FULL");
+    if (set_journal_mode(st, "WAL")) return -1;
     /* (BUSY at once, without the busy handler, while another connection checkpoints:
      * the caller makes sure none does.) */
     int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);

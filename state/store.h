@@ -59,14 +59,18 @@ int store_checkpoint(store *st);
 #define STORE_WAL_REUSE_FRAMES 2048
 int store_reuse_wal(store *st);
 
-/* A store being built that nobody reads until it is whole (replay's new folder): no
- * fsync on its commits and checkpoints (a crash means building it again), then one
- * store_sync_to_disk once it is done. Returns 0 or -1. */
+/* A store being built that nobody reads until it is whole (replay's new folder): its
+ * commits write their pages straight into the database file, with the rollback journal
+ * in memory, no fsync and the file locked for this connection alone; no WAL, so no
+ * page is written twice (once to the WAL, once more by its checkpoint). A crash leaves
+ * a store to build again, which replay's new folder asks for anyway. The connection
+ * must be the store's only one. Then store_sync_to_disk once it is done. Returns 0 or
+ * -1 with the store's error. */
 int store_sync_later(store *st);
-/* Copies the whole WAL into the database file and syncs both to disk (SQLite's
- * TRUNCATE checkpoint at synchronous=FULL), so the store survives a power cut from
- * here on. No other connection may checkpoint the store meanwhile. Returns 0 or -1
- * with the store's error. */
+/* Puts the store back in WAL mode (what every other connection expects), copies any WAL
+ * into the database file and syncs both to disk (synchronous=FULL), so the store
+ * survives a power cut from here on. No other connection may checkpoint the store
+ * meanwhile. Returns 0 or -1 with the store's error. */
 int store_sync_to_disk(store *st);
 
 /* ---- the fold's calls (writer, inside a transaction) ---- */

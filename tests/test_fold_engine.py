@@ -129,6 +129,15 @@ def test_replay_slices_and_verify(server, user, tmp_path):
     run("replay", "--brokers", BROKERS, "--db", str(since), "--from-offset", str(tokens[1]["offset"]))
     held = held_in(since, user, "potion")
     assert held == (9,)
+    # Replay builds its stores without a WAL and hands them over in WAL mode, synced, with
+    # no journal, WAL or shared-memory file left beside them.
+    leftovers = [f for f in os.listdir(since) if f.endswith(("-journal", "-wal", "-shm"))]
+    assert leftovers == [], leftovers
+    for path in store_files(str(since)).values():
+        con = sqlite3.connect(path)
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        con.close()
 
     # --verify against something that holds no stores is an error, not "0 differ".
     nowhere = run("replay", "--brokers", BROKERS, "--db", str(tmp_path / "v"), "--verify",
