@@ -69,13 +69,20 @@ int codec_type_parse(const char *name, event_type *type) {
     return -1;
 }
 
+/* The identifier characters [A-Za-z0-9_.-] as two 64-bit masks over ASCII, bit c of
+ * the first for c < 64 and bit c - 64 of the second: one shift and test per character
+ * instead of six comparisons (every event checks four identifiers; perf put the
+ * comparisons at 2.4 % of replay). */
+#define ID_CHARS_LOW ((1ULL << '-') | (1ULL << '.') | (0x3FFULL << '0'))
+#define ID_CHARS_HIGH ((0x3FFFFFFULL << ('A' - 64)) | (1ULL << ('_' - 64)) | \
+                       (0x3FFFFFFULL << ('a' - 64)))
+
 int codec_identifier_ok(const char *s) {
     size_t n = 0;
     for (; s[n]; n++) {
-        char c = s[n];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '_' || c == '.' || c == '-';
-        if (!ok || n >= CODEC_ID_MAX) return 0;
+        unsigned char c = (unsigned char)s[n];
+        uint64_t mask = c < 64 ? ID_CHARS_LOW : ID_CHARS_HIGH;
+        if (c >= 128 || !((mask >> (c & 63)) & 1) || n >= CODEC_ID_MAX) return 0;
     }
     return n > 0;
 }

@@ -107,6 +107,16 @@ static void test_identifiers(void) {
     CHECK(!codec_identifier_ok(id65));
     id65[64] = '\0';
     CHECK(codec_identifier_ok(id65));
+    /* Every byte, alone and inside an identifier, against the rule [A-Za-z0-9_.-]. */
+    int wrong = 0;
+    for (int c = 1; c < 256; c++) {
+        int allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                      (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+        char alone[2] = {(char)c, '\0'}, inside[4] = {'a', (char)c, 'z', '\0'};
+        wrong += codec_identifier_ok(alone) != allowed;
+        wrong += codec_identifier_ok(inside) != allowed;
+    }
+    CHECK(wrong == 0);
     char uuid[37];
     CHECK(codec_uuid4(uuid, sizeof uuid) == 0);
     CHECK(strlen(uuid) == 36 && uuid[14] == '4' && codec_identifier_ok(uuid));
