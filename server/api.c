@@ -857,6 +857,22 @@ static int route_to_owner(api *r, struct evhttp_request *req, int32_t p) {
  * producer computes it); 503 not_ready while serve starts, before it knows the topic's
  * partition count or while the partition's store is still being made (a 404 would say
  * an existing player does not exist, a failed read a 500). */
+/* Whether partition p's store can answer reads: no fold during a swap (the previous
+ * stores answer until the new fold takes over), the fold has opened the store, or the
+ * store is already at this schema (a restart answers from it at once; the fold catches
+ * it up). A store still being created or migrated cannot, nor one not there yet. */
+static int partition_readable(api *r, int32_t p) {
+    char ignored[256];
+    return !r->config.fold || fold_engine_partition_generation(r->config.fold, p) ||
+           store_set_get(r->config.readers, p, ignored, sizeof ignored);
+}
+
+/* 503 not_ready with Retry-After: serve is starting, the answer is not known yet. */
+static void reply_not_ready(struct evhttp_request *req, const char *message) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    http_reply_error(req, 503, "not_ready", message);
+}
+
 static int require_shard(api *r, struct evhttp_request *req, const char *user_id) {
     if (r->config.group) return route_to_owner(r, req, player_partition(r, user_id));
     int32_t p = player_partition(r, user_id);
@@ -864,20 +880,12 @@ static int require_shard(api *r, struct evhttp_request *req, const char *user_id
     int elsewhere = p >= 0 && r->config.partition_first >= 0 &&
                     (p < r->config.partition_first || p > r->config.partition_last);
     if (!elsewhere) {
-        /* Readable: no fold during a swap (the previous stores answer until the new fold
-         * takes over), the fold has opened the store, or the store is already at this
-         * schema (a restart answers from it at once; the fold catches it up). A store
-         * still being created or migrated is not, and neither is one not there yet. */
-        char ignored[256];
-        if (p >= 0 && (!r->config.fold || fold_engine_partition_generation(r->config.fold, p) ||
-                       store_set_get(r->config.readers, p, ignored, sizeof ignored)))
-            return 0;
+        if (p >= 0 && partition_readable(r, p)) return 0;
         if (p < 0)
             snprintf(message, sizeof message, "the topic's partition count is not known yet");
         else
             snprintf(message, sizeof message, "partition %d's store is not open yet", (int)p);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-        http_reply_error(req, 503, "not_ready", message);
+        reply_not_ready(req, message);
         return -1;
     }
     json_t *body = json_object();
@@ -1216,14 +1224,25 @@ static void handle_inventory(api *r, struct evhttp_request *req, const char *use
 }
 
 /* The outcome of event_id: in the player's store when user_id is given, else the first
- * store (by partition) that holds it. Returns 1 found, 0 not, -1 on a read error. */
+ * store (by partition) of this server that holds it. *unready counts the partitions
+ * that could not be asked yet (serve is starting). Returns 1 found, 0 not, -1 on a read
+ * error. */
 static int read_event_anywhere(api *r, const char *event_id, const char *user_id,
-                               store_event_outcome *outcome) {
+                               store_event_outcome *outcome, int *unready) {
     char errstr[512];
     int partitions = producer_partition_count(r->config.prod);
     int32_t first = 0, last = partitions - 1;
+    if (!user_id && r->config.partition_first >= 0) { /* a shard asks its own partitions */
+        first = r->config.partition_first;
+        last = r->config.partition_last < last ? r->config.partition_last : last;
+    }
     if (user_id) first = last = player_partition(r, user_id);
+    *unready = partitions <= 0;
     for (int32_t p = first; p >= 0 && p <= last; p++) {
+        if (!r->config.group && !partition_readable(r, p)) {
+            (*unready)++;
+            continue;
+        }
         store *st = store_set_get(r->config.readers, p, errstr, sizeof errstr);
         if (!st) {
             if (errstr[0]) log_error("http", "event read: %s", errstr);
@@ -1270,17 +1289,25 @@ static void handle_event(api *r, struct evhttp_request *req, const char *event_i
         reply_validation(req, &err);
         return;
     }
-    /* In a group, a lookup that names the player is the owner's to answer; one by id
-     * alone searches the partitions owned here. */
-    if (r->config.group && user_id && route_to_owner(r, req, player_partition(r, user_id))) {
+    /* A lookup that names the player is its partition's to answer (in a group, the
+     * owner's; on a shard, 421 for another shard's player; 503 while its store is not
+     * open yet); one by id alone searches the partitions held here. */
+    if (user_id && require_shard(r, req, user_id)) {
         free(user_id);
         return;
     }
-    int found = read_event_anywhere(r, event_id, user_id, &outcome);
+    int unready = 0;
+    int found = read_event_anywhere(r, event_id, user_id, &outcome, &unready);
     if (found > 0 && join_decision(r, user_id, &outcome) < 0) found = -1;
     free(user_id);
     if (found < 0) {
         http_reply_error(req, 500, "internal", "reading the event failed");
+        return;
+    }
+    if (!found && unready) {
+        /* Not in the stores that answered, and some could not be asked yet: a 404 would
+         * say an event that may be folded is not. */
+        reply_not_ready(req, "serve is starting: not every partition's store is open yet");
         return;
     }
     if (!found) {

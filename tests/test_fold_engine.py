@@ -390,13 +390,15 @@ def test_reads_while_serve_starts_never_fail_nor_deny_a_player(server_factory, t
     migrating a new folder's stores, or reopening an existing folder. A read of a
     partition whose store the fold has not opened yet is 503 not_ready with Retry-After:
     never a 500 from a reader that found a half-made file, and never a 404 for a player
-    the folder already holds."""
+    the folder already holds, nor for an event it holds (looked up by id alone, which
+    asks every partition, or with its player)."""
     from conftest import ThreadedLoad
     import requests as rq
     topic = create_topic("starting-" + uuid.uuid4().hex[:8], partitions=12)
     users = [f"starting-{i}" for i in range(48)]  # every one of the 12 partitions, likely
-    for u in users:
-        produce_to(topic, u, valid_event(u))
+    event_ids = [uuid.uuid4().hex for _ in users]
+    for u, event_id in zip(users, event_ids):
+        produce_to(topic, u, valid_event(u, event_id))
 
     class Reads(ThreadedLoad):
         def __init__(self, url):
@@ -408,44 +410,57 @@ def test_reads_while_serve_starts_never_fail_nor_deny_a_player(server_factory, t
             n = i
             while not self.stop.is_set():
                 n += 4
+                k = n % len(users)
+                what = ("inventory", "event", "event of player")[(n // 4) % 3]
+                path = f"/inventory/{users[k]}" if what == "inventory" else \
+                    f"/v1/events/{event_ids[k]}"
+                params = {"user_id": users[k]} if what == "event of player" else None
                 try:
-                    r = session.get(f"{self.url}/inventory/{users[n % len(users)]}", timeout=10)
+                    r = session.get(self.url + path, params=params, timeout=10)
                 except rq.ConnectionError:
                     continue  # not listening yet
                 if r.status_code == 503 and (r.json().get("error") != "not_ready" or
                                              r.headers.get("Retry-After") != "1"):
                     self.bad.append(r.text)
                 with self.lock:
-                    self.statuses[r.status_code] = self.statuses.get(r.status_code, 0) + 1
+                    counts = self.statuses.setdefault(what, {})
+                    counts[r.status_code] = counts.get(r.status_code, 0) + 1
 
     def start_reading(name, db):
         s = server_factory(name=name, db=db, topic=topic)
         with Reads(s.url) as reads:
             s.start(wait_ready=False)
             wait_until(s.ready, 60, "readiness")
-            wait_until(lambda: reads.statuses.get(200, 0) > 0, 30, "a player answered")
+            wait_until(lambda: all(reads.statuses.get(what, {}).get(200, 0) > 0 for what in
+                                   ("inventory", "event", "event of player")),
+                       30, "a player and an event answered")
             wait_until(lambda: sum(stored_offsets(db).values()) == len(users), 30,
                        "every event folded")
         s.stop()
         assert not reads.bad, reads.bad[:3]
         return reads.statuses
 
+    def add(total, statuses):
+        for what, counts in statuses.items():
+            for status, n in counts.items():
+                total.setdefault(what, {})
+                total[what][status] = total[what].get(status, 0) + n
+
     new_folders, restarts = {}, {}
     for start in range(3):
-        statuses = start_reading(f"new{start}", str(tmp_path / f"new{start}"))
-        for status, n in statuses.items():
-            new_folders[status] = new_folders.get(status, 0) + n
-    db = str(tmp_path / "new0")  # holds every player
+        add(new_folders, start_reading(f"new{start}", str(tmp_path / f"new{start}")))
+    db = str(tmp_path / "new0")  # holds every player and event
     for start in range(3):
-        statuses = start_reading(f"again{start}", db)
-        for status, n in statuses.items():
-            restarts[status] = restarts.get(status, 0) + n
+        add(restarts, start_reading(f"again{start}", db))
     print(f"\nreads while 3 new folders of 12 stores were made: {new_folders}; "
           f"while serve reopened one 3 times: {restarts}")
-    assert set(new_folders) <= {200, 404, 503}, new_folders
-    assert set(restarts) <= {200, 503}, restarts  # every player exists: never a 404
+    for what in ("inventory", "event", "event of player"):
+        assert set(new_folders[what]) <= {200, 404, 503}, new_folders
+        # every player and event exists: never a 404
+        assert set(restarts[what]) <= {200, 503}, restarts
     # Some reads came before the fold had opened the stores.
-    assert new_folders.get(503, 0) + restarts.get(503, 0) > 0
+    assert sum(counts.get(503, 0) for counts in new_folders.values()) + \
+        sum(counts.get(503, 0) for counts in restarts.values()) > 0
 
 
 def thread_nice_values(pid, fold=None):
