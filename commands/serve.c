@@ -132,14 +132,19 @@ static uint64_t readable_generation(void *opaque, int32_t partition) {
     return fold_engine_partition_generation(opaque, partition);
 }
 
-/* The HTTP loop's readers of dir. With --group they are fenced by fold: a partition is
- * read only while this node owns it and its fold has opened the store (the folder may
- * hold a stale copy of a partition owned elsewhere), and reopened when it is restored
- * anew. Without a group every store in the folder is this node's to read. */
+/* With --group, readers are fenced by fold: a partition is read only while this node
+ * owns it and its fold has opened the store (the folder may hold a stale copy of a
+ * partition owned elsewhere), and reopened when it is restored anew. Without a group
+ * every store in the folder is this node's to read. */
+static void fence_readers(store_set *readers, fold_engine *fold, int group) {
+    if (group) store_set_fence(readers, readable_generation, fold);
+}
+
+/* The HTTP loop's readers of dir, fenced by fold as fence_readers says. */
 static store_set *readers_of(fold_engine *fold, int group, const char *dir, char *errstr,
                              size_t errstr_size) {
     store_set *readers = store_set_new(dir, errstr, errstr_size);
-    if (readers && group) store_set_fence(readers, readable_generation, fold);
+    if (readers) fence_readers(readers, fold, group);
     return readers;
 }
 
@@ -250,7 +255,7 @@ static int swap_state(void *opaque, const char *path,
     api_set_state(s->rts, s->readers, NULL);
     if (pthread_create(&s->swap_thread, NULL, swap_thread_main, job)) {
         s->fold = job->old_fold;
-        if (s->fold_config.group_id) store_set_fence(s->readers, readable_generation, s->fold);
+        fence_readers(s->readers, s->fold, s->fold_config.group_id != NULL);
         api_set_state(s->rts, s->readers, s->fold);
         free(job);
         snprintf(errstr, errstr_size, "cannot start the swap thread");
