@@ -2,9 +2,11 @@
 #include "state/migrate.h"
 
 #include "state/embedded.h"
+#include "state/history_block.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The NNNN of "NNNN_name.sql", or -1. */
 static int migration_number(const char *name) {
@@ -34,6 +36,102 @@ static int read_user_version(sqlite3 *db, int *version, char *errstr, size_t err
     }
     *version = sqlite3_column_int(stmt, 0);
     sqlite3_finalize(stmt);
+    return 0;
+}
+
+/* ---- steps in C: what a migration needs beyond SQL, run in its transaction ---- */
+
+/* Writes one packed block as a history_blocks row and empties it. */
+static int write_block(sqlite3_stmt *insert, history_block *block) {
+    if (!block->count) return 0;
+    sqlite3_bind_int64(insert, 1, block->last_offset);
+    sqlite3_bind_int64(insert, 2, block->first_offset);
+    sqlite3_bind_blob(insert, 3, block->bytes, (int)block->len, SQLITE_STATIC);
+    int rc = sqlite3_step(insert);
+    sqlite3_reset(insert);
+    history_block_reset(block);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* The text of a column, NULL when it is NULL or empty (as the fold stores them). */
+static const char *column_text_or_null(sqlite3_stmt *s, int col) {
+    const char *text = (const char *)sqlite3_column_text(s, col);
+    return text && text[0] ? text : NULL;
+}
+
+/* 0006: packs the rows of the old history table into history_blocks, then drops it. The
+ * old columns hold ids that are UUIDs as 16-byte BLOBs and canonical times as integer
+ * ms already, so each row carries over as it is. */
+static int pack_history_into_blocks(sqlite3 *db, char *errstr, size_t errstr_size) {
+    sqlite3_stmt *read = NULL, *insert = NULL;
+    history_block block = {0};
+    int rc = SQLITE_OK;
+    if (sqlite3_prepare_v2(db, "SELECT offset, player_key, event_id, event_type, outcome, reason, "
+                               "ts, items, guild_id FROM history ORDER BY offset",
+                           -1, &read, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "INSERT INTO history_blocks (last_offset, first_offset, records) "
+                               "VALUES (?1, ?2, ?3)",
+                           -1, &insert, NULL) != SQLITE_OK)
+        goto sql_fail;
+    while ((rc = sqlite3_step(read)) == SQLITE_ROW) {
+        history_entry e = {
+            .offset = sqlite3_column_int64(read, 0),
+            .player_key = sqlite3_column_int64(read, 1),
+            .event_type = sqlite3_column_int(read, 3),
+            .outcome = sqlite3_column_int(read, 4),
+            .ts_ms = -1,
+            .reason = column_text_or_null(read, 5),
+            .items = column_text_or_null(read, 7),
+            .guild_id = column_text_or_null(read, 8),
+        };
+        if (sqlite3_column_type(read, 2) == SQLITE_BLOB && sqlite3_column_bytes(read, 2) == 16) {
+            e.id_is_uuid = 1;
+            memcpy(e.id_uuid, sqlite3_column_blob(read, 2), 16);
+        } else {
+            e.id_text = (const char *)sqlite3_column_text(read, 2);
+        }
+        if (sqlite3_column_type(read, 6) == SQLITE_INTEGER)
+            e.ts_ms = sqlite3_column_int64(read, 6);
+        else
+            e.ts_text = (const char *)sqlite3_column_text(read, 6);
+        if (!e.id_text && !e.id_is_uuid) e.id_text = "";
+        if (e.ts_ms < 0 && !e.ts_text) e.ts_text = "";
+        if (!history_block_fits(&block, &e) && write_block(insert, &block)) goto sql_fail;
+        if (history_block_add(&block, &e)) {
+            snprintf(errstr, errstr_size, "packing history at offset %lld: out of memory",
+                     (long long)e.offset);
+            goto fail;
+        }
+    }
+    if (rc != SQLITE_DONE || write_block(insert, &block)) goto sql_fail;
+    sqlite3_finalize(read);
+    sqlite3_finalize(insert);
+    history_block_free(&block);
+    if (sqlite3_exec(db, "DROP TABLE history", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(errstr, errstr_size, "dropping the old history table: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+sql_fail:
+    snprintf(errstr, errstr_size, "packing history into blocks: %s", sqlite3_errmsg(db));
+fail:
+    sqlite3_finalize(read);
+    sqlite3_finalize(insert);
+    history_block_free(&block);
+    return -1;
+}
+
+static const struct {
+    int number;
+    int (*run)(sqlite3 *db, char *errstr, size_t errstr_size);
+} c_steps[] = {
+    {6, pack_history_into_blocks},
+};
+
+/* Runs migration number's step in C, if it has one. Returns 0 or -1 with errstr. */
+static int run_c_step(sqlite3 *db, int number, char *errstr, size_t errstr_size) {
+    for (size_t i = 0; i < sizeof c_steps / sizeof c_steps[0]; i++)
+        if (c_steps[i].number == number) return c_steps[i].run(db, errstr, errstr_size);
     return 0;
 }
 
@@ -69,12 +167,14 @@ int migrate_apply_to(sqlite3 *db, int target_version, int *from_version, int *to
         if (number <= current || number > target_version) continue;
         char set_version[64];
         snprintf(set_version, sizeof set_version, "PRAGMA user_version = %d", number);
+        char step_err[256] = "";
         if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &sql_err) != SQLITE_OK ||
             sqlite3_exec(db, m->contents, NULL, NULL, &sql_err) != SQLITE_OK ||
+            run_c_step(db, number, step_err, sizeof step_err) ||
             sqlite3_exec(db, set_version, NULL, NULL, &sql_err) != SQLITE_OK ||
             sqlite3_exec(db, "COMMIT", NULL, NULL, &sql_err) != SQLITE_OK) {
             snprintf(errstr, errstr_size, "migration %s failed: %s", m->name,
-                     sql_err ? sql_err : sqlite3_errmsg(db));
+                     step_err[0] ? step_err : sql_err ? sql_err : sqlite3_errmsg(db));
             sqlite3_free(sql_err);
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
             return -1;

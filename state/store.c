@@ -1,11 +1,13 @@
 /* store: one partition's SQLite file with its prepared statements. The SQL text of
  * every statement is in the table below; nothing is assembled at run time. History is
- * stored compactly (see migrations/0004): ids that are UUIDs as 16 bytes, canonical
- * times as integer ms; the conversions both ways live here, so no caller sees them. */
+ * stored compactly, many events to a row (migrations/0006, state/history_block): ids
+ * that are UUIDs as 16 bytes, canonical times as integer ms; the conversions both ways
+ * live here, so no caller sees them. */
 #define _GNU_SOURCE /* timegm */
 #include "state/store.h"
 
 #include "state/codec.h"
+#include "state/history_block.h"
 #include "state/migrate.h"
 
 #include <dirent.h>
@@ -35,22 +37,22 @@ enum {
     SQL_REMOVE_MEMBER,
     SQL_EVENT_SEEN,
     SQL_EVENT_ID_HASHES,
-    SQL_APPEND_HISTORY,
-    SQL_APPEND_HISTORY_MANY,
+    SQL_APPEND_BLOCK,
+    SQL_BLOCK_AT,
+    SQL_BLOCKS_FROM,
+    SQL_USER_OF_KEY,
     SQL_APPEND_PLAYER_EVENT,
     SQL_APPEND_PLAYER_EVENT_MANY,
     SQL_RECORD_DEAD_LETTER,
     SQL_SET_OFFSET,
     SQL_GET_OFFSET,
     SQL_READ_EVENT_OF_PLAYER,
-    SQL_READ_EVENT_ANY,
     SQL_READ_MEMBERS,
     SQL_READ_HISTORY,
     SQL_ALL_PLAYERS,
     SQL_ALL_LINES,
     SQL_WALK_MEMBERS,
     SQL_WALK_PLAYERS,
-    SQL_WALK_EVENTS,
     SQL_IS_MEMBER,
     SQL_OUTBOX_ADD,
     SQL_OUTBOX_DELETE,
@@ -74,12 +76,11 @@ enum {
 #define ROWS_16(r) ROWS_8(r) "," ROWS_8(r)
 #define ROWS_32(r) ROWS_16(r) "," ROWS_16(r)
 #define STORE_ROWS_PER_INSERT 32
-#define HISTORY_INSERT "INSERT INTO history (offset, player_key, event_id, event_type, outcome, " \
-                       "reason, ts, items, guild_id) VALUES "
 #define PLAYER_EVENT_INSERT "INSERT INTO player_events (player_key, id_hash, offset) VALUES "
 
-/* History columns as every reader selects them (see history_row_from). */
-#define HISTORY_COLUMNS "h.event_id, h.event_type, h.outcome, h.reason, h.ts, h.items, h.guild_id, h.offset"
+/* The offsets of a player's recorded events: history_entry_at reads each from its block. */
+#define PLAYER_OFFSETS "SELECT e.offset FROM players p JOIN player_events e ON e.player_key = " \
+                       "p.player_key WHERE p.user_id = ?1 "
 
 static const char *const sql_text[SQL_COUNT] = {
     [SQL_BEGIN] = "BEGIN",
@@ -107,11 +108,16 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_DELETE_GUILD] = "DELETE FROM guilds WHERE guild_id = ?1",
     [SQL_ADD_MEMBER] = "INSERT INTO guild_members (guild_id, user_id, joined_ts) VALUES (?1, ?2, ?3)",
     [SQL_REMOVE_MEMBER] = "DELETE FROM guild_members WHERE guild_id = ?1 AND user_id = ?2",
-    [SQL_EVENT_SEEN] = "SELECT h.event_id FROM player_events e JOIN history h ON h.offset = e.offset "
-                       "WHERE e.player_key = ?1 AND e.id_hash = ?2",
+    [SQL_EVENT_SEEN] = "SELECT offset FROM player_events WHERE player_key = ?1 AND id_hash = ?2",
     [SQL_EVENT_ID_HASHES] = "SELECT id_hash FROM player_events WHERE player_key = ?1",
-    [SQL_APPEND_HISTORY] = HISTORY_INSERT "(?,?,?,?,?,?,?,?,?)",
-    [SQL_APPEND_HISTORY_MANY] = HISTORY_INSERT ROWS_32("(?,?,?,?,?,?,?,?,?)"),
+    [SQL_APPEND_BLOCK] =
+        "INSERT INTO history_blocks (last_offset, first_offset, records) VALUES (?1, ?2, ?3)",
+    /* The block holding offset ?1, if any: the first that ends at or after it. */
+    [SQL_BLOCK_AT] = "SELECT first_offset, records, last_offset FROM history_blocks "
+                     "WHERE last_offset >= ?1 ORDER BY last_offset LIMIT 1",
+    [SQL_BLOCKS_FROM] = "SELECT first_offset, records, last_offset FROM history_blocks "
+                        "WHERE last_offset >= ?1 AND first_offset < ?2 ORDER BY last_offset",
+    [SQL_USER_OF_KEY] = "SELECT user_id FROM players WHERE player_key = ?1",
     [SQL_APPEND_PLAYER_EVENT] = PLAYER_EVENT_INSERT "(?,?,?)",
     [SQL_APPEND_PLAYER_EVENT_MANY] = PLAYER_EVENT_INSERT ROWS_32("(?,?,?)"),
     [SQL_RECORD_DEAD_LETTER] =
@@ -119,18 +125,10 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_SET_OFFSET] = "INSERT INTO offsets (partition, next_offset) VALUES (?1, ?2) "
                        "ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset",
     [SQL_GET_OFFSET] = "SELECT next_offset FROM offsets WHERE partition = ?1",
-    [SQL_READ_EVENT_OF_PLAYER] =
-        "SELECT " HISTORY_COLUMNS " FROM players p JOIN player_events e ON e.player_key = "
-        "p.player_key JOIN history h ON h.offset = e.offset WHERE p.user_id = ?2 "
-        "AND e.id_hash = ?3 AND h.event_id = ?1 ORDER BY h.offset LIMIT 1",
-    [SQL_READ_EVENT_ANY] = "SELECT " HISTORY_COLUMNS " FROM history h WHERE h.event_id = ?1 "
-                           "ORDER BY h.offset LIMIT 1",
+    [SQL_READ_EVENT_OF_PLAYER] = PLAYER_OFFSETS "AND e.id_hash = ?2 ORDER BY e.offset",
     [SQL_READ_MEMBERS] = "SELECT user_id FROM guild_members WHERE guild_id = ?1 AND user_id > ?2 "
                          "ORDER BY user_id LIMIT ?3",
-    [SQL_READ_HISTORY] = "SELECT " HISTORY_COLUMNS " FROM players p JOIN player_events e ON "
-                         "e.player_key = p.player_key JOIN history h ON h.offset = e.offset "
-                         "WHERE p.user_id = ?1 AND e.offset < ?2 AND h.event_type NOT IN (6, 8) "
-                         "ORDER BY e.offset DESC LIMIT ?3",
+    [SQL_READ_HISTORY] = PLAYER_OFFSETS "AND e.offset < ?2 ORDER BY e.offset DESC",
     [SQL_ALL_PLAYERS] = "SELECT user_id, version, guild_id, player_key, pending_guild_id, "
                         "pending_cause FROM players WHERE version > 0 OR pending_guild_id "
                         "IS NOT NULL ORDER BY user_id",
@@ -141,19 +139,13 @@ static const char *const sql_text[SQL_COUNT] = {
                          "ORDER BY guild_id, user_id",
     [SQL_WALK_PLAYERS] = "SELECT user_id, version, guild_id, created_ts, updated_ts "
                          "FROM players WHERE version > 0 ORDER BY user_id",
-    [SQL_WALK_EVENTS] = "SELECT " HISTORY_COLUMNS ", p.user_id FROM history h JOIN players p "
-                        "ON p.player_key = h.player_key WHERE h.offset >= ?1 AND h.offset < ?2 "
-                        "ORDER BY h.offset",
     [SQL_IS_MEMBER] = "SELECT 1 FROM guild_members WHERE guild_id = ?1 AND user_id = ?2",
     [SQL_OUTBOX_ADD] = "INSERT INTO outbox (msg_key, event_id, user_id, payload) VALUES (?1, ?2, ?3, ?4)",
     [SQL_OUTBOX_DELETE] = "DELETE FROM outbox WHERE seq = ?1",
     [SQL_OUTBOX_WALK] = "SELECT seq, msg_key, event_id, user_id, payload FROM outbox WHERE seq > ?1 "
                         "ORDER BY seq LIMIT ?2",
     [SQL_GET_TOPIC] = "SELECT value FROM meta WHERE key = 'topic'",
-    [SQL_PLAYER_TIMELINE] = "SELECT " HISTORY_COLUMNS " FROM players p JOIN player_events e ON "
-                            "e.player_key = p.player_key JOIN history h ON h.offset = e.offset "
-                            "WHERE p.user_id = ?1 AND e.offset <= ?2 AND h.event_type NOT IN (6, 8) "
-                            "ORDER BY e.offset",
+    [SQL_PLAYER_TIMELINE] = PLAYER_OFFSETS "AND e.offset <= ?2 ORDER BY e.offset",
     [SQL_SET_TOPIC] = "INSERT INTO meta (key, value) VALUES ('topic', ?1)",
     [SQL_RECENT_DEAD_LETTERS] = "SELECT offset, reason FROM dead_letters ORDER BY offset DESC LIMIT ?1",
     [SQL_ITEM_TOTALS] = "SELECT item_type, count(*), sum(quantity) FROM inventory GROUP BY item_type",
@@ -175,6 +167,7 @@ struct store {
     int32_t partition;
     sqlite3_stmt *stmt[SQL_COUNT];
     int wal_frames; /* the writer's WAL length after its last commit (wal_hook) */
+    history_block block; /* the writer's block being packed (store_append_history) */
     char errmsg[512];
 };
 
@@ -287,23 +280,6 @@ static void bytes_to_uuid(const unsigned char bytes[16], char *out) {
     out[n] = '\0';
 }
 
-/* Binds an event id as the column stores it. bytes must live until the step. */
-static void bind_event_id(sqlite3_stmt *s, int index, const char *event_id,
-                          unsigned char bytes[16]) {
-    if (uuid_to_bytes(event_id, bytes))
-        sqlite3_bind_blob(s, index, bytes, 16, SQLITE_STATIC);
-    else
-        sqlite3_bind_text(s, index, event_id, -1, SQLITE_STATIC);
-}
-
-/* The event id of a history column as text, into out (STORE_ID_SIZE). */
-static void column_event_id(sqlite3_stmt *s, int col, char *out) {
-    if (sqlite3_column_type(s, col) == SQLITE_BLOB && sqlite3_column_bytes(s, col) == 16)
-        bytes_to_uuid(sqlite3_column_blob(s, col), out);
-    else
-        copy_column_text(s, col, out, STORE_ID_SIZE);
-}
-
 /* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (the civil-date
  * arithmetic that timegm does, without its locking and normalising). */
 static int64_t days_from_civil(int64_t y, int m, int d) {
@@ -340,23 +316,6 @@ static int64_t canonical_ts_ms(const char *ts) {
     return seconds * 1000 + digits_at(ts + 20, 3);
 }
 
-static void bind_ts(sqlite3_stmt *s, int index, const char *ts) {
-    int64_t ms = canonical_ts_ms(ts);
-    if (ms >= 0)
-        sqlite3_bind_int64(s, index, ms);
-    else
-        sqlite3_bind_text(s, index, ts, -1, SQLITE_STATIC);
-}
-
-/* A history ts column as text, into out (STORE_TS_SIZE). */
-static void column_ts(sqlite3_stmt *s, int col, char *out) {
-    if (sqlite3_column_type(s, col) != SQLITE_INTEGER) {
-        copy_column_text(s, col, out, STORE_TS_SIZE);
-        return;
-    }
-    store_format_ts(sqlite3_column_int64(s, col), out);
-}
-
 static const char *outcome_name(int outcome) {
     /* fold_outcome's values; dead letters have no history row */
     static const char *const names[] = {"applied", "rejected", "duplicate", "dead_lettered",
@@ -364,49 +323,48 @@ static const char *outcome_name(int outcome) {
     return outcome >= 0 && outcome < 5 ? names[outcome] : "unknown";
 }
 
-/* One history row of HISTORY_COLUMNS (at column base), converted to text. */
+/* One history entry converted to text. */
 typedef struct {
     char event_id[STORE_ID_SIZE];
     char ts[STORE_TS_SIZE];
     store_history_row row;
 } history_text;
 
-static void history_row_fill(store *st, sqlite3_stmt *s, int base, history_text *out,
-                             const char *type_name, int ts_is_ms);
-
-static void history_row_from(store *st, sqlite3_stmt *s, int base, history_text *out) {
-    column_event_id(s, base + 0, out->event_id);
-    column_ts(s, base + 4, out->ts);
-    const char *type_name = codec_type_name((event_type)sqlite3_column_int(s, base + 1));
-    int ts_is_ms = sqlite3_column_type(s, base + 4) == SQLITE_INTEGER;
-    history_row_fill(st, s, base, out, type_name, ts_is_ms);
+/* The entry's id as text, into out (STORE_ID_SIZE). */
+static void entry_event_id(const history_entry *e, char *out) {
+    if (e->id_is_uuid)
+        bytes_to_uuid(e->id_uuid, out);
+    else
+        snprintf(out, STORE_ID_SIZE, "%s", e->id_text);
 }
 
-/* As history_row_from without the ts text when the column holds ms (ts is then NULL; a
- * point-in-time fold needs only ts_ms, and formatting it cost a fifth of the time). */
-static void history_row_from_ms(store *st, sqlite3_stmt *s, int base, history_text *out) {
-    column_event_id(s, base + 0, out->event_id);
-    const char *type_name = codec_type_name((event_type)sqlite3_column_int(s, base + 1));
-    int ts_is_ms = sqlite3_column_type(s, base + 4) == SQLITE_INTEGER;
-    if (!ts_is_ms) copy_column_text(s, base + 4, out->ts, STORE_TS_SIZE);
-    history_row_fill(st, s, base, out, type_name, ts_is_ms);
-    if (ts_is_ms) out->row.ts = NULL;
-}
-
-static void history_row_fill(store *st, sqlite3_stmt *s, int base, history_text *out,
-                             const char *type_name, int ts_is_ms) {
+/* Fills out->row from e (its texts point into e's block). Without with_ts_text, row.ts is
+ * NULL whenever ts_ms is set: a point-in-time fold needs only ts_ms, and formatting it
+ * cost a fifth of the time. */
+static void history_row_of(const store *st, const history_entry *e, int with_ts_text,
+                           history_text *out) {
+    entry_event_id(e, out->event_id);
+    const char *ts = e->ts_text;
+    if (e->ts_ms >= 0) {
+        ts = NULL;
+        if (with_ts_text) {
+            store_format_ts(e->ts_ms, out->ts);
+            ts = out->ts;
+        }
+    }
+    const char *type_name = codec_type_name((event_type)e->event_type);
     out->row = (store_history_row){
-        .type = sqlite3_column_int(s, base + 1),
-        .ts_ms = ts_is_ms ? sqlite3_column_int64(s, base + 4) : -1,
+        .type = e->event_type,
+        .ts_ms = e->ts_ms,
         .event_id = out->event_id,
         .event_type = type_name ? type_name : "unknown",
-        .outcome = outcome_name(sqlite3_column_int(s, base + 2)),
-        .reason = (const char *)sqlite3_column_text(s, base + 3),
-        .ts = out->ts,
-        .items = (const char *)sqlite3_column_text(s, base + 5),
-        .guild_id = (const char *)sqlite3_column_text(s, base + 6),
+        .outcome = outcome_name(e->outcome),
+        .reason = e->reason,
+        .ts = ts,
+        .items = e->items,
+        .guild_id = e->guild_id,
         .partition = st->partition,
-        .offset = sqlite3_column_int64(s, base + 7),
+        .offset = e->offset,
     };
 }
 
@@ -506,6 +464,7 @@ void store_close(store *st) {
     if (!st) return;
     for (int i = 0; i < SQL_COUNT; i++) sqlite3_finalize(st->stmt[i]);
     sqlite3_close(st->db);
+    history_block_free(&st->block);
     free(st);
 }
 
@@ -514,9 +473,15 @@ int store_begin(store *st) {
     return exec_stmt(st, stmt_get(st, which), "begin");
 }
 
-int store_commit(store *st) { return exec_stmt(st, stmt_get(st, SQL_COMMIT), "commit"); }
+static int flush_block(store *st);
+
+int store_commit(store *st) {
+    if (flush_block(st)) return -1; /* the history block still being packed */
+    return exec_stmt(st, stmt_get(st, SQL_COMMIT), "commit");
+}
 
 void store_rollback(store *st) {
+    history_block_reset(&st->block);
     if (!sqlite3_get_autocommit(st->db)) exec_stmt(st, stmt_get(st, SQL_ROLLBACK), "rollback");
 }
 
@@ -785,19 +750,132 @@ uint32_t store_event_id_hash(const char *event_id) {
     return hash;
 }
 
+/* ---------------------------------------------------------------- history blocks */
+
+/* A copy of the block a read fetched last, so that the events of one walk that share a
+ * block cost one SQLite read. It lives for one call only: a committed block never
+ * changes, but one the writer rolled back is rewritten. */
+typedef struct {
+    unsigned char *bytes;
+    size_t len, cap;
+    int64_t first_offset, last_offset;
+} block_cursor;
+
+static void block_cursor_free(block_cursor *c) { free(c->bytes); }
+
+static int corrupt_block(store *st, int64_t last_offset) {
+    snprintf(st->errmsg, sizeof st->errmsg,
+             "the history block ending at offset %lld is damaged", (long long)last_offset);
+    return -1;
+}
+
+/* Copies the block in the current row of s (first_offset, records, last_offset). */
+static int block_cursor_take(store *st, block_cursor *c, sqlite3_stmt *s) {
+    const void *bytes = sqlite3_column_blob(s, 1);
+    size_t len = (size_t)sqlite3_column_bytes(s, 1);
+    if (len > c->cap || !c->bytes) {
+        size_t cap = len > 4096 ? len : 4096;
+        unsigned char *bigger = realloc(c->bytes, cap);
+        if (!bigger) {
+            snprintf(st->errmsg, sizeof st->errmsg, "out of memory reading history");
+            return -1;
+        }
+        c->bytes = bigger;
+        c->cap = cap;
+    }
+    if (len) memcpy(c->bytes, bytes, len);
+    c->len = len;
+    c->first_offset = sqlite3_column_int64(s, 0);
+    c->last_offset = sqlite3_column_int64(s, 2);
+    return 0;
+}
+
+/* Decodes the history entry at offset into *entry (its texts point into c). Returns 1,
+ * 0 when no block holds it, -1 on error. */
+static int history_entry_at(store *st, block_cursor *c, int64_t offset, history_entry *entry) {
+    if (!c->bytes || offset < c->first_offset || offset > c->last_offset) {
+        sqlite3_stmt *s = stmt_get(st, SQL_BLOCK_AT);
+        sqlite3_bind_int64(s, 1, offset);
+        int rc = sqlite3_step(s);
+        int took = rc == SQLITE_ROW ? block_cursor_take(st, c, s) : 0;
+        sqlite3_reset(s);
+        if (rc == SQLITE_DONE) return 0;
+        if (rc != SQLITE_ROW) return fail_with(st, "reading history");
+        if (took) return -1;
+        if (offset < c->first_offset) return 0;
+    }
+    history_block_reader r;
+    history_block_read_start(&r, c->bytes, c->len, c->first_offset);
+    int got;
+    while ((got = history_block_next(&r, entry)) == 1 && entry->offset < offset)
+        ;
+    if (got < 0) return corrupt_block(st, c->last_offset);
+    return got == 1 && entry->offset == offset;
+}
+
+/* An event id as history_entry_id_is compares it: its 16 bytes when it is a UUID. */
+typedef struct {
+    const char *text;
+    int is_uuid;
+    unsigned char uuid[16];
+} id_key;
+
+static id_key id_key_of(const char *event_id) {
+    id_key k = {.text = event_id};
+    k.is_uuid = uuid_to_bytes(event_id, k.uuid);
+    return k;
+}
+
+static int history_entry_id_is(const history_entry *e, const id_key *k) {
+    if (e->id_is_uuid) return k->is_uuid && memcmp(e->id_uuid, k->uuid, 16) == 0;
+    return !k->is_uuid && strcmp(e->id_text, k->text) == 0;
+}
+
+/* The guild-side events a guild's partition records under a player are not the
+ * player's own history. */
+static int is_guild_side(int type) {
+    return type == EVENT_GUILD_JOIN_REQUESTED || type == EVENT_GUILD_LEAVE_REQUESTED;
+}
+
+/* Walks the entries at the offsets the rows of s give (its column 0), passing those
+ * that have the id k (when k is not NULL) and are not guild-side (when own_only) to
+ * visit, until visit returns non-zero. Returns 0, or -1 with errmsg. */
+static int walk_offsets(store *st, sqlite3_stmt *s, const id_key *k, int own_only,
+                        int (*visit)(void *arg, const history_entry *e), void *arg,
+                        const char *what) {
+    block_cursor c = {0};
+    history_entry e;
+    int rc, got = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        got = history_entry_at(st, &c, sqlite3_column_int64(s, 0), &e);
+        if (got < 0) break;
+        if (!got || (k && !history_entry_id_is(&e, k)) || (own_only && is_guild_side(e.event_type)))
+            continue;
+        if (visit(arg, &e)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_reset(s);
+    block_cursor_free(&c);
+    if (got < 0) return -1;
+    return rc == SQLITE_DONE ? 0 : fail_with(st, what);
+}
+
+static int note_found(void *arg, const history_entry *e) {
+    (void)e;
+    *(int *)arg = 1;
+    return 1;
+}
+
 int store_event_seen(store *st, int64_t player_key, uint32_t id_hash, const char *event_id) {
     sqlite3_stmt *s = stmt_get(st, SQL_EVENT_SEEN);
-    int rc, seen = 0;
     sqlite3_bind_int64(s, 1, player_key);
     sqlite3_bind_int64(s, 2, id_hash);
-    while (!seen && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        char stored[STORE_ID_SIZE];
-        column_event_id(s, 0, stored);
-        seen = strcmp(stored, event_id) == 0; /* a hash match is only a candidate */
-    }
-    if (seen) rc = SQLITE_DONE;
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? seen : fail_with(st, "looking up event id");
+    id_key k = id_key_of(event_id); /* a hash match is only a candidate */
+    int seen = 0;
+    if (walk_offsets(st, s, &k, 0, note_found, &seen, "looking up event id")) return -1;
+    return seen;
 }
 
 int store_event_id_hashes(store *st, int64_t player_key, uint32_t *hashes, size_t max,
@@ -817,34 +895,45 @@ int store_event_id_hashes(store *st, int64_t player_key, uint32_t *hashes, size_
     return rc == SQLITE_DONE ? 0 : fail_with(st, "reading event ids");
 }
 
-/* Binds one history row's nine columns from index first on; id_bytes must live until
- * the statement has run. */
-static void bind_history_row(sqlite3_stmt *s, int first, const store_history_record *rec,
-                             unsigned char id_bytes[16]) {
-    sqlite3_bind_int64(s, first, rec->offset);
-    sqlite3_bind_int64(s, first + 1, rec->player_key);
-    bind_event_id(s, first + 2, rec->event_id, id_bytes);
-    sqlite3_bind_int(s, first + 3, rec->event_type);
-    sqlite3_bind_int(s, first + 4, rec->outcome);
-    bind_text_or_null(s, first + 5, rec->reason);
-    bind_ts(s, first + 6, rec->ts);
-    bind_text_or_null(s, first + 7, rec->items);
-    bind_text_or_null(s, first + 8, rec->guild_id);
+/* Writes the block being packed, if any, as one row. */
+static int flush_block(store *st) {
+    history_block *b = &st->block;
+    if (!b->count) return 0;
+    sqlite3_stmt *s = stmt_get(st, SQL_APPEND_BLOCK);
+    sqlite3_bind_int64(s, 1, b->last_offset);
+    sqlite3_bind_int64(s, 2, b->first_offset);
+    sqlite3_bind_blob(s, 3, b->bytes, (int)b->len, SQLITE_STATIC);
+    int rc = exec_stmt(st, s, "recording event outcomes");
+    history_block_reset(b);
+    return rc;
 }
 
+static const char *text_or_null(const char *text) { return text && text[0] ? text : NULL; }
+
 int store_append_history(store *st, const store_history_record *recs, size_t count) {
-    unsigned char id_bytes[STORE_ROWS_PER_INSERT][16];
-    size_t done = 0;
-    for (; count - done >= STORE_ROWS_PER_INSERT; done += STORE_ROWS_PER_INSERT) {
-        sqlite3_stmt *s = stmt_get(st, SQL_APPEND_HISTORY_MANY);
-        for (int i = 0; i < STORE_ROWS_PER_INSERT; i++)
-            bind_history_row(s, 1 + 9 * i, &recs[done + (size_t)i], id_bytes[i]);
-        if (exec_stmt(st, s, "recording event outcomes")) return -1;
-    }
-    for (; done < count; done++) {
-        sqlite3_stmt *s = stmt_get(st, SQL_APPEND_HISTORY);
-        bind_history_row(s, 1, &recs[done], id_bytes[0]);
-        if (exec_stmt(st, s, "recording event outcome")) return -1;
+    for (size_t i = 0; i < count; i++) {
+        const store_history_record *rec = &recs[i];
+        history_entry e = {
+            .offset = rec->offset,
+            .player_key = rec->player_key,
+            .event_type = rec->event_type,
+            .outcome = rec->outcome,
+            .id_text = rec->event_id,
+            .ts_ms = canonical_ts_ms(rec->ts),
+            .ts_text = rec->ts,
+            .reason = text_or_null(rec->reason),
+            .items = text_or_null(rec->items),
+            .guild_id = text_or_null(rec->guild_id),
+        };
+        e.id_is_uuid = uuid_to_bytes(rec->event_id, e.id_uuid);
+        if (!history_block_fits(&st->block, &e) && flush_block(st)) return -1;
+        if (history_block_add(&st->block, &e)) {
+            history_block_reset(&st->block);
+            snprintf(st->errmsg, sizeof st->errmsg,
+                     "packing history: out of memory, or offset %lld out of order",
+                     (long long)rec->offset);
+            return -1;
+        }
     }
     return 0;
 }
@@ -948,29 +1037,84 @@ fail:
     return -1;
 }
 
+typedef struct {
+    const store *st;
+    store_event_outcome *out;
+    int found;
+} event_lookup;
+
+/* Copies the first entry found into the caller's outcome. */
+static int take_outcome(void *arg, const history_entry *e) {
+    event_lookup *look = arg;
+    history_text h;
+    history_row_of(look->st, e, 0, &h);
+    store_event_outcome *out = look->out;
+    snprintf(out->event_id, sizeof out->event_id, "%s", h.row.event_id);
+    snprintf(out->event_type, sizeof out->event_type, "%s", h.row.event_type);
+    snprintf(out->outcome, sizeof out->outcome, "%s", h.row.outcome);
+    snprintf(out->reason, sizeof out->reason, "%s", h.row.reason ? h.row.reason : "");
+    out->partition = h.row.partition;
+    out->offset = h.row.offset;
+    look->found = 1;
+    return 1;
+}
+
+/* Decodes every block that may hold an offset in [first, end) in offset order, passing
+ * each entry in range to visit until it returns non-zero (then *stopped is set). The
+ * entry's texts live during the call only. Returns 0 or -1. */
+static int walk_blocks(store *st, int64_t first, int64_t end,
+                       int (*visit)(void *arg, const history_entry *e), void *arg,
+                       int *stopped) {
+    sqlite3_stmt *s = stmt_get(st, SQL_BLOCKS_FROM);
+    sqlite3_bind_int64(s, 1, first);
+    sqlite3_bind_int64(s, 2, end);
+    int rc, got = 0;
+    int64_t last_offset = 0;
+    *stopped = 0;
+    while (!*stopped && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        history_block_reader r;
+        history_entry e;
+        last_offset = sqlite3_column_int64(s, 2);
+        history_block_read_start(&r, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1),
+                                 sqlite3_column_int64(s, 0));
+        while ((got = history_block_next(&r, &e)) == 1)
+            if (e.offset >= first && e.offset < end && visit(arg, &e)) {
+                *stopped = 1;
+                break;
+            }
+        if (got < 0) break;
+    }
+    if (*stopped) rc = SQLITE_DONE;
+    sqlite3_reset(s);
+    if (got < 0) return corrupt_block(st, last_offset);
+    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading history");
+}
+
+typedef struct {
+    id_key key;
+    event_lookup *look;
+} id_search;
+
+static int take_outcome_if_id(void *arg, const history_entry *e) {
+    id_search *search = arg;
+    return history_entry_id_is(e, &search->key) ? take_outcome(search->look, e) : 0;
+}
+
 int store_read_event(store *st, const char *event_id, const char *user_id,
                      store_event_outcome *out) {
-    unsigned char id_bytes[16];
-    sqlite3_stmt *s = stmt_get(st, user_id ? SQL_READ_EVENT_OF_PLAYER : SQL_READ_EVENT_ANY);
-    bind_event_id(s, 1, event_id, id_bytes);
-    if (user_id) {
-        sqlite3_bind_text(s, 2, user_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 3, store_event_id_hash(event_id));
+    event_lookup look = {.st = st, .out = out};
+    if (user_id) { /* the player's events with the id's hash: an index lookup */
+        sqlite3_stmt *s = stmt_get(st, SQL_READ_EVENT_OF_PLAYER);
+        sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, store_event_id_hash(event_id));
+        id_key k = id_key_of(event_id);
+        if (walk_offsets(st, s, &k, 0, take_outcome, &look, "reading event")) return -1;
+    } else { /* any player's: a scan of history, the earliest first */
+        id_search search = {.key = id_key_of(event_id), .look = &look};
+        int stopped;
+        if (walk_blocks(st, 0, INT64_MAX, take_outcome_if_id, &search, &stopped)) return -1;
     }
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        history_text h;
-        history_row_from(st, s, 0, &h);
-        snprintf(out->event_id, sizeof out->event_id, "%s", h.row.event_id);
-        snprintf(out->event_type, sizeof out->event_type, "%s", h.row.event_type);
-        snprintf(out->outcome, sizeof out->outcome, "%s", h.row.outcome);
-        snprintf(out->reason, sizeof out->reason, "%s", h.row.reason ? h.row.reason : "");
-        out->partition = h.row.partition;
-        out->offset = h.row.offset;
-    }
-    sqlite3_reset(s);
-    if (rc == SQLITE_ROW) return 1;
-    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading event");
+    return look.found;
 }
 
 int store_read_guild(store *st, const char *guild_id, const char *after_user, int limit,
@@ -995,40 +1139,47 @@ fail:
     return -1;
 }
 
+typedef struct {
+    const store *st;
+    int with_ts_text;
+    int left; /* rows still wanted; < 0: no limit */
+    int stopped_by_caller;
+    void (*row)(void *arg, const store_history_row *entry);
+    int (*row_until)(void *arg, const store_history_row *entry);
+    void *arg;
+} history_walk;
+
+static int pass_row(void *arg, const history_entry *e) {
+    history_walk *w = arg;
+    history_text h;
+    history_row_of(w->st, e, w->with_ts_text, &h);
+    if (w->row_until) {
+        w->stopped_by_caller = w->row_until(w->arg, &h.row) != 0;
+        return w->stopped_by_caller;
+    }
+    w->row(w->arg, &h.row);
+    return w->left > 0 && --w->left == 0;
+}
+
 int store_read_history(store *st, const char *user_id, int64_t before_offset, int limit,
                        void (*row)(void *arg, const store_history_row *entry), void *arg) {
+    if (limit <= 0) return 0;
     sqlite3_stmt *s = stmt_get(st, SQL_READ_HISTORY);
-    int rc;
     sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, before_offset < 0 ? INT64_MAX : before_offset);
-    sqlite3_bind_int(s, 3, limit);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        history_text h;
-        history_row_from(st, s, 0, &h);
-        row(arg, &h.row);
-    }
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading history");
+    history_walk w = {.st = st, .with_ts_text = 1, .left = limit, .row = row, .arg = arg};
+    return walk_offsets(st, s, NULL, 1, pass_row, &w, "reading history");
 }
 
 int store_walk_player_history(store *st, const char *user_id, int64_t until_offset,
                               int with_ts_text,
                               int (*row)(void *arg, const store_history_row *entry), void *arg) {
     sqlite3_stmt *s = stmt_get(st, SQL_PLAYER_TIMELINE);
-    int rc;
     sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, until_offset < 0 ? INT64_MAX : until_offset);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        history_text h;
-        if (with_ts_text) history_row_from(st, s, 0, &h);
-        else history_row_from_ms(st, s, 0, &h);
-        if (row(arg, &h.row)) {
-            sqlite3_reset(s);
-            return 0;
-        }
-    }
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading a player's history");
+    history_walk w = {.st = st, .with_ts_text = with_ts_text, .left = -1, .row_until = row,
+                      .arg = arg};
+    return walk_offsets(st, s, NULL, 1, pass_row, &w, "reading a player's history");
 }
 
 int64_t store_ts_ms(const char *ts) { return canonical_ts_ms(ts); }
@@ -1200,35 +1351,59 @@ int store_walk_players(store *st, int (*row)(void *arg, const store_row *r), voi
     return walk(st, stmt_get(st, SQL_WALK_PLAYERS), fill_player, row, arg, "walking players");
 }
 
+typedef struct {
+    store *st;
+    int (*row)(void *arg, const store_event_row *r);
+    void *arg;
+    int failed; /* the player lookup failed (errmsg says why) */
+} event_walk;
+
+static int pass_event(void *arg, const history_entry *e) {
+    event_walk *w = arg;
+    sqlite3_stmt *s = stmt_get(w->st, SQL_USER_OF_KEY);
+    sqlite3_bind_int64(s, 1, e->player_key);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) { /* every recorded event's player is in the store */
+        sqlite3_reset(s);
+        if (rc == SQLITE_DONE)
+            snprintf(w->st->errmsg, sizeof w->st->errmsg,
+                     "history at offset %lld names player key %lld, which is not stored",
+                     (long long)e->offset, (long long)e->player_key);
+        else
+            fail_with(w->st, "reading the player of an event");
+        w->failed = 1;
+        return 1;
+    }
+    history_text h;
+    history_row_of(w->st, e, 1, &h);
+    store_event_row r = {
+        .partition = w->st->partition,
+        .offset = h.row.offset,
+        .event_id = h.row.event_id,
+        .event_type = h.row.event_type,
+        .user_id = (const char *)sqlite3_column_text(s, 0),
+        .ts = h.row.ts,
+        .outcome = h.row.outcome,
+        .reason = h.row.reason,
+        .items = h.row.items,
+        .guild_id = h.row.guild_id,
+    };
+    int stop = w->row(w->arg, &r);
+    sqlite3_reset(s);
+    return stop;
+}
+
 int store_walk_events(store *st, int64_t first, int64_t end,
                       int (*row)(void *arg, const store_event_row *r), void *arg) {
-    sqlite3_stmt *s = stmt_get(st, SQL_WALK_EVENTS);
-    int rc;
-    sqlite3_bind_int64(s, 1, first);
-    sqlite3_bind_int64(s, 2, end);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        history_text h;
-        history_row_from(st, s, 0, &h);
-        store_event_row r = {
-            .partition = st->partition,
-            .offset = h.row.offset,
-            .event_id = h.row.event_id,
-            .event_type = h.row.event_type,
-            .user_id = (const char *)sqlite3_column_text(s, 8),
-            .ts = h.row.ts,
-            .outcome = h.row.outcome,
-            .reason = h.row.reason,
-            .items = h.row.items,
-            .guild_id = h.row.guild_id,
-        };
-        if (row(arg, &r)) {
-            sqlite3_reset(s);
-            snprintf(st->errmsg, sizeof st->errmsg, "walking events stopped by its consumer");
-            return -1;
-        }
+    event_walk w = {.st = st, .row = row, .arg = arg};
+    int stopped;
+    if (walk_blocks(st, first, end, pass_event, &w, &stopped)) return -1;
+    if (w.failed) return -1;
+    if (stopped) {
+        snprintf(st->errmsg, sizeof st->errmsg, "walking events stopped by its consumer");
+        return -1;
     }
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : fail_with(st, "walking events");
+    return 0;
 }
 
 int store_read_dead_letters(store *st, int limit,

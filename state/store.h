@@ -159,8 +159,11 @@ typedef struct {
     const char *guild_id; /* NULL when the event has none */
 } store_history_record;
 
-/* Appends count events' outcomes to history (id_hash is not used here), several rows
- * to a statement. */
+/* Appends count events' outcomes to history (id_hash is not used here), in ascending
+ * offset order within and across calls: they are packed into blocks (state/history_block)
+ * and each full block is written as one row; the last, partly filled one is written by
+ * store_commit, so a batch handed over in several calls still fills whole blocks.
+ * store_rollback drops it. */
 int store_append_history(store *st, const store_history_record *recs, size_t count);
 
 typedef struct {

@@ -216,8 +216,8 @@ def test_migrations_upgrade_refuse_and_roll_back(tmp_path):
     assert serve.returncode != 0 and "replay" in serve.stderr
     fresh = str(tmp_path / "fresh")
     os.mkdir(fresh)
-    assert "0 -> 5" in run("migrate", "--db", fresh + "/p0.db").stdout
-    assert "schema version 5 -> 5" in run("migrate", "--db", fresh).stdout
+    assert "0 -> 6" in run("migrate", "--db", fresh + "/p0.db").stdout
+    assert "schema version 6 -> 6" in run("migrate", "--db", fresh).stdout
 
     # Guilds decided in the log (0005): a store holding guild rows of the earlier rule is
     # refused and left as it was; a store without any is carried over.
@@ -238,7 +238,7 @@ def test_migrations_upgrade_refuse_and_roll_back(tmp_path):
     old.execute("INSERT INTO players (player_key, user_id, version) VALUES (1, 'old-timer', 3)")
     old.commit()
     old.close()
-    assert "4 -> 5" in run("migrate", "--db", no_guilds).stdout
+    assert "4 -> 6" in run("migrate", "--db", no_guilds).stdout
     old = sqlite3.connect(no_guilds)
     assert old.execute("SELECT user_id, version, pending_guild_id FROM players").fetchall() == \
         [("old-timer", 3, None)]
@@ -269,6 +269,93 @@ def test_migrations_upgrade_refuse_and_roll_back(tmp_path):
     con.close()
     assert open(broken, "rb").read() == before
     os.unlink(broken)
+
+
+def fnv1a_32(text):
+    """The 32-bit FNV-1a hash lootlog keys its dedupe memory by (store_event_id_hash)."""
+    h = 0x811c9dc5
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xffffffff
+    return h
+
+
+def test_migration_0006_packs_the_old_history_rows_into_blocks(tmp_path, server_factory):
+    """A store of schema 5 with one history row per event is carried over in place: every
+    row is packed into history_blocks, the old table is gone, and serve answers the
+    player's history and the events by id from the blocks with every field as it was."""
+    topic = create_topic("mig6-" + uuid.uuid4().hex[:8], partitions=1)  # every user on p0
+    folder = tmp_path / "mig6"
+    folder.mkdir()
+    store = str(folder / "p0.db")
+    assert "0 -> 5" in run("migrate", "--db", store, "--to", "5").stdout
+    user = "mig6-" + uuid.uuid4().hex[:8]
+    ms = 1796026440123 - 86_400_000  # 2026-11-29T08:14:00.123Z
+    special = [  # offset, event id, type, outcome, reason, ts, items, guild_id
+        (0, str(uuid.uuid4()), 1, 0, None, ms, "sword:1", None),
+        (1, "legacy-id-one", 3, 1, "insufficient_quantity", "2026-11-29T08:14:00Z",
+         "arrow:20", None),
+        (2, str(uuid.uuid4()).upper(), 4, 4, None, ms + 1, None, "owls"),
+    ]
+    bulk = [(o, str(uuid.uuid4()), 2, 0, None, ms + o, f"potion:{o}", None)
+            for o in range(3, 300)]
+    rows = special + bulk
+    con = sqlite3.connect(store)
+    con.execute("INSERT INTO players (player_key, user_id, version, created_ts, updated_ts) "
+                "VALUES (1, ?, 298, '2026-11-29T08:14:00.123Z', '2026-11-29T08:14:00.123Z')",
+                (user,))
+    for offset, event_id, etype, outcome, reason, ts, items, guild in rows:
+        stored_id = uuid.UUID(event_id).bytes if event_id == event_id.lower() and \
+            len(event_id) == 36 else event_id
+        con.execute("INSERT INTO history VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                    (offset, stored_id, etype, outcome, reason, ts, items, guild))
+        con.execute("INSERT INTO player_events VALUES (1, ?, ?)", (fnv1a_32(event_id), offset))
+    con.commit()
+    con.close()
+
+    assert "5 -> 6" in run("migrate", "--db", str(folder)).stdout
+    con = sqlite3.connect(store)
+    assert not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'history'").fetchall()
+    blocks = con.execute("SELECT first_offset, last_offset FROM history_blocks "
+                         "ORDER BY last_offset").fetchall()
+    con.close()
+    assert len(blocks) > 1 and blocks[0][0] == 0 and blocks[-1][1] == 299
+    assert all(a[1] < b[0] for a, b in zip(blocks, blocks[1:]))  # in order, no overlap
+
+    s = server_factory(name="mig6", db=str(folder), topic=topic).start()
+    names = {1: "purchase_sword", 2: "purchase_item", 3: "consume_item", 4: "join_guild"}
+    outcomes = {0: "applied", 1: "rejected", 4: "pending"}
+
+    def as_served(row):
+        offset, event_id, etype, outcome, reason, ts, items, guild = row
+        return {"event_id": event_id, "event_type": names[etype], "outcome": outcomes[outcome],
+                "reason": reason, "offset": offset, "partition": 0, "guild_id": guild,
+                "ts": "2026-11-29T08:14:00.%03dZ" % (123 + ts - ms) if isinstance(ts, int) else ts}
+
+    served, cursor = [], None
+    while True:
+        params = {"limit": "120"}
+        if cursor:
+            params["cursor"] = cursor
+        r = s.get(f"/v1/users/{user}/history", params=params)
+        assert r.status_code == 200, r.text
+        served += r.json()["events"]
+        cursor = r.json().get("next_cursor")
+        if not cursor:
+            break
+    assert [e["offset"] for e in served] == list(range(299, -1, -1))
+    by_offset = {e["offset"]: e for e in served}
+    for row in rows:
+        e = by_offset[row[0]]
+        assert {k: e.get(k) for k in as_served(row)} == as_served(row)
+        lines = [ln.split(":") for ln in row[6].split(",")] if row[6] else []
+        assert e["items"] == [{"item_type": t, "quantity": int(q)} for t, q in lines]
+    # Events by id: through the player's dedupe index, and by a scan of every block.
+    for offset, event_id, *_ in (special[0], special[1], special[2], bulk[-1]):
+        for params in ({"user_id": user}, {}):
+            r = s.get(f"/v1/events/{event_id}", params=params)
+            assert r.status_code == 200, (event_id, params, r.text)
+            assert r.json()["offset"] == offset and r.json()["partition"] == 0
+    assert s.get(f"/v1/events/{uuid.uuid4()}", params={"user_id": user}).status_code == 404
 
 
 def test_shard_folds_its_partitions_and_redirects_the_rest(server_factory):
