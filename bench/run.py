@@ -966,15 +966,16 @@ REPLAY_BATCH_EVENTS = 20_000  # lootlog replay's --batch-events default
 
 
 def sqlite_floor(store_dir, batch_events=REPLAY_BATCH_EVENTS):
-    """SQLite alone writing the rows every folded event adds: the replayed stores'
-    `player_events` rows (one per event) and `history_blocks` rows (one per block of
-    events), copied into fresh stores with the same schema and writer pragmas, in the
-    replay's batches (one transaction per batch_events records: a block goes with the
-    batch that holds its last offset; player_events in key order as the fold writes
-    them). The rows are first loaded into memory, untimed, so the time is SQLite's
-    inserting and committing alone: no Kafka, no decoding, no rules, no packing. Returns
-    (events covered, CPU seconds)."""
-    cpu_s, records = 0.0, 0
+    """SQLite alone writing the rows a replay's fold writes: the replayed stores'
+    `history_blocks` rows (one per block of ~90 events) and `player_index` rows (one per
+    player per batch), copied into fresh stores with the same schema and writer pragmas,
+    in the replay's batches (one transaction per batch_events records: a row goes with
+    the batch that holds its first offset; player_index in key order as the fold writes
+    it). The rows are first loaded into memory, untimed, so the time is SQLite's
+    inserting and committing alone: no Kafka, no decoding, no rules, no packing. Every row
+    is checked to be copied. Returns the CPU seconds."""
+    cpu_s = 0.0
+    tables = (("history_blocks", "last_offset"), ("player_index", "player_key, first_offset"))
     for src in sorted(glob.glob(os.path.join(store_dir, "p*.db"))):
         if not re.fullmatch(r"p\d+\.db", os.path.basename(src)):
             continue
@@ -990,38 +991,33 @@ def sqlite_floor(store_dir, batch_events=REPLAY_BATCH_EVENTS):
                            "cache_size=-1000", "temp_store=MEMORY"):
                 con.execute(f"PRAGMA {pragma}")
             con.execute("ATTACH ? AS old", (src,))
-            for (sql,) in con.execute("SELECT sql FROM old.sqlite_master WHERE type = 'table' "
-                                      "AND name IN ('history_blocks', 'player_events')").fetchall():
+            for table, _ in tables:
+                (sql,) = con.execute("SELECT sql FROM old.sqlite_master WHERE type = 'table' "
+                                     "AND name = ?", (table,)).fetchone()
                 con.execute(sql)
-            con.execute("CREATE TEMP TABLE hb AS SELECT * FROM old.history_blocks "
-                        "ORDER BY last_offset")
-            con.execute("CREATE INDEX temp.hb_last ON hb(last_offset)")
-            con.execute("CREATE TEMP TABLE pe AS SELECT * FROM old.player_events")
-            con.execute("CREATE INDEX temp.pe_offset ON pe(offset)")
+                con.execute(f"CREATE TEMP TABLE t_{table} AS SELECT * FROM old.{table}")
+                con.execute(f"CREATE INDEX temp.t_{table}_first ON t_{table}(first_offset)")
             con.execute("DETACH old")
-            low, high = con.execute("SELECT min(offset), max(offset) FROM pe").fetchone()
+            low, high = con.execute("SELECT min(first_offset), max(first_offset) "
+                                    "FROM t_history_blocks").fetchone()
             if low is None:
                 continue
             started = time.process_time()
             for first in range(low, high + 1, batch_events):
                 bounds = (first, first + batch_events)
                 con.execute("BEGIN")
-                con.execute("INSERT INTO history_blocks SELECT * FROM hb WHERE last_offset >= ? "
-                            "AND last_offset < ? ORDER BY last_offset", bounds)
-                con.execute("INSERT INTO player_events SELECT * FROM pe WHERE offset >= ? AND "
-                            "offset < ? ORDER BY player_key, id_hash, offset", bounds)
+                for table, order in tables:
+                    con.execute(f"INSERT INTO {table} SELECT * FROM t_{table} WHERE first_offset "
+                                f">= ? AND first_offset < ? ORDER BY {order}", bounds)
                 con.execute("COMMIT")
-            # Blocks that end before the first event's offset (none in a replay) or after
-            # the last (none either) would be left out: the counts say so.
             cpu_s += time.process_time() - started
-            for table, temp in (("history_blocks", "hb"), ("player_events", "pe")):
+            for table, _ in tables:
                 copied = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                if copied != con.execute(f"SELECT count(*) FROM {temp}").fetchone()[0]:
+                if copied != con.execute(f"SELECT count(*) FROM t_{table}").fetchone()[0]:
                     raise WrongAnswer(f"SQLite floor: copied {copied} {table} rows of {src}")
-            records += con.execute("SELECT count(*) FROM player_events").fetchone()[0]
         finally:
             con.close()
-    return records, cpu_s
+    return cpu_s
 
 
 # This machine's speed moves by a quarter within minutes (the same replay took 4.1 and
@@ -1117,13 +1113,12 @@ def bench_replay(b):
     def cores_at(rate, *per_event_us):
         return rate * sum(us or 0 for us in per_event_us) / 1e6
     need_ours, need_kcat = cores_at(300_000, ours_us, ours_broker_us), cores_at(300_000, kcat_us, kcat_broker_us)
-    log("replay: SQLite alone writing the replayed stores' player_events rows and history blocks")
-    floor_rows, floor_cpu_s = sqlite_floor(store)
-    floor_us = cpu_us(floor_cpu_s, floor_rows)
+    log("replay: SQLite alone writing the replayed stores' history blocks and player index rows")
+    floor_us = cpu_us(sqlite_floor(store), records)
     half_kcat = kcat_rate / 2
     # What 0.5x kcat would take before any decoding or rule: consuming as kcat does, the
-    # broker serving it, and SQLite writing each event's player_events row and its share
-    # of a history block.
+    # broker serving it, and SQLite writing the rows the fold writes (history blocks and
+    # player index rows).
     need_half_kcat = cores_at(half_kcat, kcat_us, kcat_broker_us, floor_us)
     b.goal("replay of a gen topic", "≥ 300,000 events/s",
            f"{ours:,.0f} events/s ({ours_us + (ours_broker_us or 0):.1f} µs of CPU per event with "
@@ -1131,8 +1126,8 @@ def bench_replay(b):
            ours >= 300_000)
     b.goal("replay vs kcat consume-only", "≥ 0.5×",
            f"{ours / kcat_rate:.2f}× (0.5× is {half_kcat:,.0f}/s: consuming it as kcat does, "
-           f"the broker serving it and SQLite alone writing each event's player_events row and its "
-           f"share of a history block "
+           f"the broker serving it and SQLite alone writing the replay's history blocks and "
+           f"player index rows "
            f"({floor_us:.1f} µs) would take {need_half_kcat:.1f} of the {cores} cores, "
            f"leaving {max(0.0, cores - need_half_kcat) * 1e6 / half_kcat:.2f} µs per event for "
            f"decoding, the rules and the dedupe check; replay's own CPU is {ours_us:.1f} µs per "
@@ -1157,8 +1152,8 @@ def bench_replay(b):
             ceiling=kcat_broker_us),
         row(f"cores 300,000 events/s would take at that CPU per event (this machine: {cores})",
             "cores", need_ours, ceiling=need_kcat),
-        row("CPU per event: SQLite alone writing the event's player_events row and its share of "
-            "a history block "
+        row("CPU per event: SQLite alone writing the replay's history blocks and player index "
+            "rows "
             "(ceiling column; no Kafka, no decoding, no rules)", "µs", None, ceiling=floor_us),
         row(f"cores 0.5× kcat ({half_kcat:,.0f} events/s) would take: kcat's consume + the "
             "broker's + SQLite alone (ceiling column)", "cores", None, ceiling=need_half_kcat),

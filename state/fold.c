@@ -119,7 +119,7 @@ struct fold_partition {
     /* this batch */
     pending_outcome *outcomes;
     size_t outcome_count, outcome_cap;
-    store_player_event *sorted; /* the outcomes' player_events rows in key order, at commit */
+    store_player_event *sorted; /* the outcomes' index pairs by player and offset, at commit */
     size_t sorted_cap;
     size_t *seen_slots; /* open addressing over outcome indices + 1 (0: empty) */
     size_t seen_cap;
@@ -936,11 +936,10 @@ static int write_player(fold_partition *fp, cached_player *p) {
 static int compare_player_events(const void *a, const void *b) {
     const store_player_event *x = a, *y = b;
     if (x->player_key != y->player_key) return x->player_key < y->player_key ? -1 : 1;
-    if (x->id_hash != y->id_hash) return x->id_hash < y->id_hash ? -1 : 1;
     return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
-/* The batch's player_events rows, in key order (see store_add_player_events). */
+/* The batch's player index pairs, by player and offset (see store_add_player_events). */
 static int write_player_events(fold_partition *fp) {
     if (reserve((void **)&fp->sorted, &fp->sorted_cap, fp->outcome_count, sizeof *fp->sorted)) {
         snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");

@@ -42,6 +42,8 @@ static size_t put_text(unsigned char *out, const char *text) {
     return n + len + 1;
 }
 
+static int reserve_bytes(history_block *b, size_t need);
+
 static size_t varint_size(uint64_t value) {
     size_t n = 1;
     while (value >= 0x80) {
@@ -80,14 +82,7 @@ int history_block_add(history_block *b, const history_entry *entry) {
     if ((!entry->id_is_uuid && !id_text) || (entry->ts_ms < 0 && !ts_text)) return -1;
     size_t need = ENTRY_FIXED_MAX + text_size(id_text) + text_size(ts_text) +
                   text_size(entry->reason) + text_size(entry->items) + text_size(entry->guild_id);
-    if (b->len + need > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + need) cap *= 2;
-        unsigned char *bigger = realloc(b->bytes, cap);
-        if (!bigger) return -1;
-        b->bytes = bigger;
-        b->cap = cap;
-    }
+    if (reserve_bytes(b, need)) return -1;
     if (!b->count) b->first_offset = b->last_offset = entry->offset;
     unsigned char *out = b->bytes + b->len;
     size_t n = put_varint(out, (uint64_t)(entry->offset - b->last_offset));
@@ -114,6 +109,31 @@ int history_block_add(history_block *b, const history_entry *entry) {
     b->len += n;
     b->count++;
     b->last_offset = entry->offset;
+    return 0;
+}
+
+/* Makes room for need more bytes. Returns 0 or -1. */
+static int reserve_bytes(history_block *b, size_t need) {
+    if (b->len + need <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + need) cap *= 2;
+    unsigned char *bigger = realloc(b->bytes, cap);
+    if (!bigger) return -1;
+    b->bytes = bigger;
+    b->cap = cap;
+    return 0;
+}
+
+int history_block_add_id(history_block *b, uint32_t id_hash, int64_t offset) {
+    if (offset < 0 || (b->count && offset <= b->last_offset) || reserve_bytes(b, 10 + 4))
+        return -1;
+    if (!b->count) b->first_offset = b->last_offset = offset;
+    unsigned char *out = b->bytes + b->len;
+    size_t n = put_varint(out, (uint64_t)(offset - b->last_offset));
+    for (int i = 0; i < 4; i++) out[n++] = (unsigned char)(id_hash >> (8 * i));
+    b->len += n;
+    b->count++;
+    b->last_offset = offset;
     return 0;
 }
 
@@ -194,5 +214,19 @@ int history_block_next(history_block_reader *r, history_entry *entry) {
     if ((flags & FLAG_GUILD) && get_text(r, &entry->guild_id)) return -1;
     r->offset = entry->offset;
     r->started = 1;
+    return 1;
+}
+
+int history_block_next_id(history_block_reader *r, uint32_t *id_hash, int64_t *offset) {
+    if (r->at >= r->end) return 0;
+    uint64_t delta;
+    if (get_varint(r, &delta) || r->end - r->at < 4) return -1;
+    if ((r->started && delta == 0) || delta > (uint64_t)(INT64_MAX - r->offset)) return -1;
+    *id_hash = (uint32_t)r->at[0] | (uint32_t)r->at[1] << 8 | (uint32_t)r->at[2] << 16 |
+               (uint32_t)r->at[3] << 24;
+    r->at += 4;
+    r->offset += (int64_t)delta;
+    r->started = 1;
+    *offset = r->offset;
     return 1;
 }

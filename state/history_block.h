@@ -49,6 +49,16 @@ int history_block_fits(const history_block *b, const history_entry *entry);
 void history_block_reset(history_block *b);
 void history_block_free(history_block *b);
 
+/* The player index packs the same way: a player's (id hash, offset) pairs in offset
+ * order, one row per player per batch (a batch holds ~8 events of a busy player: one
+ * B-tree insert instead of eight). Each pair is a varint offset delta and the hash's 4
+ * bytes. A row holds at most HISTORY_IDS_MAX pairs. */
+#define HISTORY_IDS_MAX 512
+
+/* Appends a pair to b (whose entries are all pairs). Returns 0, or -1 when out of memory
+ * or out of order. */
+int history_block_add_id(history_block *b, uint32_t id_hash, int64_t offset);
+
 /* Walks a stored block's entries in offset order. */
 typedef struct {
     const unsigned char *at, *end;
@@ -61,5 +71,9 @@ void history_block_read_start(history_block_reader *r, const void *bytes, size_t
 /* Decodes the next entry into *entry. Returns 1, 0 at the end, -1 when the bytes are
  * not a well-formed block. */
 int history_block_next(history_block_reader *r, history_entry *entry);
+
+/* Decodes the next pair of a player index row. Returns 1, 0 at the end, -1 when the
+ * bytes are not well formed. */
+int history_block_next_id(history_block_reader *r, uint32_t *id_hash, int64_t *offset);
 
 #endif

@@ -41,10 +41,12 @@ static int read_user_version(sqlite3 *db, int *version, char *errstr, size_t err
 
 /* ---- steps in C: what a migration needs beyond SQL, run in its transaction ---- */
 
-/* Writes one packed block as a history_blocks row and empties it. */
-static int write_block(sqlite3_stmt *insert, history_block *block) {
+/* Writes one packed block as a row (?1 key, ?2 its first offset, ?3 its bytes) and
+ * empties it: a history_blocks row keyed by its last offset, a player_index row by its
+ * player. */
+static int write_packed(sqlite3_stmt *insert, int64_t key, history_block *block) {
     if (!block->count) return 0;
-    sqlite3_bind_int64(insert, 1, block->last_offset);
+    sqlite3_bind_int64(insert, 1, key);
     sqlite3_bind_int64(insert, 2, block->first_offset);
     sqlite3_bind_blob(insert, 3, block->bytes, (int)block->len, SQLITE_STATIC);
     int rc = sqlite3_step(insert);
@@ -96,14 +98,14 @@ static int pack_history_into_blocks(sqlite3 *db, char *errstr, size_t errstr_siz
             e.ts_text = (const char *)sqlite3_column_text(read, 6);
         if (!e.id_text && !e.id_is_uuid) e.id_text = "";
         if (e.ts_ms < 0 && !e.ts_text) e.ts_text = "";
-        if (!history_block_fits(&block, &e) && write_block(insert, &block)) goto sql_fail;
+        if (!history_block_fits(&block, &e) && write_packed(insert, block.last_offset, &block)) goto sql_fail;
         if (history_block_add(&block, &e)) {
             snprintf(errstr, errstr_size, "packing history at offset %lld: out of memory",
                      (long long)e.offset);
             goto fail;
         }
     }
-    if (rc != SQLITE_DONE || write_block(insert, &block)) goto sql_fail;
+    if (rc != SQLITE_DONE || write_packed(insert, block.last_offset, &block)) goto sql_fail;
     sqlite3_finalize(read);
     sqlite3_finalize(insert);
     history_block_free(&block);
@@ -121,11 +123,59 @@ fail:
     return -1;
 }
 
+/* 0007: packs the rows of player_events into player_index, each player's pairs in offset
+ * order up to HISTORY_IDS_MAX to a row, then drops the old table. */
+static int pack_player_events(sqlite3 *db, char *errstr, size_t errstr_size) {
+    sqlite3_stmt *read = NULL, *insert = NULL;
+    history_block block = {0};
+    int64_t player_key = -1;
+    int rc = SQLITE_OK;
+    if (sqlite3_prepare_v2(db, "SELECT player_key, id_hash, offset FROM player_events "
+                               "ORDER BY player_key, offset",
+                           -1, &read, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "INSERT INTO player_index (player_key, first_offset, ids) "
+                               "VALUES (?1, ?2, ?3)",
+                           -1, &insert, NULL) != SQLITE_OK)
+        goto sql_fail;
+    while ((rc = sqlite3_step(read)) == SQLITE_ROW) {
+        int64_t key = sqlite3_column_int64(read, 0);
+        if (block.count && (key != player_key || block.count >= HISTORY_IDS_MAX) &&
+            write_packed(insert, player_key, &block))
+            goto sql_fail;
+        player_key = key;
+        if (history_block_add_id(&block, (uint32_t)sqlite3_column_int64(read, 1),
+                                 sqlite3_column_int64(read, 2))) {
+            snprintf(errstr, errstr_size, "packing player_events of player %lld: out of memory "
+                     "or an offset twice", (long long)key);
+            goto fail;
+        }
+    }
+    if (rc != SQLITE_DONE || write_packed(insert, player_key, &block)) goto sql_fail;
+    sqlite3_finalize(read);
+    sqlite3_finalize(insert);
+    history_block_free(&block);
+    if (sqlite3_exec(db, "DROP TABLE player_events", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(errstr, errstr_size, "dropping the old player_events table: %s",
+                 sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+sql_fail:
+    snprintf(errstr, errstr_size, "packing player_events into player_index: %s",
+             sqlite3_errmsg(db));
+fail:
+    sqlite3_finalize(read);
+    sqlite3_finalize(insert);
+    history_block_free(&block);
+    return -1;
+}
+
 static const struct {
     int number;
     int (*run)(sqlite3 *db, char *errstr, size_t errstr_size);
 } c_steps[] = {
     {6, pack_history_into_blocks},
+    {7, pack_player_events},
 };
 
 /* Runs migration number's step in C, if it has one. Returns 0 or -1 with errstr. */

@@ -35,20 +35,17 @@ enum {
     SQL_DELETE_GUILD,
     SQL_ADD_MEMBER,
     SQL_REMOVE_MEMBER,
-    SQL_EVENT_SEEN,
-    SQL_EVENT_ID_HASHES,
+    SQL_INDEX_OF_KEY,
+    SQL_INDEX_OF_USER,
     SQL_APPEND_BLOCK,
     SQL_BLOCK_AT,
     SQL_BLOCKS_FROM,
     SQL_USER_OF_KEY,
-    SQL_APPEND_PLAYER_EVENT,
-    SQL_APPEND_PLAYER_EVENT_MANY,
+    SQL_APPEND_INDEX_ROW,
     SQL_RECORD_DEAD_LETTER,
     SQL_SET_OFFSET,
     SQL_GET_OFFSET,
-    SQL_READ_EVENT_OF_PLAYER,
     SQL_READ_MEMBERS,
-    SQL_READ_HISTORY,
     SQL_ALL_PLAYERS,
     SQL_ALL_LINES,
     SQL_WALK_MEMBERS,
@@ -61,26 +58,9 @@ enum {
     SQL_ITEM_TOTALS,
     SQL_GET_TOPIC,
     SQL_SET_TOPIC,
-    SQL_PLAYER_TIMELINE,
     SQL_READ_INVENTORY,
     SQL_COUNT
 };
-
-/* The fold's two inserts per event go STORE_ROWS_PER_INSERT rows to a statement: each
- * statement's fixed cost (opening its cursor, ending it, binding and resetting) was a
- * third of an insert's time, paid per event (perf: sqlite3VdbeHalt alone 6 % of the
- * fold). The rows' text is spelled out by the preprocessor, not built at run time. */
-#define ROWS_2(r) r "," r
-#define ROWS_4(r) ROWS_2(r) "," ROWS_2(r)
-#define ROWS_8(r) ROWS_4(r) "," ROWS_4(r)
-#define ROWS_16(r) ROWS_8(r) "," ROWS_8(r)
-#define ROWS_32(r) ROWS_16(r) "," ROWS_16(r)
-#define STORE_ROWS_PER_INSERT 32
-#define PLAYER_EVENT_INSERT "INSERT INTO player_events (player_key, id_hash, offset) VALUES "
-
-/* The offsets of a player's recorded events: history_entry_at reads each from its block. */
-#define PLAYER_OFFSETS "SELECT e.offset FROM players p JOIN player_events e ON e.player_key = " \
-                       "p.player_key WHERE p.user_id = ?1 "
 
 static const char *const sql_text[SQL_COUNT] = {
     [SQL_BEGIN] = "BEGIN",
@@ -108,8 +88,13 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_DELETE_GUILD] = "DELETE FROM guilds WHERE guild_id = ?1",
     [SQL_ADD_MEMBER] = "INSERT INTO guild_members (guild_id, user_id, joined_ts) VALUES (?1, ?2, ?3)",
     [SQL_REMOVE_MEMBER] = "DELETE FROM guild_members WHERE guild_id = ?1 AND user_id = ?2",
-    [SQL_EVENT_SEEN] = "SELECT offset FROM player_events WHERE player_key = ?1 AND id_hash = ?2",
-    [SQL_EVENT_ID_HASHES] = "SELECT id_hash FROM player_events WHERE player_key = ?1",
+    /* A player's index rows, oldest first: rows never overlap, so their pairs in this
+     * order are the player's events in offset order. */
+    [SQL_INDEX_OF_KEY] = "SELECT first_offset, ids FROM player_index WHERE player_key = ?1 "
+                         "ORDER BY first_offset",
+    [SQL_INDEX_OF_USER] = "SELECT i.first_offset, i.ids FROM players p JOIN player_index i "
+                          "ON i.player_key = p.player_key WHERE p.user_id = ?1 "
+                          "ORDER BY i.first_offset",
     [SQL_APPEND_BLOCK] =
         "INSERT INTO history_blocks (last_offset, first_offset, records) VALUES (?1, ?2, ?3)",
     /* The block holding offset ?1, if any: the first that ends at or after it. */
@@ -118,17 +103,15 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_BLOCKS_FROM] = "SELECT first_offset, records, last_offset FROM history_blocks "
                         "WHERE last_offset >= ?1 AND first_offset < ?2 ORDER BY last_offset",
     [SQL_USER_OF_KEY] = "SELECT user_id FROM players WHERE player_key = ?1",
-    [SQL_APPEND_PLAYER_EVENT] = PLAYER_EVENT_INSERT "(?,?,?)",
-    [SQL_APPEND_PLAYER_EVENT_MANY] = PLAYER_EVENT_INSERT ROWS_32("(?,?,?)"),
+    [SQL_APPEND_INDEX_ROW] =
+        "INSERT INTO player_index (player_key, first_offset, ids) VALUES (?1, ?2, ?3)",
     [SQL_RECORD_DEAD_LETTER] =
         "INSERT INTO dead_letters (offset, reason, msg_key, payload) VALUES (?1, ?2, ?3, ?4)",
     [SQL_SET_OFFSET] = "INSERT INTO offsets (partition, next_offset) VALUES (?1, ?2) "
                        "ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset",
     [SQL_GET_OFFSET] = "SELECT next_offset FROM offsets WHERE partition = ?1",
-    [SQL_READ_EVENT_OF_PLAYER] = PLAYER_OFFSETS "AND e.id_hash = ?2 ORDER BY e.offset",
     [SQL_READ_MEMBERS] = "SELECT user_id FROM guild_members WHERE guild_id = ?1 AND user_id > ?2 "
                          "ORDER BY user_id LIMIT ?3",
-    [SQL_READ_HISTORY] = PLAYER_OFFSETS "AND e.offset < ?2 ORDER BY e.offset DESC",
     [SQL_ALL_PLAYERS] = "SELECT user_id, version, guild_id, player_key, pending_guild_id, "
                         "pending_cause FROM players WHERE version > 0 OR pending_guild_id "
                         "IS NOT NULL ORDER BY user_id",
@@ -145,7 +128,6 @@ static const char *const sql_text[SQL_COUNT] = {
     [SQL_OUTBOX_WALK] = "SELECT seq, msg_key, event_id, user_id, payload FROM outbox WHERE seq > ?1 "
                         "ORDER BY seq LIMIT ?2",
     [SQL_GET_TOPIC] = "SELECT value FROM meta WHERE key = 'topic'",
-    [SQL_PLAYER_TIMELINE] = PLAYER_OFFSETS "AND e.offset <= ?2 ORDER BY e.offset",
     [SQL_SET_TOPIC] = "INSERT INTO meta (key, value) VALUES ('topic', ?1)",
     [SQL_RECENT_DEAD_LETTERS] = "SELECT offset, reason FROM dead_letters ORDER BY offset DESC LIMIT ?1",
     [SQL_ITEM_TOTALS] = "SELECT item_type, count(*), sum(quantity) FROM inventory GROUP BY item_type",
@@ -837,29 +819,93 @@ static int is_guild_side(int type) {
     return type == EVENT_GUILD_JOIN_REQUESTED || type == EVENT_GUILD_LEAVE_REQUESTED;
 }
 
-/* Walks the entries at the offsets the rows of s give (its column 0), passing those
- * that have the id k (when k is not NULL) and are not guild-side (when own_only) to
- * visit, until visit returns non-zero. Returns 0, or -1 with errmsg. */
-static int walk_offsets(store *st, sqlite3_stmt *s, const id_key *k, int own_only,
-                        int (*visit)(void *arg, const history_entry *e), void *arg,
-                        const char *what) {
+/* Calls pair(arg, id_hash, offset) for every pair of the player index rows s gives
+ * (first_offset, ids), in offset order, until pair returns non-zero; resets s. Returns
+ * 0, or -1 with errmsg (pair's own -1 included). */
+static int walk_index(store *st, sqlite3_stmt *s,
+                      int (*pair)(void *arg, uint32_t id_hash, int64_t offset), void *arg,
+                      const char *what) {
+    int rc, got = 0, stop = 0;
+    int64_t first_offset = 0;
+    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        history_block_reader r;
+        uint32_t id_hash;
+        int64_t offset;
+        first_offset = sqlite3_column_int64(s, 0);
+        history_block_read_start(&r, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1),
+                                 first_offset);
+        while (!stop && (got = history_block_next_id(&r, &id_hash, &offset)) == 1)
+            stop = pair(arg, id_hash, offset);
+        if (got < 0) break;
+    }
+    sqlite3_reset(s);
+    if (stop < 0) return -1;
+    if (got < 0) {
+        snprintf(st->errmsg, sizeof st->errmsg,
+                 "the player index row from offset %lld is damaged", (long long)first_offset);
+        return -1;
+    }
+    return stop || rc == SQLITE_DONE ? 0 : fail_with(st, what);
+}
+
+/* Offsets picked from a player's index: those in [low, high], with one hash when
+ * only_hash is set. */
+typedef struct {
+    store *st;
+    int64_t *offsets;
+    size_t count, cap;
+    int64_t low, high;
+    int only_hash;
+    uint32_t id_hash;
+} offset_pick;
+
+static int pick_offset(void *arg, uint32_t id_hash, int64_t offset) {
+    offset_pick *pick = arg;
+    if (offset < pick->low || offset > pick->high || (pick->only_hash && id_hash != pick->id_hash))
+        return 0;
+    if (pick->count == pick->cap) {
+        size_t cap = pick->cap ? pick->cap * 2 : 64;
+        int64_t *bigger = realloc(pick->offsets, cap * sizeof *bigger);
+        if (!bigger) {
+            snprintf(pick->st->errmsg, sizeof pick->st->errmsg, "out of memory reading history");
+            return -1;
+        }
+        pick->offsets = bigger;
+        pick->cap = cap;
+    }
+    pick->offsets[pick->count++] = offset;
+    return 0;
+}
+
+/* Reads the history entries at the picked offsets (newest first when newest_first),
+ * passing those that have the id k (when k is not NULL) and are not guild-side (when
+ * own_only) to visit, until visit returns non-zero. Frees the pick. Returns 0 or -1. */
+static int walk_picked(store *st, offset_pick *pick, int newest_first, const id_key *k,
+                       int own_only, int (*visit)(void *arg, const history_entry *e),
+                       void *arg) {
     block_cursor c = {0};
     history_entry e;
-    int rc, got = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        got = history_entry_at(st, &c, sqlite3_column_int64(s, 0), &e);
+    int got = 0;
+    for (size_t i = 0; i < pick->count; i++) {
+        int64_t offset = pick->offsets[newest_first ? pick->count - 1 - i : i];
+        got = history_entry_at(st, &c, offset, &e);
         if (got < 0) break;
         if (!got || (k && !history_entry_id_is(&e, k)) || (own_only && is_guild_side(e.event_type)))
             continue;
-        if (visit(arg, &e)) {
-            rc = SQLITE_DONE;
-            break;
-        }
+        if (visit(arg, &e)) break;
     }
-    sqlite3_reset(s);
     block_cursor_free(&c);
-    if (got < 0) return -1;
-    return rc == SQLITE_DONE ? 0 : fail_with(st, what);
+    free(pick->offsets);
+    pick->offsets = NULL;
+    return got < 0 ? -1 : 0;
+}
+
+/* Picks from the index rows s gives; on error frees the pick. Returns 0 or -1. */
+static int pick_offsets(store *st, sqlite3_stmt *s, offset_pick *pick, const char *what) {
+    if (walk_index(st, s, pick_offset, pick, what) == 0) return 0;
+    free(pick->offsets);
+    pick->offsets = NULL;
+    return -1;
 }
 
 static int note_found(void *arg, const history_entry *e) {
@@ -869,30 +915,37 @@ static int note_found(void *arg, const history_entry *e) {
 }
 
 int store_event_seen(store *st, int64_t player_key, uint32_t id_hash, const char *event_id) {
-    sqlite3_stmt *s = stmt_get(st, SQL_EVENT_SEEN);
+    sqlite3_stmt *s = stmt_get(st, SQL_INDEX_OF_KEY);
     sqlite3_bind_int64(s, 1, player_key);
-    sqlite3_bind_int64(s, 2, id_hash);
+    offset_pick pick = {.st = st, .high = INT64_MAX, .only_hash = 1, .id_hash = id_hash};
+    if (pick_offsets(st, s, &pick, "looking up event id")) return -1;
     id_key k = id_key_of(event_id); /* a hash match is only a candidate */
     int seen = 0;
-    if (walk_offsets(st, s, &k, 0, note_found, &seen, "looking up event id")) return -1;
+    if (walk_picked(st, &pick, 0, &k, 0, note_found, &seen)) return -1;
     return seen;
+}
+
+typedef struct {
+    uint32_t *hashes;
+    size_t max, count_limit, count;
+} hash_copy;
+
+static int copy_hash(void *arg, uint32_t id_hash, int64_t offset) {
+    hash_copy *copy = arg;
+    (void)offset;
+    if (copy->count < copy->max) copy->hashes[copy->count] = id_hash;
+    /* past count_limit (and the buffer) the caller only needs to know there are that many */
+    return ++copy->count >= copy->count_limit && copy->count > copy->max;
 }
 
 int store_event_id_hashes(store *st, int64_t player_key, uint32_t *hashes, size_t max,
                           size_t count_limit, size_t *count) {
-    sqlite3_stmt *s = stmt_get(st, SQL_EVENT_ID_HASHES);
-    int rc;
-    *count = 0;
+    sqlite3_stmt *s = stmt_get(st, SQL_INDEX_OF_KEY);
     sqlite3_bind_int64(s, 1, player_key);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (*count < max) hashes[*count] = (uint32_t)sqlite3_column_int64(s, 0);
-        if (++*count >= count_limit && *count > max) {
-            rc = SQLITE_DONE; /* the caller only needs to know there are that many */
-            break;
-        }
-    }
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : fail_with(st, "reading event ids");
+    hash_copy copy = {.hashes = hashes, .max = max, .count_limit = count_limit};
+    int rc = walk_index(st, s, copy_hash, &copy, "reading event ids");
+    *count = copy.count;
+    return rc;
 }
 
 /* Writes the block being packed, if any, as one row. */
@@ -938,26 +991,37 @@ int store_append_history(store *st, const store_history_record *recs, size_t cou
     return 0;
 }
 
+/* Writes the player's packed pairs as one player_index row and empties the block. */
+static int write_index_row(store *st, int64_t player_key, history_block *ids) {
+    sqlite3_stmt *s = stmt_get(st, SQL_APPEND_INDEX_ROW);
+    sqlite3_bind_int64(s, 1, player_key);
+    sqlite3_bind_int64(s, 2, ids->first_offset);
+    sqlite3_bind_blob(s, 3, ids->bytes, (int)ids->len, SQLITE_STATIC);
+    int rc = exec_stmt(st, s, "recording event ids");
+    history_block_reset(ids);
+    return rc;
+}
+
 int store_add_player_events(store *st, const store_player_event *events, size_t count) {
-    size_t done = 0;
-    for (; count - done >= STORE_ROWS_PER_INSERT; done += STORE_ROWS_PER_INSERT) {
-        sqlite3_stmt *s = stmt_get(st, SQL_APPEND_PLAYER_EVENT_MANY);
-        for (int i = 0; i < STORE_ROWS_PER_INSERT; i++) {
-            const store_player_event *e = &events[done + (size_t)i];
-            sqlite3_bind_int64(s, 1 + 3 * i, e->player_key);
-            sqlite3_bind_int64(s, 2 + 3 * i, e->id_hash);
-            sqlite3_bind_int64(s, 3 + 3 * i, e->offset);
+    history_block ids = {0};
+    for (size_t i = 0; i < count; i++) {
+        const store_player_event *e = &events[i];
+        if (ids.count && (e->player_key != events[i - 1].player_key || ids.count >= HISTORY_IDS_MAX) &&
+            write_index_row(st, events[i - 1].player_key, &ids))
+            goto fail;
+        if (history_block_add_id(&ids, e->id_hash, e->offset)) {
+            snprintf(st->errmsg, sizeof st->errmsg,
+                     "indexing event ids: out of memory, or offset %lld out of order",
+                     (long long)e->offset);
+            goto fail;
         }
-        if (exec_stmt(st, s, "recording event ids")) return -1;
     }
-    for (; done < count; done++) {
-        sqlite3_stmt *s = stmt_get(st, SQL_APPEND_PLAYER_EVENT);
-        sqlite3_bind_int64(s, 1, events[done].player_key);
-        sqlite3_bind_int64(s, 2, events[done].id_hash);
-        sqlite3_bind_int64(s, 3, events[done].offset);
-        if (exec_stmt(st, s, "recording event id")) return -1;
-    }
+    if (ids.count && write_index_row(st, events[count - 1].player_key, &ids)) goto fail;
+    history_block_free(&ids);
     return 0;
+fail:
+    history_block_free(&ids);
+    return -1;
 }
 
 int store_record_dead_letter(store *st, int64_t offset, const char *reason, const void *key,
@@ -1104,11 +1168,13 @@ int store_read_event(store *st, const char *event_id, const char *user_id,
                      store_event_outcome *out) {
     event_lookup look = {.st = st, .out = out};
     if (user_id) { /* the player's events with the id's hash: an index lookup */
-        sqlite3_stmt *s = stmt_get(st, SQL_READ_EVENT_OF_PLAYER);
+        sqlite3_stmt *s = stmt_get(st, SQL_INDEX_OF_USER);
         sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 2, store_event_id_hash(event_id));
+        offset_pick pick = {.st = st, .high = INT64_MAX, .only_hash = 1,
+                            .id_hash = store_event_id_hash(event_id)};
+        if (pick_offsets(st, s, &pick, "reading event")) return -1;
         id_key k = id_key_of(event_id);
-        if (walk_offsets(st, s, &k, 0, take_outcome, &look, "reading event")) return -1;
+        if (walk_picked(st, &pick, 0, &k, 0, take_outcome, &look)) return -1;
     } else { /* any player's: a scan of history, the earliest first */
         id_search search = {.key = id_key_of(event_id), .look = &look};
         int stopped;
@@ -1164,22 +1230,24 @@ static int pass_row(void *arg, const history_entry *e) {
 int store_read_history(store *st, const char *user_id, int64_t before_offset, int limit,
                        void (*row)(void *arg, const store_history_row *entry), void *arg) {
     if (limit <= 0) return 0;
-    sqlite3_stmt *s = stmt_get(st, SQL_READ_HISTORY);
+    sqlite3_stmt *s = stmt_get(st, SQL_INDEX_OF_USER);
     sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, before_offset < 0 ? INT64_MAX : before_offset);
+    offset_pick pick = {.st = st, .high = before_offset < 0 ? INT64_MAX : before_offset - 1};
+    if (pick_offsets(st, s, &pick, "reading history")) return -1;
     history_walk w = {.st = st, .with_ts_text = 1, .left = limit, .row = row, .arg = arg};
-    return walk_offsets(st, s, NULL, 1, pass_row, &w, "reading history");
+    return walk_picked(st, &pick, 1, NULL, 1, pass_row, &w);
 }
 
 int store_walk_player_history(store *st, const char *user_id, int64_t until_offset,
                               int with_ts_text,
                               int (*row)(void *arg, const store_history_row *entry), void *arg) {
-    sqlite3_stmt *s = stmt_get(st, SQL_PLAYER_TIMELINE);
+    sqlite3_stmt *s = stmt_get(st, SQL_INDEX_OF_USER);
     sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, until_offset < 0 ? INT64_MAX : until_offset);
+    offset_pick pick = {.st = st, .high = until_offset < 0 ? INT64_MAX : until_offset};
+    if (pick_offsets(st, s, &pick, "reading a player's history")) return -1;
     history_walk w = {.st = st, .with_ts_text = with_ts_text, .left = -1, .row_until = row,
                       .arg = arg};
-    return walk_offsets(st, s, NULL, 1, pass_row, &w, "reading a player's history");
+    return walk_picked(st, &pick, 0, NULL, 1, pass_row, &w);
 }
 
 int64_t store_ts_ms(const char *ts) { return canonical_ts_ms(ts); }

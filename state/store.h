@@ -173,8 +173,9 @@ typedef struct {
 } store_player_event;
 
 /* Indexes recorded events under their players: the dedupe memory and the players'
- * history index. A batch adds them in (player_key, id_hash) order, so its inserts walk
- * the index once instead of jumping around it. */
+ * history index. events must be sorted by player_key, then offset; each player's pairs
+ * become one player_index row (up to HISTORY_IDS_MAX pairs a row), so a batch pays one
+ * insert per player it touched instead of one per event. */
 int store_add_player_events(store *st, const store_player_event *events, size_t count);
 
 int store_record_dead_letter(store *st, int64_t offset, const char *reason, const void *key,

@@ -18,6 +18,10 @@ WEBHDFS = os.environ.get("LOOTLOG_TEST_WEBHDFS", "http://127.0.0.1:19870")
 STACK_DIR = os.environ.get("LOOTLOG_TEST_STACK_DIR", os.path.join(ROOT, ".dev", "test-stack"))
 STACK_CMD = os.environ.get("LOOTLOG_TEST_STACK_CMD", os.path.join(ROOT, "stack", "stack"))
 TOPIC = "events"
+# Pairs of history blocks of one store whose offset ranges overlap: an offset recorded in
+# two blocks, i.e. one record's outcome written twice (within a block offsets only go up).
+OVERLAPPING_BLOCKS = ("SELECT count(*) FROM history_blocks a JOIN history_blocks b "
+                      "ON b.last_offset > a.last_offset AND b.first_offset <= a.last_offset")
 
 
 def free_port():

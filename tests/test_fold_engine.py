@@ -216,8 +216,8 @@ def test_migrations_upgrade_refuse_and_roll_back(tmp_path):
     assert serve.returncode != 0 and "replay" in serve.stderr
     fresh = str(tmp_path / "fresh")
     os.mkdir(fresh)
-    assert "0 -> 6" in run("migrate", "--db", fresh + "/p0.db").stdout
-    assert "schema version 6 -> 6" in run("migrate", "--db", fresh).stdout
+    assert "0 -> 7" in run("migrate", "--db", fresh + "/p0.db").stdout
+    assert "schema version 7 -> 7" in run("migrate", "--db", fresh).stdout
 
     # Guilds decided in the log (0005): a store holding guild rows of the earlier rule is
     # refused and left as it was; a store without any is carried over.
@@ -238,7 +238,7 @@ def test_migrations_upgrade_refuse_and_roll_back(tmp_path):
     old.execute("INSERT INTO players (player_key, user_id, version) VALUES (1, 'old-timer', 3)")
     old.commit()
     old.close()
-    assert "4 -> 6" in run("migrate", "--db", no_guilds).stdout
+    assert "4 -> 7" in run("migrate", "--db", no_guilds).stdout
     old = sqlite3.connect(no_guilds)
     assert old.execute("SELECT user_id, version, pending_guild_id FROM players").fetchall() == \
         [("old-timer", 3, None)]
@@ -279,10 +279,11 @@ def fnv1a_32(text):
     return h
 
 
-def test_migration_0006_packs_the_old_history_rows_into_blocks(tmp_path, server_factory):
-    """A store of schema 5 with one history row per event is carried over in place: every
-    row is packed into history_blocks, the old table is gone, and serve answers the
-    player's history and the events by id from the blocks with every field as it was."""
+def test_migrations_0006_0007_pack_history_and_the_player_index(tmp_path, server_factory):
+    """A store of schema 5 with one history row and one player_events row per event is
+    carried over in place: every row is packed into history_blocks and player_index, the
+    old tables are gone, and serve answers the player's history and the events by id
+    from the blocks with every field as it was."""
     topic = create_topic("mig6-" + uuid.uuid4().hex[:8], partitions=1)  # every user on p0
     folder = tmp_path / "mig6"
     folder.mkdir()
@@ -297,11 +298,11 @@ def test_migration_0006_packs_the_old_history_rows_into_blocks(tmp_path, server_
         (2, str(uuid.uuid4()).upper(), 4, 4, None, ms + 1, None, "owls"),
     ]
     bulk = [(o, str(uuid.uuid4()), 2, 0, None, ms + o, f"potion:{o}", None)
-            for o in range(3, 300)]
+            for o in range(3, 600)]
     rows = special + bulk
     con = sqlite3.connect(store)
     con.execute("INSERT INTO players (player_key, user_id, version, created_ts, updated_ts) "
-                "VALUES (1, ?, 298, '2026-11-29T08:14:00.123Z', '2026-11-29T08:14:00.123Z')",
+                "VALUES (1, ?, 598, '2026-11-29T08:14:00.123Z', '2026-11-29T08:14:00.123Z')",
                 (user,))
     for offset, event_id, etype, outcome, reason, ts, items, guild in rows:
         stored_id = uuid.UUID(event_id).bytes if event_id == event_id.lower() and \
@@ -312,13 +313,18 @@ def test_migration_0006_packs_the_old_history_rows_into_blocks(tmp_path, server_
     con.commit()
     con.close()
 
-    assert "5 -> 6" in run("migrate", "--db", str(folder)).stdout
+    assert "5 -> 7" in run("migrate", "--db", str(folder)).stdout
     con = sqlite3.connect(store)
-    assert not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'history'").fetchall()
+    for old in ("history", "player_events"):
+        assert not con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (old,)).fetchall()
+    index = con.execute("SELECT player_key, first_offset, length(ids) FROM player_index "
+                        "ORDER BY first_offset").fetchall()
     blocks = con.execute("SELECT first_offset, last_offset FROM history_blocks "
                          "ORDER BY last_offset").fetchall()
     con.close()
-    assert len(blocks) > 1 and blocks[0][0] == 0 and blocks[-1][1] == 299
+    assert len(blocks) > 1 and blocks[0][0] == 0 and blocks[-1][1] == 599
+    # 600 pairs of one player: two rows of at most 512 pairs, from offsets 0 and 512.
+    assert [(k, first) for k, first, _ in index] == [(1, 0), (1, 512)]
     assert all(a[1] < b[0] for a, b in zip(blocks, blocks[1:]))  # in order, no overlap
 
     s = server_factory(name="mig6", db=str(folder), topic=topic).start()
@@ -342,7 +348,7 @@ def test_migration_0006_packs_the_old_history_rows_into_blocks(tmp_path, server_
         cursor = r.json().get("next_cursor")
         if not cursor:
             break
-    assert [e["offset"] for e in served] == list(range(299, -1, -1))
+    assert [e["offset"] for e in served] == list(range(599, -1, -1))
     by_offset = {e["offset"]: e for e in served}
     for row in rows:
         e = by_offset[row[0]]

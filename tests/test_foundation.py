@@ -6,7 +6,7 @@ import uuid
 
 import requests
 
-from conftest import WEBHDFS, kcat_read, query_stores, stack, wait_until
+from conftest import OVERLAPPING_BLOCKS, WEBHDFS, kcat_read, query_stores, stack, wait_until
 
 
 def test_purchase_shows_in_inventory(server, user):
@@ -73,8 +73,7 @@ def test_restart_mid_stream_applies_each_event_once(server_factory, tmp_path):
     for u in users:
         assert folder.quantities(u, after=last_token[u]) == {"gem": expected[u]}
     # And the database agrees: one outcome row per consumed record, none twice.
-    dupes = query_stores(db, "SELECT count(*) FROM (SELECT offset FROM player_events "
-                             "GROUP BY offset HAVING count(*) > 1)")
+    dupes = query_stores(db, OVERLAPPING_BLOCKS)
     assert dupes and all(n == 0 for (n,) in dupes)
 
 

@@ -159,6 +159,32 @@ int main(void) {
     CHECK(decode_all(b.bytes, b.len, b.first_offset, out, 8) == 1);
     CHECK(out[0].items && strlen(out[0].items) == HISTORY_BLOCK_MAX_BYTES * 2 - 1);
     free(huge);
+    /* Player index rows: (hash, offset) pairs round-trip, in order only. */
+    history_block_reset(&b);
+    CHECK(history_block_add_id(&b, 0xdeadbeefu, 40) == 0);
+    CHECK(history_block_add_id(&b, 0, 41) == 0);
+    CHECK(history_block_add_id(&b, 0xffffffffu, INT64_C(1) << 50) == 0);
+    CHECK(history_block_add_id(&b, 7, INT64_C(1) << 50) == -1);
+    CHECK(history_block_add_id(&b, 7, 39) == -1);
+    CHECK(b.count == 3 && b.first_offset == 40 && b.last_offset == INT64_C(1) << 50);
+    {
+        uint32_t hash;
+        int64_t at;
+        history_block_reader r;
+        history_block_read_start(&r, b.bytes, b.len, b.first_offset);
+        CHECK(history_block_next_id(&r, &hash, &at) == 1 && hash == 0xdeadbeefu && at == 40);
+        CHECK(history_block_next_id(&r, &hash, &at) == 1 && hash == 0 && at == 41);
+        CHECK(history_block_next_id(&r, &hash, &at) == 1 && hash == 0xffffffffu &&
+              at == INT64_C(1) << 50);
+        CHECK(history_block_next_id(&r, &hash, &at) == 0);
+        /* A pair cut short is refused. */
+        history_block_read_start(&r, b.bytes, b.len - 1, b.first_offset);
+        int got;
+        while ((got = history_block_next_id(&r, &hash, &at)) == 1)
+            ;
+        CHECK(got == -1);
+    }
+
     history_block_free(&b);
     free(decoded_bytes);
     return check_finish("history_block");
