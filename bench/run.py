@@ -1114,7 +1114,8 @@ def bench_replay(b):
         return rate * sum(us or 0 for us in per_event_us) / 1e6
     need_ours, need_kcat = cores_at(300_000, ours_us, ours_broker_us), cores_at(300_000, kcat_us, kcat_broker_us)
     log("replay: SQLite alone writing the replayed stores' history blocks and player index rows")
-    floor_us = cpu_us(sqlite_floor(store), records)
+    floor_cpu_s = sqlite_floor(store)
+    floor_us = cpu_us(floor_cpu_s, records)
     half_kcat = kcat_rate / 2
     # What 0.5x kcat would take before any decoding or rule: consuming as kcat does, the
     # broker serving it, and SQLite writing the rows the fold writes (history blocks and
@@ -1174,7 +1175,7 @@ def bench_replay(b):
              "kcat_wall_s": round(wall_kcat, 2),
              "replay_walls_s": [round(r[0], 2) for r in replay_runs],
              "kcat_walls_s": [round(r[0], 2) for r in kcat_runs], "replay_cpu": replay_cpu, "kcat_cpu": kcat_cpu,
-             "sqlite_floor": {"rows": floor_rows, "cpu_s": round(floor_cpu_s, 3),
+             "sqlite_floor": {"events": records, "cpu_s": round(floor_cpu_s, 3),
                               "batch_events": REPLAY_BATCH_EVENTS}, "peer": {k: v for k, v in peer.items() if k != "db"}})
 
 

@@ -76,7 +76,8 @@ int history_block_fits(const history_block *b, const history_entry *entry) {
 }
 
 int history_block_add(history_block *b, const history_entry *entry) {
-    if (entry->offset < 0 || (b->count && entry->offset <= b->last_offset)) return -1;
+    if (entry->offset < 0 || entry->player_key < 0 || (b->count && entry->offset <= b->last_offset))
+        return -1; /* the reader refuses what a negative value would encode to */
     const char *id_text = entry->id_is_uuid ? NULL : entry->id_text;
     const char *ts_text = entry->ts_ms >= 0 ? NULL : entry->ts_text;
     if ((!entry->id_is_uuid && !id_text) || (entry->ts_ms < 0 && !ts_text)) return -1;
@@ -181,6 +182,7 @@ static int get_text(history_block_reader *r, const char **text) {
 }
 
 int history_block_next(history_block_reader *r, history_entry *entry) {
+    if (r->offset < 0) return -1; /* a damaged row's first offset */
     if (r->at >= r->end) return 0;
     uint64_t delta, player_key;
     if (get_varint(r, &delta) || get_varint(r, &player_key) || r->end - r->at < 3) return -1;
@@ -218,6 +220,7 @@ int history_block_next(history_block_reader *r, history_entry *entry) {
 }
 
 int history_block_next_id(history_block_reader *r, uint32_t *id_hash, int64_t *offset) {
+    if (r->offset < 0) return -1; /* a damaged row's first offset */
     if (r->at >= r->end) return 0;
     uint64_t delta;
     if (get_varint(r, &delta) || r->end - r->at < 4) return -1;

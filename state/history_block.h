@@ -39,8 +39,9 @@ typedef struct {
     int64_t first_offset, last_offset;
 } history_block;
 
-/* Appends entry, whose offset must be above the block's last. Returns 0, or -1 when
- * out of memory or out of order (the block is then unchanged). */
+/* Appends entry, whose offset must be above the block's last (and player_key not
+ * negative). Returns 0, or -1 when out of memory or out of order (the block is then
+ * unchanged). */
 int history_block_add(history_block *b, const history_entry *entry);
 /* 1 when entry can join b within HISTORY_BLOCK_MAX_BYTES (always when b is empty), 0
  * when b should be written first. */
@@ -69,7 +70,7 @@ typedef struct {
 void history_block_read_start(history_block_reader *r, const void *bytes, size_t len,
                               int64_t first_offset);
 /* Decodes the next entry into *entry. Returns 1, 0 at the end, -1 when the bytes are
- * not a well-formed block. */
+ * not a well-formed block or its first offset is negative. */
 int history_block_next(history_block_reader *r, history_entry *entry);
 
 /* Decodes the next pair of a player index row. Returns 1, 0 at the end, -1 when the

@@ -72,9 +72,29 @@ static void index_row(const uint8_t *data, size_t size) {
     history_block_free(&b);
 }
 
+/* Read from a first offset near the top of int64 or below zero (a damaged row): the
+ * offsets never wrap and a negative start is refused. */
+static void extreme_first_offsets(const uint8_t *data, size_t size) {
+    history_block_reader r;
+    history_entry e;
+    uint32_t id_hash;
+    int64_t offset;
+    int got;
+    history_block_read_start(&r, data, size, INT64_MAX - 3);
+    while ((got = history_block_next(&r, &e)) == 1) FUZZ_ASSERT(e.offset >= INT64_MAX - 3);
+    history_block_read_start(&r, data, size, INT64_MAX - 3);
+    while ((got = history_block_next_id(&r, &id_hash, &offset)) == 1)
+        FUZZ_ASSERT(offset >= INT64_MAX - 3);
+    history_block_read_start(&r, data, size, -1);
+    FUZZ_ASSERT(history_block_next(&r, &e) == -1);
+    history_block_read_start(&r, data, size, -1);
+    FUZZ_ASSERT(history_block_next_id(&r, &id_hash, &offset) == -1);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static history_entry entries[MAX_ENTRIES];
     index_row(data, size);
+    extreme_first_offsets(data, size);
     history_block_reader r;
     history_block_read_start(&r, data, size, FIRST_OFFSET);
     size_t count = 0;

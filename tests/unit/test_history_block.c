@@ -131,6 +131,21 @@ int main(void) {
     memcpy(twice + ends[0], b.bytes, ends[0]);
     CHECK(decode_all(twice, 2 * ends[0], 0, out, 8) == -1);
 
+    /* A negative first offset (a damaged row) is refused, not overflowed; so is a
+     * negative player key, which would encode to what the reader refuses. */
+    CHECK(decode_all(b.bytes, b.len, -5, out, 8) == -1);
+    {
+        history_block_reader r;
+        uint32_t hash;
+        int64_t at;
+        history_block_read_start(&r, b.bytes, b.len, -1);
+        CHECK(history_block_next_id(&r, &hash, &at) == -1);
+    }
+    history_entry negative = entry_at(b.last_offset + 1);
+    negative.player_key = -1;
+    len_before = b.len;
+    CHECK(history_block_add(&b, &negative) == -1 && b.len == len_before);
+
     /* Reset empties the block and it packs afresh from any offset. */
     history_block_reset(&b);
     CHECK(b.count == 0 && b.len == 0);
