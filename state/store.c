@@ -948,17 +948,24 @@ int store_event_id_hashes(store *st, int64_t player_key, uint32_t *hashes, size_
     return rc;
 }
 
+/* Writes a packed block with statement which (?1 key, ?2 the block's first offset, ?3
+ * its bytes) and empties it: a history block keyed by its last offset, a player index
+ * row by its player. */
+static int write_packed(store *st, int which, int64_t key, history_block *b, const char *what) {
+    sqlite3_stmt *s = stmt_get(st, which);
+    sqlite3_bind_int64(s, 1, key);
+    sqlite3_bind_int64(s, 2, b->first_offset);
+    sqlite3_bind_blob(s, 3, b->bytes, (int)b->len, SQLITE_STATIC);
+    int rc = exec_stmt(st, s, what);
+    history_block_reset(b);
+    return rc;
+}
+
 /* Writes the block being packed, if any, as one row. */
 static int flush_block(store *st) {
     history_block *b = &st->block;
     if (!b->count) return 0;
-    sqlite3_stmt *s = stmt_get(st, SQL_APPEND_BLOCK);
-    sqlite3_bind_int64(s, 1, b->last_offset);
-    sqlite3_bind_int64(s, 2, b->first_offset);
-    sqlite3_bind_blob(s, 3, b->bytes, (int)b->len, SQLITE_STATIC);
-    int rc = exec_stmt(st, s, "recording event outcomes");
-    history_block_reset(b);
-    return rc;
+    return write_packed(st, SQL_APPEND_BLOCK, b->last_offset, b, "recording event outcomes");
 }
 
 static const char *text_or_null(const char *text) { return text && text[0] ? text : NULL; }
@@ -993,13 +1000,7 @@ int store_append_history(store *st, const store_history_record *recs, size_t cou
 
 /* Writes the player's packed pairs as one player_index row and empties the block. */
 static int write_index_row(store *st, int64_t player_key, history_block *ids) {
-    sqlite3_stmt *s = stmt_get(st, SQL_APPEND_INDEX_ROW);
-    sqlite3_bind_int64(s, 1, player_key);
-    sqlite3_bind_int64(s, 2, ids->first_offset);
-    sqlite3_bind_blob(s, 3, ids->bytes, (int)ids->len, SQLITE_STATIC);
-    int rc = exec_stmt(st, s, "recording event ids");
-    history_block_reset(ids);
-    return rc;
+    return write_packed(st, SQL_APPEND_INDEX_ROW, player_key, ids, "recording event ids");
 }
 
 int store_add_player_events(store *st, const store_player_event *events, size_t count) {
