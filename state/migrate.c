@@ -41,18 +41,66 @@ static int read_user_version(sqlite3 *db, int *version, char *errstr, size_t err
 
 /* ---- steps in C: what a migration needs beyond SQL, run in its transaction ---- */
 
-/* Writes one packed block as a row (?1 key, ?2 its first offset, ?3 its bytes) and
- * empties it: a history_blocks row keyed by its last offset, a player_index row by its
- * player. */
-static int write_packed(sqlite3_stmt *insert, int64_t key, history_block *block) {
-    if (!block->count) return 0;
-    sqlite3_bind_int64(insert, 1, key);
-    sqlite3_bind_int64(insert, 2, block->first_offset);
-    sqlite3_bind_blob(insert, 3, block->bytes, (int)block->len, SQLITE_STATIC);
-    int rc = sqlite3_step(insert);
-    sqlite3_reset(insert);
-    history_block_reset(block);
-    return rc == SQLITE_DONE ? 0 : -1;
+/* A table being packed into a table of blocks: the insert, the block being filled and
+ * the key its row gets (a history block's last offset, a player index row's player). */
+typedef struct {
+    sqlite3_stmt *insert;
+    history_block block;
+    int64_t key;
+    char *errstr;
+    size_t errstr_size;
+} packer;
+
+/* Writes the block being filled, if any, as a row (?1 key, ?2 its first offset, ?3 its
+ * bytes) and empties it. Returns 0, or -1 with errstr. */
+static int pack_flush(packer *pk) {
+    if (!pk->block.count) return 0;
+    sqlite3_bind_int64(pk->insert, 1, pk->key);
+    sqlite3_bind_int64(pk->insert, 2, pk->block.first_offset);
+    sqlite3_bind_blob(pk->insert, 3, pk->block.bytes, (int)pk->block.len, SQLITE_STATIC);
+    int rc = sqlite3_step(pk->insert);
+    sqlite3_reset(pk->insert);
+    history_block_reset(&pk->block);
+    if (rc == SQLITE_DONE) return 0;
+    snprintf(pk->errstr, pk->errstr_size, "writing a packed row: %s",
+             sqlite3_errmsg(sqlite3_db_handle(pk->insert)));
+    return -1;
+}
+
+/* How one old table is packed: its rows (select), where blocks go (insert, ?1 key, ?2
+ * first offset, ?3 bytes), how one row is added to the packer (flushing full blocks),
+ * and the statement that drops it. */
+typedef struct {
+    const char *old_table, *select_sql, *insert_sql, *drop_sql;
+    int (*pack_row)(sqlite3_stmt *read, packer *pk);
+} pack_plan;
+
+/* Packs every row of plan's old table, writes the last block, and drops the old table.
+ * Returns 0, or -1 with errstr. */
+static int pack_table(sqlite3 *db, const pack_plan *plan, char *errstr, size_t errstr_size) {
+    sqlite3_stmt *read = NULL;
+    packer pk = {.errstr = errstr, .errstr_size = errstr_size};
+    int rc = SQLITE_OK;
+    if (sqlite3_prepare_v2(db, plan->select_sql, -1, &read, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, plan->insert_sql, -1, &pk.insert, NULL) != SQLITE_OK)
+        goto sql_fail;
+    while ((rc = sqlite3_step(read)) == SQLITE_ROW)
+        if (plan->pack_row(read, &pk)) goto fail;
+    if (rc != SQLITE_DONE) goto sql_fail;
+    if (pack_flush(&pk)) goto fail;
+    if (sqlite3_exec(db, plan->drop_sql, NULL, NULL, NULL) != SQLITE_OK) goto sql_fail;
+    sqlite3_finalize(read);
+    sqlite3_finalize(pk.insert);
+    history_block_free(&pk.block);
+    return 0;
+sql_fail:
+    snprintf(errstr, errstr_size, "packing the old %s table: %s", plan->old_table,
+             sqlite3_errmsg(db));
+fail:
+    sqlite3_finalize(read);
+    sqlite3_finalize(pk.insert);
+    history_block_free(&pk.block);
+    return -1;
 }
 
 /* The text of a column, NULL when it is NULL or empty (as the fold stores them). */
@@ -61,113 +109,85 @@ static const char *column_text_or_null(sqlite3_stmt *s, int col) {
     return text && text[0] ? text : NULL;
 }
 
-/* 0006: packs the rows of the old history table into history_blocks, then drops it. The
- * old columns hold ids that are UUIDs as 16-byte BLOBs and canonical times as integer
- * ms already, so each row carries over as it is. */
-static int pack_history_into_blocks(sqlite3 *db, char *errstr, size_t errstr_size) {
-    sqlite3_stmt *read = NULL, *insert = NULL;
-    history_block block = {0};
-    int rc = SQLITE_OK;
-    if (sqlite3_prepare_v2(db, "SELECT offset, player_key, event_id, event_type, outcome, reason, "
-                               "ts, items, guild_id FROM history ORDER BY offset",
-                           -1, &read, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "INSERT INTO history_blocks (last_offset, first_offset, records) "
-                               "VALUES (?1, ?2, ?3)",
-                           -1, &insert, NULL) != SQLITE_OK)
-        goto sql_fail;
-    while ((rc = sqlite3_step(read)) == SQLITE_ROW) {
-        history_entry e = {
-            .offset = sqlite3_column_int64(read, 0),
-            .player_key = sqlite3_column_int64(read, 1),
-            .event_type = sqlite3_column_int(read, 3),
-            .outcome = sqlite3_column_int(read, 4),
-            .ts_ms = -1,
-            .reason = column_text_or_null(read, 5),
-            .items = column_text_or_null(read, 7),
-            .guild_id = column_text_or_null(read, 8),
-        };
-        if (sqlite3_column_type(read, 2) == SQLITE_BLOB && sqlite3_column_bytes(read, 2) == 16) {
-            e.id_is_uuid = 1;
-            memcpy(e.id_uuid, sqlite3_column_blob(read, 2), 16);
-        } else {
-            e.id_text = (const char *)sqlite3_column_text(read, 2);
-        }
-        if (sqlite3_column_type(read, 6) == SQLITE_INTEGER)
-            e.ts_ms = sqlite3_column_int64(read, 6);
-        else
-            e.ts_text = (const char *)sqlite3_column_text(read, 6);
-        if (!e.id_text && !e.id_is_uuid) e.id_text = "";
-        if (e.ts_ms < 0 && !e.ts_text) e.ts_text = "";
-        if (!history_block_fits(&block, &e) && write_packed(insert, block.last_offset, &block)) goto sql_fail;
-        if (history_block_add(&block, &e)) {
-            snprintf(errstr, errstr_size, "packing history at offset %lld: out of memory",
-                     (long long)e.offset);
-            goto fail;
-        }
+/* One row of the old history table into history blocks. The old columns hold ids that
+ * are UUIDs as 16-byte BLOBs and canonical times as integer ms already, so each row
+ * carries over as it is. */
+static int pack_history_row(sqlite3_stmt *read, packer *pk) {
+    history_entry e = {
+        .offset = sqlite3_column_int64(read, 0),
+        .player_key = sqlite3_column_int64(read, 1),
+        .event_type = sqlite3_column_int(read, 3),
+        .outcome = sqlite3_column_int(read, 4),
+        .ts_ms = -1,
+        .reason = column_text_or_null(read, 5),
+        .items = column_text_or_null(read, 7),
+        .guild_id = column_text_or_null(read, 8),
+    };
+    if (sqlite3_column_type(read, 2) == SQLITE_BLOB && sqlite3_column_bytes(read, 2) == 16) {
+        e.id_is_uuid = 1;
+        memcpy(e.id_uuid, sqlite3_column_blob(read, 2), 16);
+    } else {
+        e.id_text = (const char *)sqlite3_column_text(read, 2);
     }
-    if (rc != SQLITE_DONE || write_packed(insert, block.last_offset, &block)) goto sql_fail;
-    sqlite3_finalize(read);
-    sqlite3_finalize(insert);
-    history_block_free(&block);
-    if (sqlite3_exec(db, "DROP TABLE history", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(errstr, errstr_size, "dropping the old history table: %s", sqlite3_errmsg(db));
+    if (sqlite3_column_type(read, 6) == SQLITE_INTEGER)
+        e.ts_ms = sqlite3_column_int64(read, 6);
+    else
+        e.ts_text = (const char *)sqlite3_column_text(read, 6);
+    if (!e.id_text && !e.id_is_uuid) e.id_text = "";
+    if (e.ts_ms < 0 && !e.ts_text) e.ts_text = "";
+    if (!history_block_fits(&pk->block, &e) && pack_flush(pk)) return -1;
+    if (history_block_add(&pk->block, &e)) {
+        snprintf(pk->errstr, pk->errstr_size, "packing history at offset %lld: out of memory "
+                 "or out of order", (long long)e.offset);
         return -1;
     }
+    pk->key = e.offset; /* a history block's key is its last offset */
     return 0;
-sql_fail:
-    snprintf(errstr, errstr_size, "packing history into blocks: %s", sqlite3_errmsg(db));
-fail:
-    sqlite3_finalize(read);
-    sqlite3_finalize(insert);
-    history_block_free(&block);
-    return -1;
 }
 
-/* 0007: packs the rows of player_events into player_index, each player's pairs in offset
- * order up to HISTORY_IDS_MAX to a row, then drops the old table. */
-static int pack_player_events(sqlite3 *db, char *errstr, size_t errstr_size) {
-    sqlite3_stmt *read = NULL, *insert = NULL;
-    history_block block = {0};
-    int64_t player_key = -1;
-    int rc = SQLITE_OK;
-    if (sqlite3_prepare_v2(db, "SELECT player_key, id_hash, offset FROM player_events "
-                               "ORDER BY player_key, offset",
-                           -1, &read, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "INSERT INTO player_index (player_key, first_offset, ids) "
-                               "VALUES (?1, ?2, ?3)",
-                           -1, &insert, NULL) != SQLITE_OK)
-        goto sql_fail;
-    while ((rc = sqlite3_step(read)) == SQLITE_ROW) {
-        int64_t key = sqlite3_column_int64(read, 0);
-        if (block.count && (key != player_key || block.count >= HISTORY_IDS_MAX) &&
-            write_packed(insert, player_key, &block))
-            goto sql_fail;
-        player_key = key;
-        if (history_block_add_id(&block, (uint32_t)sqlite3_column_int64(read, 1),
-                                 sqlite3_column_int64(read, 2))) {
-            snprintf(errstr, errstr_size, "packing player_events of player %lld: out of memory "
-                     "or an offset twice", (long long)key);
-            goto fail;
-        }
-    }
-    if (rc != SQLITE_DONE || write_packed(insert, player_key, &block)) goto sql_fail;
-    sqlite3_finalize(read);
-    sqlite3_finalize(insert);
-    history_block_free(&block);
-    if (sqlite3_exec(db, "DROP TABLE player_events", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(errstr, errstr_size, "dropping the old player_events table: %s",
-                 sqlite3_errmsg(db));
+/* 0006: packs the old history table into history_blocks, then drops it. */
+static int pack_history_into_blocks(sqlite3 *db, char *errstr, size_t errstr_size) {
+    static const pack_plan plan = {
+        .old_table = "history",
+        .select_sql = "SELECT offset, player_key, event_id, event_type, outcome, reason, ts, "
+                      "items, guild_id FROM history ORDER BY offset",
+        .insert_sql = "INSERT INTO history_blocks (last_offset, first_offset, records) "
+                      "VALUES (?1, ?2, ?3)",
+        .drop_sql = "DROP TABLE history",
+        .pack_row = pack_history_row,
+    };
+    return pack_table(db, &plan, errstr, errstr_size);
+}
+
+/* One row of player_events into player_index: each player's pairs in offset order, up to
+ * HISTORY_IDS_MAX to a row. */
+static int pack_player_event_row(sqlite3_stmt *read, packer *pk) {
+    int64_t player_key = sqlite3_column_int64(read, 0);
+    if (pk->block.count && (player_key != pk->key || pk->block.count >= HISTORY_IDS_MAX) &&
+        pack_flush(pk))
+        return -1;
+    pk->key = player_key;
+    if (history_block_add_id(&pk->block, (uint32_t)sqlite3_column_int64(read, 1),
+                             sqlite3_column_int64(read, 2))) {
+        snprintf(pk->errstr, pk->errstr_size, "packing player_events of player %lld: out of "
+                 "memory or an offset twice", (long long)player_key);
         return -1;
     }
     return 0;
-sql_fail:
-    snprintf(errstr, errstr_size, "packing player_events into player_index: %s",
-             sqlite3_errmsg(db));
-fail:
-    sqlite3_finalize(read);
-    sqlite3_finalize(insert);
-    history_block_free(&block);
-    return -1;
+}
+
+/* 0007: packs player_events into player_index, then drops it. */
+static int pack_player_events(sqlite3 *db, char *errstr, size_t errstr_size) {
+    static const pack_plan plan = {
+        .old_table = "player_events",
+        .select_sql = "SELECT player_key, id_hash, offset FROM player_events "
+                      "ORDER BY player_key, offset",
+        .insert_sql = "INSERT INTO player_index (player_key, first_offset, ids) "
+                      "VALUES (?1, ?2, ?3)",
+        .drop_sql = "DROP TABLE player_events",
+        .pack_row = pack_player_event_row,
+    };
+    return pack_table(db, &plan, errstr, errstr_size);
 }
 
 static const struct {
