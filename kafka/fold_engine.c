@@ -411,7 +411,7 @@ static void fold_record(fold_engine *c, worker *w, rd_kafka_message_t *msg, int6
     if (pt->end >= 0 && pt->next >= pt->end)
         finish_partition(c, pt);
     else if (fold_partition_pending(pt->fold) >= c->config.batch_max_events ||
-             fold_partition_players(pt->fold) >= FOLD_BATCH_MAX_PLAYERS)
+             fold_partition_players(pt->fold) >= c->config.batch_max_players)
         commit_partition(c, pt);
 }
 
@@ -656,7 +656,8 @@ static int open_part(fold_engine *c, int32_t p, char *errstr, size_t errstr_size
     pt->st = store_open(path, p, STORE_WRITER, errstr, errstr_size);
     if (!pt->st) goto fail;
     /* A store folds one topic only: another topic's offsets would mean nothing here. */
-    if (store_claim_topic(pt->st, c->config.topic)) {
+    if ((c->config.store_cache_kib && store_set_cache_kib(pt->st, c->config.store_cache_kib)) ||
+        store_claim_topic(pt->st, c->config.topic)) {
         snprintf(errstr, errstr_size, "%s", store_errmsg(pt->st));
         goto fail;
     }
@@ -1205,6 +1206,7 @@ fold_engine *fold_engine_start(const fold_engine_config *config, char *errstr, s
     for (int p = 0; p < STORE_MAX_PARTITIONS; p++) pthread_mutex_init(&c->parts[p].ack_lock, NULL);
     c->config = *config;
     if (c->config.batch_max_events == 0) c->config.batch_max_events = 20000;
+    if (c->config.batch_max_players == 0) c->config.batch_max_players = FOLD_BATCH_MAX_PLAYERS;
     if (c->config.batch_max_ms <= 0) c->config.batch_max_ms = 20;
     atomic_store(&c->lag, -1);
     for (int i = 0; i < STORE_MAX_PARTITIONS; i++) atomic_store(&c->next_offset[i], -1);

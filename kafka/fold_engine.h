@@ -37,6 +37,10 @@ typedef struct {
     int threads;             /* fold threads; 0: one per partition (at most 32) */
     int nice;                /* niceness of the fold threads (serve: let reads go first) */
     size_t batch_max_events; /* events per transaction at most */
+    /* and at most this many players in memory (cached and the batch's), per partition;
+     * 0: FOLD_BATCH_MAX_PLAYERS */
+    size_t batch_max_players;
+    int store_cache_kib;     /* each writer's SQLite page cache; 0: STORE_DEFAULT_CACHE_KIB */
     size_t fetch_queue_kbytes; /* records fetched ahead, per partition; 0: 512 */
     int batch_max_ms;        /* and no longer than this before committing */
     /* Fixed slices (replay): per partition, where to start when its store holds no

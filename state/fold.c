@@ -933,6 +933,11 @@ static int write_player(fold_partition *fp, cached_player *p) {
     return 0;
 }
 
+static int compare_player_keys(const void *a, const void *b) {
+    const cached_player *x = *(cached_player *const *)a, *y = *(cached_player *const *)b;
+    return (x->row.player_key > y->row.player_key) - (x->row.player_key < y->row.player_key);
+}
+
 static int compare_player_events(const void *a, const void *b) {
     const store_player_event *x = a, *y = b;
     if (x->player_key != y->player_key) return x->player_key < y->player_key ? -1 : 1;
@@ -990,6 +995,10 @@ int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
                                      d->payload_len))
             goto fail;
     }
+    /* In player_key order, the order of the players and inventory B-trees: consecutive
+     * writes land on the same or neighbouring pages, and new players append. */
+    if (fp->touched_count)
+        qsort(fp->touched, fp->touched_count, sizeof *fp->touched, compare_player_keys);
     for (size_t i = 0; i < fp->touched_count; i++)
         if (write_player(fp, fp->touched[i])) goto fail;
     for (size_t i = 0; i < fp->member_count; i++) {

@@ -19,6 +19,10 @@
 #include <string.h>
 #include <time.h>
 
+#define TEXT_OF(x) #x
+#define NUMBER_TEXT(x) TEXT_OF(x)
+#define CACHE_KIB_TEXT NUMBER_TEXT(STORE_DEFAULT_CACHE_KIB)
+
 enum {
     SQL_BEGIN,
     SQL_BEGIN_IMMEDIATE,
@@ -397,9 +401,9 @@ store *store_open(const char *path, int32_t partition, store_role role, char *er
      * The writer never checkpoints in its commit: store_checkpoint runs elsewhere. */
     const char *pragmas = role == STORE_WRITER
                               ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                                "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-1000; "
+                                "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-" CACHE_KIB_TEXT "; "
                                 "PRAGMA temp_store=MEMORY;"
-                              : "PRAGMA cache_size=-1000; PRAGMA query_only=1;";
+                              : "PRAGMA cache_size=-" CACHE_KIB_TEXT "; PRAGMA query_only=1;";
     if (sqlite3_exec(st->db, pragmas, NULL, NULL, &sql_err) != SQLITE_OK) {
         snprintf(errstr, errstr_size, "configuring %s: %s", path, sql_err);
         goto fail;
@@ -496,6 +500,14 @@ static int set_journal_mode(store *st, const char *mode) {
     snprintf(st->errmsg, sizeof st->errmsg, "setting journal_mode=%s: %s", mode,
              sqlite3_errmsg(st->db));
     return -1;
+}
+
+int store_set_cache_kib(store *st, int kib) {
+    char sql[48];
+    snprintf(sql, sizeof sql, "PRAGMA cache_size=-%d", kib);
+    if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return fail_with(st, "setting cache_size");
+    return 0;
 }
 
 int store_sync_later(store *st) {

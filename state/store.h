@@ -67,6 +67,12 @@ int store_reuse_wal(store *st);
  * must be the store's only one. Then store_sync_to_disk once it is done. Returns 0 or
  * -1 with the store's error. */
 int store_sync_later(store *st);
+
+/* Sets the connection's page cache to kib KiB. A writer opens with 1 MB (serve keeps
+ * its memory bounded with 1M players); a one-shot rebuild buys speed with more: its
+ * store's B-tree pages then stay in memory instead of being read back from the OS. */
+#define STORE_DEFAULT_CACHE_KIB 1000
+int store_set_cache_kib(store *st, int kib);
 /* Puts the store back in WAL mode (what every other connection expects), copies any WAL
  * into the database file and syncs both to disk (synchronous=FULL), so the store
  * survives a power cut from here on. No other connection may checkpoint the store
