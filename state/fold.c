@@ -309,8 +309,9 @@ oom:
 }
 
 static held_line *find_line(cached_player *p, const char *item_type) {
-    for (size_t i = 0; i < p->line_count; i++)
-        if (strcmp(p->lines[i].item_type, item_type) == 0) return &p->lines[i];
+    for (size_t i = 0; i < p->line_count; i++) /* the first letter settles most misses */
+        if (p->lines[i].item_type[0] == item_type[0] && strcmp(p->lines[i].item_type, item_type) == 0)
+            return &p->lines[i];
     return NULL;
 }
 
