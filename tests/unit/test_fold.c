@@ -337,6 +337,44 @@ static void test_batch_larger_than_the_cache(void) {
     remove_temp_store(st, path);
 }
 
+/* A fold over an empty store knows a player it has not cached is new, without asking the
+ * store, only until a player leaves its cache: then a player met again must be read back
+ * (a player taken for new would be applied from version 0 and its row would collide). */
+static void test_evicted_player_is_read_back(void) {
+    char path[64], errstr[512];
+    store *st = open_temp_store(path, sizeof path);
+    if (!st) return;
+    fold_config config = {.guild_capacity = 100, .cached_players = 10};
+    fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
+    int64_t offset = 0;
+    /* batch 1: u0..u4 (the cache keeps them); batch 2: 20 others (u0..u4 evicted);
+     * batch 3: u0..u4 again, and one player never seen */
+    static const struct {
+        int first, count;
+    } batches[] = {{0, 5}, {100, 20}, {0, 5}, {500, 1}};
+    for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+        for (int i = batches[b].first; i < batches[b].first + batches[b].count; i++) {
+            event ev;
+            fold_result result;
+            char id[32], user[32];
+            snprintf(id, sizeof id, "b%zu-%d", b, i);
+            snprintf(user, sizeof user, "u%d", i);
+            step s = {"purchase_item", id, user, "gem:1", NULL, -1, "applied", NULL};
+            build_event(&s, &ev);
+            CHECK(fold_partition_event(fp, &ev, offset++, &result) == 0 &&
+                  result.outcome == FOLD_APPLIED);
+        }
+        CHECK(fold_partition_commit(fp, offset) == 0);
+    }
+    store_player player;
+    CHECK(held(st, "u0", "gem", &player) == 2 && player.version == 2);
+    CHECK(held(st, "u4", "gem", &player) == 2 && player.version == 2);
+    CHECK(held(st, "u100", "gem", &player) == 1 && player.version == 1);
+    CHECK(held(st, "u500", "gem", &player) == 1 && player.version == 1);
+    fold_partition_free(fp);
+    remove_temp_store(st, path);
+}
+
 /* One hot player with many events: every new id applies and every id seen before is a
  * duplicate, in the batch, after a commit, and after the player was read back from the
  * store (a new fold: its id set rebuilt from the store, then grown again). */
@@ -383,6 +421,7 @@ int main(void) {
     }
     test_versions_dead_letters_and_discard();
     test_batch_larger_than_the_cache();
+    test_evicted_player_is_read_back();
     test_hot_player_dedupe();
     return check_finish("fold");
 }
