@@ -295,6 +295,19 @@ static void test_versions_dead_letters_and_discard(void) {
     remove_temp_store(st, path);
 }
 
+/* Folds a purchase of one gem by user u<user> with event id id at *offset (then moved on);
+ * returns its outcome, or -1 when the fold failed. */
+static int buy_gem(fold_partition *fp, const char *id, int user, int64_t *offset) {
+    event ev;
+    fold_result result;
+    char name[32];
+    snprintf(name, sizeof name, "u%d", user);
+    step s = {"purchase_item", id, name, "gem:1", NULL, -1, "applied", NULL};
+    build_event(&s, &ev);
+    if (fold_partition_event(fp, &ev, (*offset)++, &result)) return -1;
+    return (int)result.outcome;
+}
+
 /* A batch that touches more players than the cache keeps: after the commit the cache
  * must hold all of them (the batch's players are kept) without losing any, and the next
  * batch must see every committed change. */
@@ -307,23 +320,16 @@ static void test_batch_larger_than_the_cache(void) {
     int64_t offset = 0;
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < 3000; i++) {
-            event ev;
-            fold_result result;
-            char id[32], user[32];
+            char id[32];
             snprintf(id, sizeof id, "r%d-%d", round, i);
-            snprintf(user, sizeof user, "u%d", i);
-            step s = {"purchase_item", id, user, "gem:1", NULL, -1, "applied", NULL};
-            build_event(&s, &ev);
-            CHECK(fold_partition_event(fp, &ev, offset++, &result) == 0 &&
-                  result.outcome == FOLD_APPLIED);
+            CHECK(buy_gem(fp, id, i, &offset) == FOLD_APPLIED);
             if (i == 99) {
                 /* the batch's own players, apart from those cached from the last batch
                  * (the engine's catch-up bound counts these) */
                 CHECK(fold_partition_batch_players(fp) == 100);
                 CHECK(fold_partition_players(fp) == (round ? 3000u : 100u));
                 /* a player touched again is counted once */
-                CHECK(fold_partition_event(fp, &ev, offset++, &result) == 0 &&
-                      result.outcome == FOLD_DUPLICATE);
+                CHECK(buy_gem(fp, id, i, &offset) == FOLD_DUPLICATE);
                 CHECK(fold_partition_batch_players(fp) == 100);
             }
         }
@@ -354,15 +360,9 @@ static void test_evicted_player_is_read_back(void) {
     } batches[] = {{0, 5}, {100, 20}, {0, 5}, {500, 1}};
     for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
         for (int i = batches[b].first; i < batches[b].first + batches[b].count; i++) {
-            event ev;
-            fold_result result;
-            char id[32], user[32];
+            char id[32];
             snprintf(id, sizeof id, "b%zu-%d", b, i);
-            snprintf(user, sizeof user, "u%d", i);
-            step s = {"purchase_item", id, user, "gem:1", NULL, -1, "applied", NULL};
-            build_event(&s, &ev);
-            CHECK(fold_partition_event(fp, &ev, offset++, &result) == 0 &&
-                  result.outcome == FOLD_APPLIED);
+            CHECK(buy_gem(fp, id, i, &offset) == FOLD_APPLIED);
         }
         CHECK(fold_partition_commit(fp, offset) == 0);
     }
