@@ -309,8 +309,8 @@ static int buy_gem(fold_partition *fp, const char *id, int user, int64_t *offset
 }
 
 /* A batch that touches more players than the cache keeps: after the commit the cache
- * must hold all of them (the batch's players are kept) without losing any, and the next
- * batch must see every committed change. */
+ * holds three quarters of its bound (the most recently touched players) without losing
+ * any change, and the next batch must see every committed change, cached or not. */
 static void test_batch_larger_than_the_cache(void) {
     char path[64], errstr[512];
     store *st = open_temp_store(path, sizeof path);
@@ -327,7 +327,8 @@ static void test_batch_larger_than_the_cache(void) {
                 /* the batch's own players, apart from those cached from the last batch
                  * (the engine's catch-up bound counts these) */
                 CHECK(fold_partition_batch_players(fp) == 100);
-                CHECK(fold_partition_players(fp) == (round ? 3000u : 100u));
+                CHECK(fold_partition_players(fp) >= 100u &&
+                      fold_partition_players(fp) <= (round ? 108u : 100u));
                 /* a player touched again is counted once */
                 CHECK(buy_gem(fp, id, i, &offset) == FOLD_DUPLICATE);
                 CHECK(fold_partition_batch_players(fp) == 100);
@@ -335,6 +336,7 @@ static void test_batch_larger_than_the_cache(void) {
         }
         CHECK(fold_partition_commit(fp, offset) == 0);
         CHECK(fold_partition_batch_players(fp) == 0);
+        CHECK(fold_partition_players(fp) == 8); /* 10 - 10 / 4 */
     }
     store_player player;
     CHECK(held(st, "u0", "gem", &player) == 2 && player.version == 2);
