@@ -487,6 +487,17 @@ fold_engine_batch_decision fold_engine_batch_rule(const fold_engine_batch *batch
     return FOLD_BATCH_COMMIT_UNLESS_CATCHING_UP;
 }
 
+/* Asks for the first lines of a record's payload ahead of its decoding. librdkafka's
+ * broker thread wrote them (decompressing) on another core, so the decoder's first look
+ * at each line may wait for it to come over; the next record's are fetched while this one
+ * folds. Measured: the decoder's share of replay's samples 20.7 -> 18.5 %, the replay's
+ * wall time the same within this machine's noise. */
+static void prefetch_payload(const rd_kafka_message_t *msg) {
+    const char *bytes = msg->payload;
+    size_t len = msg->len < 512 ? msg->len : 512;
+    for (size_t at = 0; bytes && at < len; at += 64) __builtin_prefetch(bytes + at);
+}
+
 static void *fold_thread(void *arg) {
     worker *w = arg;
     fold_engine *c = w->c;
@@ -511,6 +522,7 @@ static void *fold_thread(void *arg) {
         int idle = taken < WORKER_TAKE_MAX; /* ran dry, rather than hit the bound */
         int64_t now = clock_ms();
         for (ssize_t i = 0; i < taken; i++) {
+            if (i + 1 < taken) prefetch_payload(msgs[i + 1]);
             fold_record(c, w, msgs[i], now);
             rd_kafka_message_destroy(msgs[i]);
         }
