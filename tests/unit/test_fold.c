@@ -295,6 +295,18 @@ static void test_versions_dead_letters_and_discard(void) {
     remove_temp_store(st, path);
 }
 
+/* A fold over a new temporary store whose cache keeps 10 players between batches, for
+ * the cache tests; NULL (nothing left open) when either cannot be made. */
+static fold_partition *small_cache_fold(char *path, size_t path_size, store **st) {
+    char errstr[512];
+    fold_config config = {.guild_capacity = 100, .cached_players = 10};
+    if (!(*st = open_temp_store(path, path_size))) return NULL;
+    fold_partition *fp = fold_partition_new(*st, &config, errstr, sizeof errstr);
+    CHECK(fp != NULL);
+    if (!fp) remove_temp_store(*st, path);
+    return fp;
+}
+
 /* Folds a purchase of one gem by user u<user> with event id id at *offset (then moved on);
  * returns its outcome, or -1 when the fold failed. */
 static int buy_gem(fold_partition *fp, const char *id, int user, int64_t *offset) {
@@ -312,11 +324,10 @@ static int buy_gem(fold_partition *fp, const char *id, int user, int64_t *offset
  * holds three quarters of its bound (the most recently touched players) without losing
  * any change, and the next batch must see every committed change, cached or not. */
 static void test_batch_larger_than_the_cache(void) {
-    char path[64], errstr[512];
-    store *st = open_temp_store(path, sizeof path);
-    if (!st) return;
-    fold_config config = {.guild_capacity = 100, .cached_players = 10};
-    fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
+    char path[64];
+    store *st;
+    fold_partition *fp = small_cache_fold(path, sizeof path, &st);
+    if (!fp) return;
     int64_t offset = 0;
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < 3000; i++) {
@@ -349,11 +360,10 @@ static void test_batch_larger_than_the_cache(void) {
  * store, only until a player leaves its cache: then a player met again must be read back
  * (a player taken for new would be applied from version 0 and its row would collide). */
 static void test_evicted_player_is_read_back(void) {
-    char path[64], errstr[512];
-    store *st = open_temp_store(path, sizeof path);
-    if (!st) return;
-    fold_config config = {.guild_capacity = 100, .cached_players = 10};
-    fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
+    char path[64];
+    store *st;
+    fold_partition *fp = small_cache_fold(path, sizeof path, &st);
+    if (!fp) return;
     int64_t offset = 0;
     /* batch 1: u0..u4 (the cache keeps them); batch 2: 20 others (u0..u4 evicted);
      * batch 3: u0..u4 again, and one player never seen */
