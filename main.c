@@ -6,8 +6,10 @@
 #include "lib/log.h"
 
 #include <curl/curl.h>
-#include <malloc.h>
 #include <sqlite3.h>
+#ifdef LOOTLOG_MIMALLOC
+#include <mimalloc.h>
+#endif
 #include <stdio.h>
 #include <string.h>
 
@@ -54,12 +56,13 @@ int main(int argc, char **argv) {
      * fold threads, each with its own connections, would queue on it. Nothing reads
      * them, so they are off (before any connection opens). */
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-    /* Up to 8 malloc arenas, so the fold threads rarely share one. librdkafka's broker
-     * thread allocates every message a fold thread frees, and free() locks the arena the
-     * memory came from: with 2 arenas the fold threads queued on those locks (a fold
-     * thread's waits, by perf's sched_switch: 73 % in free) and a 1M-event replay took
-     * 11.2 s; with 8, 8.9 s. serve folding 1M new players peaks at 84 MB (75-83 with 2). */
-    mallopt(M_ARENA_MAX, 8);
+#ifdef LOOTLOG_MIMALLOC
+    /* serve lives within a memory bound: mimalloc (meson.build says why) gives its freed
+     * pages back at once rather than 25 ms later. Serve's peak RSS folding 2M events:
+     * 128 -> 115 MB (glibc's malloc: 114-120 MB). A replay keeps the delay: giving pages
+     * back at once cost it the 10 % that mimalloc gains (docs/benchmarks.md). */
+    if (verb == CLI_SERVE) mi_option_set(mi_option_decommit_delay, 0);
+#endif
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
         if (verbs[i].verb == verb) return verbs[i].run(&opt);
     return 2;
