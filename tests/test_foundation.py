@@ -148,3 +148,14 @@ def test_status_page(server, user):
     assert ">ready<" in page
     applied = int(page.split("events applied</th><td>")[1].split("<")[0])
     assert applied >= 1
+
+
+def test_serve_allocates_with_mimalloc(server):
+    """The plain build links mimalloc so that a block freed by another thread goes back
+    without a lock (meson.build); a sanitizer build keeps the sanitizer's allocator.
+    Whichever binary runs, exactly one of the two is in serve's address space."""
+    with open(f"/proc/{server.proc.pid}/maps") as maps:
+        mapped = maps.read()
+    sanitized = "libasan" in mapped
+    assert ("libmimalloc" in mapped) != sanitized, \
+        f"sanitized={sanitized}, mimalloc mapped={'libmimalloc' in mapped}"
