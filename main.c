@@ -59,8 +59,9 @@ int main(int argc, char **argv) {
 #ifdef LOOTLOG_MIMALLOC
     /* serve lives within a memory bound: mimalloc (meson.build says why) gives its freed
      * pages back at once rather than 25 ms later. Serve's peak RSS folding 2M events:
-     * 128 -> 115 MB (glibc's malloc: 114-120 MB). A replay keeps the delay: giving pages
-     * back at once cost it the 10 % that mimalloc gains (docs/benchmarks.md). */
+     * 128-131 -> 112-117 MB (glibc's malloc: 114-121 MB); with 1M players 100 -> 82 MB.
+     * A replay keeps the delay: giving pages back at once cost it the 10 % that mimalloc
+     * gains (docs/benchmarks.md, session 14). */
     if (verb == CLI_SERVE) mi_option_set(mi_option_decommit_delay, 0);
 #endif
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
