@@ -27,6 +27,7 @@
 #include "lib/clock.h"
 
 #include "kafka/config.h"
+#include "kafka/outbox_prune.h"
 #include "lib/log.h"
 
 #include <errno.h>
@@ -217,60 +218,38 @@ static int produce_outbox_row(void *arg, const store_outbox_row *r) {
 typedef struct {
     fold_engine *c;
     worker *w;
-    int64_t *drop;
-    size_t drop_count, drop_cap;
-} outbox_prune;
+} receiver_lookup;
 
-static int note_if_in_log(void *arg, const store_outbox_row *r) {
-    outbox_prune *prune = arg;
-    fold_engine *c = prune->c;
-    size_t partitions = atomic_load(&c->partition_count);
-    if (partitions == 0) return 0;
-    int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, r->msg_key, strlen(r->msg_key),
-                                                 (int32_t)partitions, NULL, NULL);
-    if (p < 0 || p >= STORE_MAX_PARTITIONS) return 0;
+/* outbox_prune's receiver_for: the worker's reader of partition's store, opened once. */
+static store *receiver_here(void *arg, int32_t partition) {
+    receiver_lookup *look = arg;
+    fold_engine *c = look->c;
     /* Without a group only partitions folded here have stores. With one, any local store
      * will do, even a stale copy of a partition owned elsewhere now: it holds only events
      * that were in the log, so a row it holds is in the log. */
-    if (!c->config.group_id && !c->parts[p].open) return 0;
-    store **receiver = &prune->w->receivers[p];
+    if (!c->config.group_id && !c->parts[partition].open) return NULL;
+    store **receiver = &look->w->receivers[partition];
     if (!*receiver) {
         char path[4096], why[256];
-        if (store_path(c->config.db_dir, p, path, sizeof path) ||
-            !(*receiver = store_open(path, p, STORE_READER, why, sizeof why)))
-            return 0; /* kept: produced again, deduped by its receiver */
+        if (store_path(c->config.db_dir, partition, path, sizeof path) ||
+            !(*receiver = store_open(path, partition, STORE_READER, why, sizeof why)))
+            return NULL; /* kept: produced again, deduped by its receiver */
     }
-    store_event_outcome outcome;
-    if (store_read_event(*receiver, r->event_id, r->user_id, &outcome) <= 0) return 0;
-    if (prune->drop_count == prune->drop_cap) {
-        size_t cap = prune->drop_cap ? prune->drop_cap * 2 : 256;
-        int64_t *bigger = realloc(prune->drop, cap * sizeof *bigger);
-        if (!bigger) return 0;
-        prune->drop = bigger;
-        prune->drop_cap = cap;
-    }
-    prune->drop[prune->drop_count++] = r->seq;
-    return 0;
+    return *receiver;
 }
 
 /* Once caught up: drops the partition's outbox rows whose event the receiving store
  * here already holds (they are in the log). A failure only keeps rows. */
 static void prune_outbox(fold_engine *c, part *pt) {
-    outbox_prune prune = {.c = c, .w = pt->owner};
-    if (store_outbox_walk(pt->st, 0, INT32_MAX, note_if_in_log, &prune) == 0 && prune.drop_count) {
-        int failed = store_begin(pt->st);
-        for (size_t i = 0; i < prune.drop_count && !failed; i++)
-            failed = store_outbox_delete(pt->st, prune.drop[i]);
-        if (failed || store_commit(pt->st)) {
-            log_warn("fold", "partition %d: pruning the outbox: %s", (int)pt->partition,
-                     store_errmsg(pt->st));
-            store_rollback(pt->st);
-        } else {
-            log_info("fold", "partition %d: %zu emitted events were in the log already",
-                     (int)pt->partition, prune.drop_count);
-        }
-    }
-    free(prune.drop);
+    receiver_lookup look = {.c = c, .w = pt->owner};
+    outbox_prune_result pruned;
+    char why[512];
+    if (outbox_prune(pt->st, (int32_t)atomic_load(&c->partition_count), receiver_here, &look,
+                     &pruned, why, sizeof why))
+        log_warn("fold", "partition %d: pruning the outbox: %s", (int)pt->partition, why);
+    else if (pruned.dropped)
+        log_info("fold", "partition %d: %zu emitted events were in the log already",
+                 (int)pt->partition, pruned.dropped);
     pt->pruned = 1;
 }
 
@@ -305,7 +284,12 @@ static void drain_outbox(fold_engine *c, part *pt, int only_clear) {
     pthread_mutex_unlock(&pt->ack_lock);
     if (!acked_count) return;
     int failed = store_begin(pt->st);
-    for (size_t i = 0; i < acked_count && !failed; i++) failed = store_outbox_delete(pt->st, acked[i]);
+    for (size_t i = 0, run; i < acked_count && !failed; i += run) {
+        /* seq is AUTOINCREMENT: no row lies between two consecutive numbers */
+        for (run = 1; i + run < acked_count && acked[i + run] == acked[i + run - 1] + 1; run++)
+            ;
+        failed = store_outbox_delete(pt->st, acked[i], acked[i + run - 1]);
+    }
     if (failed || store_commit(pt->st)) {
         /* The rows stay and go out again at the next start; their receiver dedupes. */
         log_warn("fold", "partition %d: clearing the outbox: %s", (int)pt->partition,

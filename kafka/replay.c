@@ -8,6 +8,7 @@
 
 #include "kafka/fold_engine.h"
 #include "kafka/config.h"
+#include "kafka/outbox_prune.h"
 #include "lib/log.h"
 #include "state/store.h"
 
@@ -43,78 +44,50 @@ typedef struct {
  * on these stores produces what is left). */
 
 typedef struct {
-    store *senders_store;
-    store *receivers[STORE_MAX_PARTITIONS];
     const char *db_dir;
-    int partition_count;
-    int64_t *drop;
-    size_t drop_count, drop_cap;
-    size_t walked;
-} outbox_prune;
+    store *receivers[STORE_MAX_PARTITIONS];
+} replay_receivers;
 
-static int note_if_in_log(void *arg, const store_outbox_row *r) {
-    outbox_prune *prune = arg;
-    char path[4096], why[256];
-    prune->walked++;
-    int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, r->msg_key, strlen(r->msg_key),
-                                                 prune->partition_count, NULL, NULL);
-    if (!prune->receivers[p]) {
-        if (store_path(prune->db_dir, p, path, sizeof path)) return -1;
-        prune->receivers[p] = store_open(path, p, STORE_READER, why, sizeof why);
-        if (!prune->receivers[p]) {
-            log_warn("replay", "outbox: %s", why);
-            return -1;
-        }
+/* outbox_prune's receiver_for: a reader of the new folder's partition store, opened once. */
+static store *receiver_in_folder(void *arg, int32_t partition) {
+    replay_receivers *rr = arg;
+    if (!rr->receivers[partition]) {
+        char path[4096], why[256];
+        if (store_path(rr->db_dir, partition, path, sizeof path)) return NULL;
+        rr->receivers[partition] = store_open(path, partition, STORE_READER, why, sizeof why);
+        if (!rr->receivers[partition]) log_warn("replay", "outbox: %s", why);
     }
-    store_event_outcome outcome;
-    int found = store_read_event(prune->receivers[p], r->event_id, r->user_id, &outcome);
-    if (found < 0) return -1;
-    if (!found) return 0;
-    if (prune->drop_count == prune->drop_cap) {
-        size_t cap = prune->drop_cap ? prune->drop_cap * 2 : 1024;
-        int64_t *bigger = realloc(prune->drop, cap * sizeof *bigger);
-        if (!bigger) return -1;
-        prune->drop = bigger;
-        prune->drop_cap = cap;
-    }
-    prune->drop[prune->drop_count++] = r->seq;
-    return 0;
+    return rr->receivers[partition];
 }
 
 /* Drops the outbox rows whose event its receiving partition already folded. Writes how
  * many rows stay to *kept. Returns 0 or -1. */
 static int prune_outboxes(const char *db_dir, const slice *slices, size_t slice_count,
                           uint64_t *kept, char *errstr, size_t errstr_size) {
-    outbox_prune prune = {.db_dir = db_dir, .partition_count = (int)slice_count};
-    char path[4096];
+    replay_receivers rr = {.db_dir = db_dir};
+    char path[4096], why[512];
     store *st = NULL;
     int rc = -1;
     *kept = 0;
     for (size_t i = 0; i < slice_count; i++) {
         int32_t p = slices[i].partition;
+        outbox_prune_result pruned;
         if (store_path(db_dir, p, path, sizeof path) ||
             !(st = store_open(path, p, STORE_WRITER, errstr, errstr_size)))
             goto done;
-        prune.drop_count = 0;
-        prune.walked = 0;
-        if (store_outbox_walk(st, 0, INT32_MAX, note_if_in_log, &prune) || store_begin(st))
-            goto store_failed;
-        for (size_t k = 0; k < prune.drop_count; k++)
-            if (store_outbox_delete(st, prune.drop[k])) goto store_failed;
-        if (store_commit(st)) goto store_failed;
-        *kept += prune.walked - prune.drop_count;
+        if (outbox_prune(st, (int32_t)slice_count, receiver_in_folder, &rr, &pruned, why,
+                         sizeof why)) {
+            snprintf(errstr, errstr_size, "pruning an outbox: %s", why);
+            goto done;
+        }
+        *kept += pruned.walked - pruned.dropped;
         store_close(st);
         st = NULL;
     }
     rc = 0;
-    goto done;
-store_failed:
-    snprintf(errstr, errstr_size, "pruning an outbox: %s", store_errmsg(st));
-    store_rollback(st);
 done:
     store_close(st);
-    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) store_close(prune.receivers[p]);
-    free(prune.drop);
+    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) store_close(rr.receivers[p]);
     return rc;
 }
 

@@ -128,7 +128,7 @@ static const char *const sql_text[SQL_COUNT] = {
                          "FROM players WHERE version > 0 ORDER BY user_id",
     [SQL_IS_MEMBER] = "SELECT 1 FROM guild_members WHERE guild_id = ?1 AND user_id = ?2",
     [SQL_OUTBOX_ADD] = "INSERT INTO outbox (msg_key, event_id, user_id, payload) VALUES (?1, ?2, ?3, ?4)",
-    [SQL_OUTBOX_DELETE] = "DELETE FROM outbox WHERE seq = ?1",
+    [SQL_OUTBOX_DELETE] = "DELETE FROM outbox WHERE seq BETWEEN ?1 AND ?2",
     [SQL_OUTBOX_WALK] = "SELECT seq, msg_key, event_id, user_id, payload FROM outbox WHERE seq > ?1 "
                         "ORDER BY seq LIMIT ?2",
     [SQL_GET_TOPIC] = "SELECT value FROM meta WHERE key = 'topic'",
@@ -707,9 +707,10 @@ int store_outbox_add(store *st, const char *msg_key, const char *event_id, const
     return 0;
 }
 
-int store_outbox_delete(store *st, int64_t seq) {
+int store_outbox_delete(store *st, int64_t first_seq, int64_t last_seq) {
     sqlite3_stmt *s = stmt_get(st, SQL_OUTBOX_DELETE);
-    sqlite3_bind_int64(s, 1, seq);
+    sqlite3_bind_int64(s, 1, first_seq);
+    sqlite3_bind_int64(s, 2, last_seq);
     return exec_stmt(st, s, "deleting from the outbox");
 }
 

@@ -124,8 +124,9 @@ int store_is_member(store *st, const char *guild_id, const char *user_id);
  * inside the fold's transaction; writes its sequence number to *seq. */
 int store_outbox_add(store *st, const char *msg_key, const char *event_id, const char *user_id,
                      const char *payload, int64_t *seq);
-/* Deletes one emitted event once Kafka acknowledged it (inside a writer transaction). */
-int store_outbox_delete(store *st, int64_t seq);
+/* Deletes the emitted events with first_seq <= seq <= last_seq, once Kafka acknowledged
+ * them or they were found in the log (inside a writer transaction). */
+int store_outbox_delete(store *st, int64_t first_seq, int64_t last_seq);
 
 typedef struct {
     int64_t seq;

@@ -2,6 +2,7 @@
  * with the outcome every event must get and the state that must result. */
 #include "check.h"
 #include "state/fold.h"
+#include "temp_store.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -104,30 +105,6 @@ static void build_event(const step *s, event *ev) {
     }
 }
 
-/* Opens a writer store of partition 3 on a fresh temporary file; path (>= 32 bytes)
- * gets its name. */
-static store *open_temp_store(char *path, size_t path_size) {
-    char errstr[512];
-    snprintf(path, path_size, "/tmp/lootlog-fold-XXXXXX");
-    int fd = mkstemp(path);
-    close(fd);
-    unlink(path);
-    store *st = store_open(path, 3, STORE_WRITER, errstr, sizeof errstr);
-    if (!st) fprintf(stderr, "store_open: %s\n", errstr);
-    CHECK(st != NULL);
-    return st;
-}
-
-static void remove_temp_store(store *st, const char *path) {
-    char side[600];
-    store_close(st);
-    unlink(path);
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
-}
-
 /* What the store says user holds of item (0 when none). */
 static int64_t held(store *st, const char *user, const char *item, store_player *player) {
     store_inventory inv;
@@ -171,7 +148,7 @@ static void deliver(fold_partition *fp, store *st, int64_t *offset, char *log, s
         CHECK(store_outbox_walk(st, 0, 64, collect_emitted, &list) == 0);
         if (!list.count) break;
         CHECK(store_begin(st) == 0);
-        for (size_t i = 0; i < list.count; i++) CHECK(store_outbox_delete(st, list.seqs[i]) == 0);
+        for (size_t i = 0; i < list.count; i++) CHECK(store_outbox_delete(st, list.seqs[i], list.seqs[i]) == 0);
         CHECK(store_commit(st) == 0);
         for (size_t i = 0; i < list.count; i++) {
             fold_result result;
@@ -191,7 +168,7 @@ static void deliver(fold_partition *fp, store *st, int64_t *offset, char *log, s
  * commit_every events, so the rules over cached and freshly read players both run. */
 static void run_scenario(const scenario *sc, int commit_every, size_t cached_players) {
     char path[64], errstr[512];
-    store *st = open_temp_store(path, sizeof path);
+    store *st = open_temp_store(path, sizeof path, 3);
     if (!st) return;
     fold_config config = {.guild_capacity = sc->capacity, .cached_players = cached_players};
     fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
@@ -251,7 +228,7 @@ static void run_scenario(const scenario *sc, int commit_every, size_t cached_pla
  * partition's offset still advances; a discarded batch leaves no trace. */
 static void test_versions_dead_letters_and_discard(void) {
     char path[64], errstr[512];
-    store *st = open_temp_store(path, sizeof path);
+    store *st = open_temp_store(path, sizeof path, 3);
     if (!st) return;
     fold_config config = {.guild_capacity = 100};
     fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
@@ -300,7 +277,7 @@ static void test_versions_dead_letters_and_discard(void) {
 static fold_partition *small_cache_fold(char *path, size_t path_size, store **st) {
     char errstr[512];
     fold_config config = {.guild_capacity = 100, .cached_players = 10};
-    if (!(*st = open_temp_store(path, path_size))) return NULL;
+    if (!(*st = open_temp_store(path, path_size, 3))) return NULL;
     fold_partition *fp = fold_partition_new(*st, &config, errstr, sizeof errstr);
     CHECK(fp != NULL);
     if (!fp) remove_temp_store(*st, path);
@@ -392,7 +369,7 @@ static void test_evicted_player_is_read_back(void) {
  * store (a new fold: its id set rebuilt from the store, then grown again). */
 static void test_hot_player_dedupe(void) {
     char path[64], errstr[512];
-    store *st = open_temp_store(path, sizeof path);
+    store *st = open_temp_store(path, sizeof path, 3);
     if (!st) return;
     fold_config config = {.guild_capacity = 100, .cached_players = 10};
     int64_t offset = 0;
