@@ -3,6 +3,7 @@
 #include "check.h"
 #include "state/codec.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 
 static event sample_purchase(void) {
@@ -120,6 +121,10 @@ static void test_identifiers(void) {
     char uuid[37];
     CHECK(codec_uuid4(uuid, sizeof uuid) == 0);
     CHECK(strlen(uuid) == 36 && uuid[14] == '4' && codec_identifier_ok(uuid));
+    /* Derived ids are persisted (the receivers dedupe by them): the bytes never change.
+     * Python: sha256(b"evt-1/guild_join_requested")[:16], version 8 and variant set. */
+    CHECK(codec_derived_event_id("evt-1", EVENT_GUILD_JOIN_REQUESTED, uuid, sizeof uuid) == 0);
+    CHECK_STR(uuid, "15aaf2bf-9994-8b3d-81e8-e1ca54f45c38");
 }
 
 static void test_utf8_copy(void) {
@@ -303,7 +308,132 @@ static void test_reason_excerpts(void) {
     CHECK_STR(err, "invalid JSON: duplicate object key 'a\\x0aforged line\\xe2\\x80\\xa8'");
 }
 
+/* ---- the encoder beside jansson: jansson's compact, order-preserving dump of the same
+ * fields is the reference the hand-written encoder must match byte for byte. */
+
+static int ref_string_or_null(json_t *obj, const char *key, const char *value) {
+    json_t *v = value[0] ? json_string(value) : json_null();
+    return v ? json_object_set_new(obj, key, v) : -1;
+}
+
+/* The event as jansson dumps it; NULL when jansson refuses a string (invalid UTF-8). */
+static char *reference_encode(const event *ev) {
+    json_t *root = json_object(), *items = json_array(), *meta = json_object();
+    int refused = 0;
+    for (size_t i = 0; i < ev->item_count; i++) {
+        json_t *line = json_object();
+        json_array_append_new(items, line);
+        json_object_set_new(line, "item_type", json_string(ev->items[i].item_type));
+        json_object_set_new(line, "quantity", json_integer(ev->items[i].quantity));
+        if (ev->items[i].has_unit_price)
+            json_object_set_new(line, "unit_price", json_integer(ev->items[i].unit_price));
+    }
+    refused |= ref_string_or_null(meta, "remote_addr", ev->metadata.remote_addr);
+    refused |= ref_string_or_null(meta, "host", ev->metadata.host);
+    refused |= ref_string_or_null(meta, "user_agent", ev->metadata.user_agent);
+    refused |= ref_string_or_null(meta, "accept_language", ev->metadata.accept_language);
+    json_t *ts = json_string(ev->ts);
+    refused |= ts == NULL;
+    json_object_set_new(root, "v", json_integer(ev->version));
+    json_object_set_new(root, "event_id", json_string(ev->event_id));
+    json_object_set_new(root, "event_type", json_string(codec_type_name(ev->type)));
+    json_object_set_new(root, "user_id", json_string(ev->user_id));
+    json_object_set_new(root, "ts", ts);
+    json_object_set(root, "items", items);
+    ref_string_or_null(root, "guild_id", ev->guild_id);
+    json_object_set_new(root, "expected_version",
+                        ev->has_expected_version ? json_integer(ev->expected_version) : json_null());
+    if (codec_type_is_emitted(ev->type))
+        json_object_set_new(root, "cause_event_id", json_string(ev->cause_event_id));
+    if (ev->type == EVENT_GUILD_JOIN_DECIDED) {
+        json_object_set_new(root, "decision", json_string(ev->decision_granted ? "granted" : "refused"));
+        ref_string_or_null(root, "reason", ev->decision_granted ? "" : ev->decision_reason);
+    }
+    json_object_set(root, "metadata", meta);
+    char *out = refused ? NULL : json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(items);
+    json_decref(meta);
+    json_decref(root);
+    return out;
+}
+
+static void random_identifier(unsigned *seed, char *out, size_t size) {
+    static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+    size_t n = 1 + (size_t)rand_r(seed) % (size - 1);
+    for (size_t i = 0; i < n; i++) out[i] = chars[rand_r(seed) % (sizeof chars - 1)];
+    out[n] = '\0';
+}
+
+/* Text of every kind a header can bring: plain ASCII, quotes, backslashes, slashes,
+ * control characters and DEL, 2-, 3- and 4-byte UTF-8, and (1 time in 8) a byte that
+ * is no UTF-8 at all; or empty (a null). */
+static void random_text(unsigned *seed, char *out, size_t size) {
+    static const char *const pieces[] = {"a", "Z", "9", " ", "\"", "\\", "/", "\b", "\f", "\n",
+                                         "\r", "\t", "\x01", "\x1f", "\x7f", "\xc3\xa9",
+                                         "\xe2\x82\xac", "\xf0\x9f\x8e\xae", "\xe2\x80\xa8"};
+    size_t used = 0, want = (size_t)rand_r(seed) % 40;
+    for (size_t i = 0; i < want; i++) {
+        const char *piece = pieces[rand_r(seed) % (sizeof pieces / sizeof *pieces)];
+        size_t n = strlen(piece);
+        if (used + n + 2 > size) break;
+        memcpy(out + used, piece, n);
+        used += n;
+    }
+    if (used && rand_r(seed) % 8 == 0) out[rand_r(seed) % used] = (char)0xff;
+    out[used] = '\0';
+}
+
+static void test_encoder_matches_jansson(void) {
+    unsigned seed = 20261204;
+    int refused = 0, emitted = 0;
+    for (int round = 0; round < 3000; round++) {
+        event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.version = 1 + rand_r(&seed) % 3;
+        ev.type = (event_type)(1 + rand_r(&seed) % (EVENT_TYPE_COUNT - 1));
+        random_identifier(&seed, ev.event_id, sizeof ev.event_id);
+        random_identifier(&seed, ev.user_id, sizeof ev.user_id);
+        random_text(&seed, ev.ts, sizeof ev.ts);
+        if (rand_r(&seed) % 2) random_identifier(&seed, ev.guild_id, sizeof ev.guild_id);
+        random_identifier(&seed, ev.cause_event_id, sizeof ev.cause_event_id);
+        ev.decision_granted = rand_r(&seed) % 2;
+        if (rand_r(&seed) % 4) snprintf(ev.decision_reason, sizeof ev.decision_reason, "guild_full");
+        ev.has_expected_version = rand_r(&seed) % 2;
+        ev.expected_version = (int64_t)rand_r(&seed) * (rand_r(&seed) % 2 ? 1 : -4000000);
+        ev.item_count = (size_t)rand_r(&seed) % (CODEC_MAX_ITEMS + 1);
+        for (size_t i = 0; i < ev.item_count; i++) {
+            random_identifier(&seed, ev.items[i].item_type, sizeof ev.items[i].item_type);
+            ev.items[i].quantity = rand_r(&seed) % (CODEC_QUANTITY_MAX + 1);
+            ev.items[i].has_unit_price = rand_r(&seed) % 2;
+            ev.items[i].unit_price = (int64_t)rand_r(&seed) << (rand_r(&seed) % 32);
+        }
+        random_text(&seed, ev.metadata.remote_addr, sizeof ev.metadata.remote_addr);
+        random_text(&seed, ev.metadata.host, sizeof ev.metadata.host);
+        random_text(&seed, ev.metadata.user_agent, sizeof ev.metadata.user_agent);
+        random_text(&seed, ev.metadata.accept_language, sizeof ev.metadata.accept_language);
+        char errstr[256] = "";
+        size_t len = 0;
+        char *ours = codec_encode(&ev, &len, errstr, sizeof errstr);
+        char *reference = reference_encode(&ev);
+        if (!reference) {
+            refused++;
+            CHECK(ours == NULL && strstr(errstr, "not valid UTF-8") != NULL);
+        } else if (!ours || strcmp(ours, reference) != 0 || len != strlen(reference)) {
+            check_failures++;
+            fprintf(stderr, "round %d: encoded\n  %s\nwhere jansson gives\n  %s\n", round,
+                    ours ? ours : errstr, reference);
+        }
+        emitted += codec_type_is_emitted(ev.type) && reference != NULL;
+        free(ours);
+        free(reference);
+    }
+    /* both kinds of answer, and the emitted types' extra fields, were exercised */
+    CHECK(refused > 100 && refused < 2900);
+    CHECK(emitted > 100);
+}
+
 int main(void) {
+    test_encoder_matches_jansson();
     test_hostile_keys();
     test_guild_id_scope();
     test_ts();
