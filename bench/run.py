@@ -27,6 +27,9 @@ benchmark (bench/charts/). Every benchmark checks its answer, so a fast wrong fo
      node as peer, kcat as ceiling); open-loop GET /inventory through node 1 of 3 (about
      2/3 forwarded) beside one node owning all partitions; state compared with the peer's
      through node 1 and the owners' stores
+  9. encode: state/codec's hand-written event encoder beside jansson (the library it
+     replaced) and beside copying the same bytes; every event's bytes checked against
+     jansson's (build/bench_encode, from bench/encode.c)
 
 --only runs a subset; when --out exists it rewrites only their sections and goals.
 
@@ -124,6 +127,7 @@ class Params:
     scale_read_rate: int = 2000     # GET /inventory/s through node 1 of the group (8)
     scale_read_seconds: float = 10
     fresh_low_rate: int = 2000      # the same freshness run at a rate this machine carries (4)
+    encode_events: int = 200_000    # events encoded by each encoder, best of three passes (9)
 
 
 def make_params(quick, guild_capacity):
@@ -134,7 +138,7 @@ def make_params(quick, guild_capacity):
                       fresh_users=10_000, write_seconds=4, write_connections=64,
                       write_users=1000, snapshot_players=10_000, sample=200,
                       guild_capacity=guild_capacity, pit_events=(200, 2_000), pit_requests=200,
-                      pit_replays=2, scale_read_seconds=3)
+                      pit_replays=2, scale_read_seconds=3, encode_events=20_000)
     return Params(quick=False, live_rate=100_000, live_seconds=20, gen_users=100_000,
                   replay_min_events=1_000_000, read_players=1_000_000, read_rate=10_000,
                   read_seconds=15, backlog_cap=3_000_000, fresh_rate=10_000, fresh_seconds=15,
@@ -2289,6 +2293,55 @@ def bench_scale(b):
         notes=[model])
 
 
+# ------------------------------------------------------------------ 9. encoding an event
+
+def bench_encode(b):
+    """state/codec's hand-written encoder beside jansson, the library it replaced, and
+    beside copying the same bytes; bench/encode.c checks every event's bytes against
+    jansson's."""
+    p = b.p
+    tool = os.path.join(ROOT, "build", "bench_encode")
+    log("encode: building build/bench_encode")
+    if subprocess.run(["ninja", "-C", os.path.join(ROOT, "build"), "bench_encode"],
+                      capture_output=True).returncode != 0 or not os.access(tool, os.X_OK):
+        raise CannotRun("ninja -C build bench_encode failed")
+    log(f"encode: {p.encode_events:,} events, best of three passes each")
+    proc = subprocess.run([tool, str(p.encode_events)], capture_output=True, text=True,
+                          timeout=600)
+    try:
+        res = json.loads(proc.stdout)
+    except ValueError:
+        raise CannotRun(f"bench_encode printed no result: {last_line(proc.stderr)}")
+    check = {"events": res["events"], "identical_to_jansson": res["identical"],
+             "refused": res["refused"]}
+    if res["identical"] != res["events"] or res["refused"] or proc.returncode != 0:
+        raise WrongAnswer(f"{res['identical']} of {res['events']} events encoded as jansson "
+                          f"encodes them, {res['refused']} refused")
+    ours, peer, ceiling = res["lootlog_ns"], res["jansson_ns"], res["copy_ns"]
+    rows = [row("CPU per event encoded", "ns", ours, peer, ceiling, peer_name="jansson",
+                ceiling_name="copying the same bytes"),
+            row("bytes per event", "bytes", res["bytes_per_event"])]
+    chart = write_chart(b, "encode.svg", svgchart.bar_chart(
+        f"9. Encoding an event ({res['events']:,} events, {res['bytes_per_event']:.0f} bytes each)",
+        [("ns / event", [("lootlog", ours, f"{ours:.0f}"), ("peer", peer, f"{peer:.0f}"),
+                         ("ceiling", ceiling, f"{ceiling:.0f}")])],
+        "ns of CPU per event (lower is better)",
+        note="lootlog = codec_encode; peer = a jansson tree dumped compact and in order; "
+             "ceiling = memcpy of the same bytes"))
+    return section(
+        TITLES["encode"],
+        "Every HTTP write, every `gen` record and every event the fold emits is encoded once "
+        "by `codec_encode` (state/codec.c), which writes the JSON directly instead of building "
+        "a jansson tree and dumping it. bench/encode.c builds the events HTTP writes bring "
+        "(purchases of one to three items, consumptions and guild joins, each with a client "
+        "event id and the request's metadata), then times, in turn and three times over, "
+        "`codec_encode` on every event, jansson's compact, order-preserving dump of the same "
+        "fields (the peer: what lootlog used before), and copying the encoded bytes into "
+        "place (the ceiling). Best pass of each, per event; one thread. The answer check: "
+        "every event's bytes equal jansson's.",
+        rows, check, chart, raw=res)
+
+
 # ------------------------------------------------------------------ report
 
 def machine_info():
@@ -2409,7 +2462,8 @@ Measured with the previous bench/run.py (wrk, closed loop) and for issue 8, on t
 """
 
 
-REPORT_ORDER = ("replay", "live", "reads", "freshness", "writes", "footprint", "pit", "scale")
+REPORT_ORDER = ("replay", "live", "reads", "freshness", "writes", "footprint", "pit", "scale",
+                "encode")
 
 
 def section_lines(sec, path, stamp=None):
@@ -2584,11 +2638,13 @@ BENCHMARKS = [  # run order; the report lists them by number
     ("footprint", bench_footprint),
     ("pit", bench_pit),
     ("scale", bench_scale),
+    ("encode", bench_encode),
 ]
 TITLES = {"replay": "1. Fold and replay", "live": "2. Live fold under sustained produce",
           "reads": "3. Reads", "freshness": "4. Freshness under write load",
           "writes": "5. Writes over HTTP", "footprint": "6. Footprint",
-          "pit": "7. Point-in-time reads", "scale": "8. Scale-out: 1, 2 and 3 nodes"}
+          "pit": "7. Point-in-time reads", "scale": "8. Scale-out: 1, 2 and 3 nodes",
+          "encode": "9. Encoding an event"}
 
 
 def clean_up(b):

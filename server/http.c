@@ -5,6 +5,7 @@
  * have hard size limits. */
 #include "server/http.h"
 #include "lib/clock.h"
+#include "lib/json_text.h"
 
 #include "lib/log.h"
 #include "server/access_log.h"
@@ -419,30 +420,15 @@ void http_reply_text(struct evhttp_request *req, int status, const char *content
 }
 
 int http_json_string(struct evbuffer *out, const char *text) {
-    static const char hex[] = "0123456789ABCDEF";
     const char *run = text; /* bytes not yet written that need no escape */
     int rc = evbuffer_add(out, "\"", 1);
     for (const char *p = text;; p++) {
         unsigned char c = (unsigned char)*p;
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (json_text_plain(c)) continue;
         if (p > run) rc |= evbuffer_add(out, run, (size_t)(p - run));
         if (c == '\0') break;
-        char escape[6] = {'\\', (char)c, 0, 0, 0, 0};
-        size_t len = 2;
-        switch (c) {
-        case '"': case '\\': break;
-        case '\b': escape[1] = 'b'; break;
-        case '\f': escape[1] = 'f'; break;
-        case '\n': escape[1] = 'n'; break;
-        case '\r': escape[1] = 'r'; break;
-        case '\t': escape[1] = 't'; break;
-        default: /* other control characters: \u00XX */
-            memcpy(escape + 1, "u00", 3);
-            escape[4] = hex[c >> 4];
-            escape[5] = hex[c & 15];
-            len = 6;
-        }
-        rc |= evbuffer_add(out, escape, len);
+        char escape[6];
+        rc |= evbuffer_add(out, escape, json_text_escape(c, escape));
         run = p + 1;
     }
     rc |= evbuffer_add(out, "\"", 1);
@@ -450,16 +436,8 @@ int http_json_string(struct evbuffer *out, const char *text) {
 }
 
 int http_json_integer(struct evbuffer *out, int64_t value) {
-    char digits[24];
-    size_t at = sizeof digits;
-    /* Through uint64_t so that INT64_MIN negates without overflow. */
-    uint64_t magnitude = value < 0 ? 0 - (uint64_t)value : (uint64_t)value;
-    do {
-        digits[--at] = (char)('0' + magnitude % 10);
-        magnitude /= 10;
-    } while (magnitude);
-    if (value < 0) digits[--at] = '-';
-    return evbuffer_add(out, digits + at, sizeof digits - at) ? -1 : 0;
+    char digits[JSON_TEXT_INT_MAX];
+    return evbuffer_add(out, digits, json_text_int(value, digits)) ? -1 : 0;
 }
 
 void http_reply_json(struct evhttp_request *req, int status, json_t *body) {

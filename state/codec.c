@@ -2,6 +2,8 @@
  * anything it refuses is dead-lettered, so it checks every field the fold relies on. */
 #include "state/codec.h"
 
+#include "lib/json_text.h"
+
 #include <openssl/evp.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -156,25 +158,32 @@ int codec_uuid4(char *buf, size_t buf_size) {
  * Its output is byte for byte jansson's compact, order-preserving dump of the same
  * fields (tests/unit/test_codec.c holds the two side by side on random events). */
 
+/* The JSON goes into a buffer on the stack first (an event is ~400 bytes; the largest
+ * possible one spills to the heap), then into one allocation of its exact size: the
+ * caller may hand it to librdkafka, which holds it until the broker has it. */
+#define WRITER_STACK_BYTES 2048
+
 typedef struct {
     char *buf;
     size_t used, cap;
-    int out_of_memory;
+    int on_heap, out_of_memory;
 } json_writer;
 
 /* Makes room for more bytes (and a NUL). 0, or -1 when out of memory (then sticky). */
 static int writer_reserve(json_writer *w, size_t more) {
     if (w->out_of_memory) return -1;
     if (w->used + more + 1 <= w->cap) return 0;
-    size_t cap = w->cap ? w->cap : 512;
+    size_t cap = w->cap * 2;
     while (cap < w->used + more + 1) cap *= 2;
-    char *bigger = realloc(w->buf, cap);
+    char *bigger = w->on_heap ? realloc(w->buf, cap) : malloc(cap);
     if (!bigger) {
         w->out_of_memory = 1;
         return -1;
     }
+    if (!w->on_heap) memcpy(bigger, w->buf, w->used);
     w->buf = bigger;
     w->cap = cap;
+    w->on_heap = 1;
     return 0;
 }
 
@@ -187,9 +196,8 @@ static void write_bytes(json_writer *w, const char *bytes, size_t n) {
 #define WRITE_LITERAL(w, text) write_bytes((w), (text), sizeof(text) - 1)
 
 static void write_int(json_writer *w, int64_t value) {
-    char digits[24];
-    int n = snprintf(digits, sizeof digits, "%lld", (long long)value);
-    write_bytes(w, digits, (size_t)n);
+    char digits[JSON_TEXT_INT_MAX];
+    write_bytes(w, digits, json_text_int(value, digits));
 }
 
 /* A JSON string of value, escaped as jansson escapes: '"', '\\' and the control
@@ -212,22 +220,8 @@ static int write_string(json_writer *w, const char *value) {
             continue;
         }
         p++;
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *out++ = (char)c;
-            continue;
-        }
-        *out++ = '\\';
-        switch (c) {
-        case '"': *out++ = '"'; break;
-        case '\\': *out++ = '\\'; break;
-        case '\b': *out++ = 'b'; break;
-        case '\f': *out++ = 'f'; break;
-        case '\n': *out++ = 'n'; break;
-        case '\r': *out++ = 'r'; break;
-        case '\t': *out++ = 't'; break;
-        default:
-            out += snprintf(out, 6, "u%04X", (unsigned)c);
-        }
+        if (json_text_plain(c)) *out++ = (char)c;
+        else out += json_text_escape(c, out);
     }
     *out++ = '"';
     w->used = (size_t)(out - w->buf);
@@ -242,7 +236,8 @@ static int write_string_or_null(json_writer *w, const char *value) {
 }
 
 char *codec_encode(const event *ev, size_t *len, char *errstr, size_t errstr_size) {
-    json_writer w = {0};
+    char first[WRITER_STACK_BYTES];
+    json_writer w = {.buf = first, .cap = sizeof first};
     const char *type_name = codec_type_name(ev->type);
     const char *bad_field = NULL;
     if (!type_name) {
@@ -301,11 +296,17 @@ char *codec_encode(const event *ev, size_t *len, char *errstr, size_t errstr_siz
     else if (bad_metadata) snprintf(errstr, errstr_size, "event metadata is not valid UTF-8");
     else if (bad_field) snprintf(errstr, errstr_size, "event field %s is not valid UTF-8", bad_field);
     else {
-        w.buf[w.used] = '\0';
-        *len = w.used;
-        return w.buf;
+        char *out = w.on_heap ? realloc(w.buf, w.used + 1) : malloc(w.used + 1);
+        if (!out) {
+            snprintf(errstr, errstr_size, "out of memory encoding event");
+        } else {
+            if (!w.on_heap) memcpy(out, w.buf, w.used);
+            out[w.used] = '\0';
+            *len = w.used;
+            return out;
+        }
     }
-    free(w.buf);
+    if (w.on_heap) free(w.buf);
     return NULL;
 }
 
