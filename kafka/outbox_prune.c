@@ -9,7 +9,7 @@
 #include <string.h>
 
 /* Runs of rows to delete, each first..last in seq order with no kept row between: a
- * replay drops almost every row, and one range delete costs what one row's does. */
+ * replay drops almost every row, and a run takes one statement instead of one a row. */
 typedef struct {
     int64_t first, last;
 } seq_run;
@@ -22,6 +22,7 @@ typedef struct {
      * a statement outside one takes and drops the WAL's read lock each time, which was
      * half the prune's cost. */
     store *reading[STORE_MAX_PARTITIONS];
+    unsigned char unreadable[STORE_MAX_PARTITIONS]; /* failed once: its rows are kept */
     seq_run *runs;
     size_t run_count, run_cap;
     int run_open; /* the last row looked at was dropped: runs[run_count - 1] grows */
@@ -30,11 +31,15 @@ typedef struct {
 } prune_walk;
 
 static store *receiver_in_read(prune_walk *pw, int32_t partition) {
+    if (pw->unreadable[partition]) return NULL;
     if (pw->reading[partition]) return pw->reading[partition];
     store *st = pw->receiver_for(pw->arg, partition);
-    if (!st) return NULL;
-    if (store_begin(st)) {
+    if (st && store_begin(st)) {
         log_warn("fold", "outbox: reading partition %d: %s", (int)partition, store_errmsg(st));
+        st = NULL;
+    }
+    if (!st) {
+        pw->unreadable[partition] = 1;
         return NULL;
     }
     pw->reading[partition] = st;
@@ -66,8 +71,10 @@ static int note_if_in_log(void *arg, const store_outbox_row *r) {
     store *receiver = p >= 0 && p < STORE_MAX_PARTITIONS ? receiver_in_read(pw, p) : NULL;
     store_event_outcome outcome;
     int found = receiver ? store_read_event(receiver, r->event_id, r->user_id, &outcome) : 0;
-    if (found < 0)
+    if (found < 0) {
         log_warn("fold", "outbox: reading partition %d: %s", (int)p, store_errmsg(receiver));
+        pw->unreadable[p] = 1; /* one warning; its read transaction still ends at the end */
+    }
     if (found <= 0) {
         pw->run_open = 0; /* kept: the next run starts after it */
         return 0;
