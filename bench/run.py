@@ -863,11 +863,7 @@ def warm_up_broker(b):
     log(f"live: warming the broker up: gen {b.p.live_rate}/s for {b.p.warm_up_seconds} s, "
         "then kcat reads it")
     gen(topic, b.p.live_rate, b.p.warm_up_seconds, b.p.gen_users, 9, "w")
-    records = record_count(topic)
-    proc = subprocess.run(["kcat", "-C", "-b", BROKERS, "-t", topic, "-e", "-o", "beginning",
-                           "-q", "-f", "."], capture_output=True, timeout=600)
-    if proc.returncode != 0 or len(proc.stdout) != records:
-        raise CannotRun(f"warm-up: kcat read {len(proc.stdout)} of {records} records")
+    kcat_read_all(topic, "warm-up")
 
 
 def bench_live(b):
@@ -976,16 +972,24 @@ REPLAY_OUTCOMES = re.compile(r"(\d+) applied, (\d+) rejected, (\d+) duplicates?,
 def kcat_consume(b, topic):
     """kcat -C of the whole topic (the consume-only ceiling); returns (records, wall s)
     and keeps the rate for later benchmarks (b.shared["kcat_rate"])."""
-    records = record_count(topic)
-    log(f"kcat consume-only of {records:,} records")
+    log(f"kcat consume-only of {record_count(topic):,} records")
     cpu = CpuWindow()
+    records, wall = kcat_read_all(topic, "kcat")
+    b.shared["kcat_cpu"] = cpu.stop()
+    b.shared.update(kcat_rate=records / wall, kcat_topic=topic)
+    return records, wall
+
+
+def kcat_read_all(topic, what):
+    """kcat -C of the whole topic, one "." per record; returns (records, wall s), or raises
+    CannotRun (what: the step, for the message) unless it read every record."""
+    records = record_count(topic)
     wall, proc = run(["kcat", "-C", "-b", BROKERS, "-t", topic, "-e", "-o", "beginning",
                       "-q", "-f", "."], timeout=3600)
-    b.shared["kcat_cpu"] = cpu.stop()
     consumed = len(proc.stdout)
     if proc.returncode != 0 or consumed != records:
-        raise CannotRun(f"kcat read {consumed} of {records} records: {last_line(proc.stderr)}")
-    b.shared.update(kcat_rate=records / wall, kcat_topic=topic)
+        raise CannotRun(f"{what}: kcat read {consumed} of {records} records: "
+                        f"{last_line(proc.stderr)}")
     return records, wall
 
 
