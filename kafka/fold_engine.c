@@ -62,6 +62,7 @@ typedef struct {
     int64_t end;           /* stop before this offset; -1: never */
     int done;
     int commit_failing; /* the last commit failed (disk full, I/O error) */
+    int whole;          /* at the fold thread's end: committed and flushed, nothing lost */
     int64_t batch_started_ms;
     uint64_t counts[FOLD_PENDING + 1];
     uint64_t type_counts[EVENT_TYPE_COUNT]; /* this batch's records by event type */
@@ -311,6 +312,16 @@ static void retry_partition(fold_engine *c, part *pt) {
     if (!pt->commit_failing) atomic_fetch_add(&c->commits_failing, 1);
     pt->commit_failing = 1;
     fold_partition_discard(pt->fold);
+    if (fold_partition_lost(pt->fold)) {
+        /* write-back (replay) held changes past their commits: nothing to read again from */
+        char errstr[512];
+        snprintf(errstr, sizeof errstr,
+                 "partition %d: %.300s (the changes held in memory since their commits are "
+                 "lost with the batch)", (int)pt->partition, fold_partition_errmsg(pt->fold));
+        set_failed(c, errstr);
+        pt->done = 1;
+        return;
+    }
     memset(pt->counts, 0, sizeof pt->counts);
     memset(pt->type_counts, 0, sizeof pt->type_counts);
     pt->next = pt->resume_offset >= 0 ? pt->resume_offset : -1;
@@ -521,10 +532,24 @@ static void *fold_thread(void *arg) {
             for (size_t i = 0; i < w->part_count; i++)
                 if (!fold_partition_pending(w->parts[i]->fold)) drain_outbox(c, w->parts[i], 0);
     }
-    /* Stopping: the batch in hand is committed, not thrown away. */
-    for (size_t i = 0; i < w->part_count; i++) commit_partition(c, w->parts[i]);
+    /* Stopping: the batch in hand is committed, not thrown away, and with write-back the
+     * players still changed in memory are written (the store is whole at its offset). */
+    for (size_t i = 0; i < w->part_count; i++) {
+        part *pt = w->parts[i];
+        int whole = commit_partition(c, pt) == 0 && !fold_partition_lost(pt->fold);
+        if (whole && fold_partition_flush(pt->fold)) {
+            char errstr[512];
+            snprintf(errstr, sizeof errstr, "partition %d: %.400s", (int)pt->partition,
+                     fold_partition_errmsg(pt->fold));
+            set_failed(c, errstr);
+            whole = 0;
+        }
+        pt->whole = whole;
+    }
     for (size_t i = 0; c->config.sync_at_end && i < w->part_count; i++) {
-        if (store_sync_to_disk(w->parts[i]->st)) {
+        /* A store whose changes were lost keeps its mark: nobody opens it. */
+        if ((w->parts[i]->whole && store_set_unfinished(w->parts[i]->st, NULL)) ||
+            store_sync_to_disk(w->parts[i]->st)) {
             char errstr[512];
             snprintf(errstr, sizeof errstr, "partition %d: %.400s", (int)w->parts[i]->partition,
                      store_errmsg(w->parts[i]->st));
@@ -659,8 +684,11 @@ static int open_part(fold_engine *c, int32_t p, char *errstr, size_t errstr_size
     }
     if (c->config.sync_at_end) {
         /* Nobody reads the store meanwhile: no WAL and no checkpointer (its commits go
-         * straight to the database file), and the sync at the end runs alone. */
-        if (store_sync_later(pt->st)) {
+         * straight to the database file), and the sync at the end runs alone. Until then
+         * nothing may open it: a commit cut short by a crash can leave its file torn, and
+         * with write-back its tables lag its offset. The mark goes in first, while the
+         * store is still in WAL mode, so that no later commit can tear it. */
+        if (store_set_unfinished(pt->st, "replay") || store_sync_later(pt->st)) {
             snprintf(errstr, errstr_size, "%s", store_errmsg(pt->st));
             goto fail;
         }

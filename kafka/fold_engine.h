@@ -53,7 +53,9 @@ typedef struct {
     /* Replay: the folder is new and read by no one before the end, so the stores are
      * not synced while the fold goes (a crash means replaying again); each fold thread
      * syncs its stores to disk once it has folded them (store_sync_to_disk), before the
-     * engine says it has finished. */
+     * engine says it has finished. Meanwhile each store is marked unfinished
+     * (store_set_unfinished), which fold.write_back needs too; the mark is cleared once
+     * its fold is committed and flushed, and left on a store whose changes were lost. */
     int sync_at_end;
     /* Produce the events the fold emits (the outbox) to the topic: serve. Replay leaves
      * them in the stores' outboxes (replay_run keeps only those missing from the log). */

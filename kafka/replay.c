@@ -474,6 +474,7 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
     }
     fold_config fold = config->fold;
     if (fold.cached_players == 0) fold.cached_players = REPLAY_CACHED_PLAYERS;
+    fold.write_back = 1; /* the new folder is read by no one before its end */
     fold_engine_config cc = {
         .brokers = config->brokers,
         .topic = config->topic,

@@ -157,6 +157,10 @@ struct fold_partition {
     uint32_t *ids_scratch; /* for loading a player's hashes */
     size_t ids_scratch_cap;
     size_t id_slots; /* held by the cached players' id sets (FOLD_ID_SLOTS_BUDGET) */
+    cached_player **writing; /* write_back: the changed players a write picked */
+    size_t writing_cap;
+    int held_past_commit; /* write_back: a commit left changed players unwritten */
+    int lost; /* write_back: a discard lost changes held in memory (fold_partition_lost) */
     char errmsg[256];
 };
 
@@ -167,6 +171,13 @@ static void copy_text(char *dst, size_t size, const char *text) {
     if (len >= size) len = size - 1;
     memcpy(dst, text, len);
     dst[len] = '\0';
+}
+
+/* The error every call gives once fold_partition_lost. */
+static int refuse_lost(fold_partition *fp) {
+    snprintf(fp->errmsg, sizeof fp->errmsg,
+             "a failed commit lost the changes held in memory since their commits (write-back)");
+    return -1;
 }
 
 /* FNV-1a, 64 bits: the table hash (never persisted). */
@@ -797,6 +808,7 @@ static void items_text(const event *ev, char *out, size_t out_size) {
 int fold_partition_event(fold_partition *fp, const event *ev, int64_t offset,
                          fold_result *result) {
     memset(result, 0, sizeof *result);
+    if (fp->lost) return refuse_lost(fp);
     copy_text(result->user_id, sizeof result->user_id, ev->user_id);
     result->outcome = FOLD_APPLIED;
     result->event_type = (int)ev->type;
@@ -883,6 +895,7 @@ int fold_partition_message(fold_partition *fp, int64_t offset, const void *key, 
     event ev; /* ~6 KB; the fold thread's stack holds it comfortably */
 
     memset(result, 0, sizeof *result);
+    if (fp->lost) return refuse_lost(fp);
     if (!value || value_len == 0) {
         snprintf(reason, sizeof reason, "empty message");
     } else if (value_len > FOLD_MESSAGE_MAX) {
@@ -957,16 +970,17 @@ static int later_batch_first(const void *a, const void *b) {
     return (x < y) - (x > y);
 }
 
-/* Eviction, after a commit (every cached player is clean then): keeps the keep players
- * touched most recently and drops the others. It used to keep the last batch's players
- * only, which in serve's live fold (batches of a few hundred events) emptied the cache
- * down to those few hundred each time it passed its bound: a reload per player met
- * again, 17 % of serve's CPU under 100k events/s. Returns 0 or -1 (out of memory). */
-static int evict_players(fold_partition *fp, size_t keep) {
+/* Eviction: marks the players to drop, keeping the keep players touched most recently
+ * (rebuild_players then drops the marked ones, after the commit, by then written). It
+ * used to keep the last batch's players only, which in serve's live fold (batches of a
+ * few hundred events) emptied the cache down to those few hundred each time it passed
+ * its bound: a reload per player met again, 17 % of serve's CPU under 100k events/s.
+ * Returns 0 or -1 (out of memory). */
+static int mark_evictions(fold_partition *fp, size_t keep) {
     if (keep == 0 || fp->player_count == 0) {
         for (size_t i = 0; i < fp->player_cap; i++)
             if (fp->players[i].player) fp->players[i].player->evicted = 1;
-        return rebuild_players(fp, 0, not_evicted);
+        return 0;
     }
     if (reserve((void **)&fp->batch_scratch, &fp->batch_scratch_cap, fp->player_count,
                 sizeof *fp->batch_scratch))
@@ -985,23 +999,64 @@ static int evict_players(fold_partition *fp, size_t keep) {
         p->evicted = !(p->last_batch > threshold || (p->last_batch == threshold && ties > 0));
         if (p->last_batch == threshold && ties > 0) ties--;
     }
-    return rebuild_players(fp, keep, not_evicted);
+    return 0;
 }
 
-/* Writes one player's changed row and lines (a line at 0 deletes its row). */
+/* How many players the cache keeps when it passes its bound: three quarters of it, so
+ * that a few new players per batch do not make every commit evict. */
+static size_t players_kept(const fold_partition *fp) {
+    return fp->config.cached_players - fp->config.cached_players / 4;
+}
+
+/* Writes one player's changed row and lines (a line at 0 deletes its row), and holds
+ * them as written: a commit that fails afterwards discards the whole cache anyway. */
 static int write_player(fold_partition *fp, cached_player *p) {
     if (p->dirty && store_put_player(fp->st, p->user_id, &p->row)) return -1;
+    size_t kept_lines = 0;
     for (size_t i = 0; i < p->line_count; i++) {
-        const held_line *line = &p->lines[i];
+        held_line *line = &p->lines[i];
         if (line->dirty && store_put_line(fp->st, p->row.player_key, line->item_type, line->quantity))
             return -1;
+        line->dirty = 0;
+        if (line->quantity > 0) p->lines[kept_lines++] = *line;
     }
+    p->line_count = kept_lines;
+    p->dirty = 0;
+    return 0;
+}
+
+static int player_changed(const cached_player *p) {
+    if (p->dirty) return 1;
+    for (size_t i = 0; i < p->line_count; i++)
+        if (p->lines[i].dirty) return 1;
     return 0;
 }
 
 static int compare_player_keys(const void *a, const void *b) {
     const cached_player *x = *(cached_player *const *)a, *y = *(cached_player *const *)b;
     return (x->row.player_key > y->row.player_key) - (x->row.player_key < y->row.player_key);
+}
+
+/* write_back: writes the changed players of the cache that the eviction marked
+ * (only_evicted) or all of them, in player_key order. Returns 0 or -1. */
+static int write_changed(fold_partition *fp, int only_evicted) {
+    size_t n = 0;
+    if (reserve((void **)&fp->writing, &fp->writing_cap, fp->player_count ? fp->player_count : 1,
+                sizeof *fp->writing)) {
+        snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
+        return -1;
+    }
+    for (size_t i = 0; i < fp->player_cap; i++) {
+        cached_player *p = fp->players[i].player;
+        if (p && (!only_evicted || p->evicted) && player_changed(p)) fp->writing[n++] = p;
+    }
+    if (n) qsort(fp->writing, n, sizeof *fp->writing, compare_player_keys);
+    for (size_t i = 0; i < n; i++)
+        if (write_player(fp, fp->writing[i])) {
+            copy_text(fp->errmsg, sizeof fp->errmsg, store_errmsg(fp->st));
+            return -1;
+        }
+    return 0;
 }
 
 /* The batch's player index pairs, by player and offset (see store_add_player_events).
@@ -1059,6 +1114,7 @@ static int write_history(fold_partition *fp) {
 }
 
 int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
+    if (fp->lost) return refuse_lost(fp);
     if (begin_if_needed(fp)) goto fail;
     /* In player_key order, the order of the players and inventory B-trees: consecutive
      * writes land on the same or neighbouring pages, and new players append. The player
@@ -1074,8 +1130,15 @@ int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
                                      d->payload_len))
             goto fail;
     }
-    for (size_t i = 0; i < fp->touched_count; i++)
-        if (write_player(fp, fp->touched[i])) goto fail;
+    int evicting = fp->player_count > fp->config.cached_players;
+    if (!fp->config.write_back) {
+        for (size_t i = 0; i < fp->touched_count; i++)
+            if (write_player(fp, fp->touched[i])) goto fail;
+    } else if (evicting) {
+        /* the players leaving the cache take their changes to the store with them */
+        if (mark_evictions(fp, players_kept(fp))) goto oom;
+        if (write_changed(fp, 1)) return -1;
+    }
     for (size_t i = 0; i < fp->member_count; i++) {
         const member_change *m = &fp->members[i];
         if (m->add ? store_add_member(fp->st, m->guild_id, m->user_id, m->ts)
@@ -1094,39 +1157,51 @@ int fold_partition_commit(fold_partition *fp, int64_t next_offset) {
     }
     if (store_set_next_offset(fp->st, next_offset) || store_commit(fp->st)) goto fail;
     fp->in_txn = 0;
+    if (fp->config.write_back) fp->held_past_commit = 1;
 
-    /* Committed: what the cache holds is now what the store holds. */
-    size_t kept_lines;
-    for (size_t i = 0; i < fp->touched_count; i++) {
-        cached_player *p = fp->touched[i];
-        p->dirty = 0;
-        kept_lines = 0;
-        for (size_t k = 0; k < p->line_count; k++) {
-            if (p->lines[k].quantity <= 0) continue;
-            p->lines[k].dirty = 0;
-            p->lines[kept_lines++] = p->lines[k];
-        }
-        p->line_count = kept_lines;
-    }
     clear_batch(fp);
-    if (fp->player_count > fp->config.cached_players) {
+    if (evicting) {
         fp->cache_whole = 0; /* players leave the cache: a miss must ask the store again */
-        /* down to three quarters of the bound, so that a few new players per batch do
-         * not make every commit evict */
-        if (evict_players(fp, fp->config.cached_players - fp->config.cached_players / 4))
+        /* Serve's players were all written above; write-back marked and wrote its own. */
+        if ((!fp->config.write_back && mark_evictions(fp, players_kept(fp))) ||
+            rebuild_players(fp, players_kept(fp), not_evicted))
             fold_partition_discard(fp); /* out of memory: start from the store again */
     }
     fp->batch++;
+    return 0;
+oom:
+    snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
+    return -1;
+fail:
+    copy_text(fp->errmsg, sizeof fp->errmsg, store_errmsg(fp->st));
+    return -1;
+}
+
+int fold_partition_flush(fold_partition *fp) {
+    if (fp->lost) return refuse_lost(fp);
+    if (!fp->config.write_back) return 0;
+    if (fold_partition_pending(fp)) {
+        snprintf(fp->errmsg, sizeof fp->errmsg, "a flush with a batch not committed");
+        return -1;
+    }
+    if (begin_if_needed(fp)) goto fail;
+    if (write_changed(fp, 0)) return -1;
+    if (store_commit(fp->st)) goto fail;
+    fp->in_txn = 0;
+    fp->held_past_commit = 0;
     return 0;
 fail:
     copy_text(fp->errmsg, sizeof fp->errmsg, store_errmsg(fp->st));
     return -1;
 }
 
+int fold_partition_lost(const fold_partition *fp) { return fp->lost; }
+
 void fold_partition_discard(fold_partition *fp) {
     store_rollback(fp->st);
     fp->in_txn = 0;
     fp->next_player_key = 0;
+    if (fp->held_past_commit) fp->lost = 1;
     clear_batch(fp);
     for (size_t i = 0; i < fp->player_cap; i++) free_player(fp, fp->players[i].player);
     free(fp->players);
@@ -1165,6 +1240,7 @@ void fold_partition_free(fold_partition *fp) {
     free(fp->emits);
     free(fp->arena);
     free(fp->ids_scratch);
+    free(fp->writing);
     free(fp);
 }
 

@@ -62,6 +62,9 @@ enum {
     SQL_ITEM_TOTALS,
     SQL_GET_TOPIC,
     SQL_SET_TOPIC,
+    SQL_GET_UNFINISHED,
+    SQL_SET_UNFINISHED,
+    SQL_CLEAR_UNFINISHED,
     SQL_READ_INVENTORY,
     SQL_COUNT
 };
@@ -133,6 +136,9 @@ static const char *const sql_text[SQL_COUNT] = {
                         "ORDER BY seq LIMIT ?2",
     [SQL_GET_TOPIC] = "SELECT value FROM meta WHERE key = 'topic'",
     [SQL_SET_TOPIC] = "INSERT INTO meta (key, value) VALUES ('topic', ?1)",
+    [SQL_GET_UNFINISHED] = "SELECT value FROM meta WHERE key = 'unfinished'",
+    [SQL_SET_UNFINISHED] = "INSERT OR REPLACE INTO meta (key, value) VALUES ('unfinished', ?1)",
+    [SQL_CLEAR_UNFINISHED] = "DELETE FROM meta WHERE key = 'unfinished'",
     [SQL_RECENT_DEAD_LETTERS] = "SELECT offset, reason FROM dead_letters ORDER BY offset DESC LIMIT ?1",
     [SQL_ITEM_TOTALS] = "SELECT item_type, count(*), sum(quantity) FROM inventory GROUP BY item_type",
     /* GET /inventory in one statement, so one implicit read transaction covers the
@@ -375,6 +381,25 @@ static int note_wal_length(void *arg, sqlite3 *db, const char *schema, int frame
     return SQLITE_OK;
 }
 
+/* A store marked unfinished (store_set_unfinished) by a writer that stopped before its
+ * end may be torn or hold an offset its tables do not match: nobody may open it, to
+ * serve it or to fold on. Returns 0, or -1 with errstr. */
+static int refuse_unfinished(store *st, const char *path, char *errstr, size_t errstr_size) {
+    sqlite3_stmt *s = stmt_get(st, SQL_GET_UNFINISHED);
+    char by[64] = "";
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) copy_column_text(s, 0, by, sizeof by);
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) return 0;
+    if (rc == SQLITE_ROW)
+        snprintf(errstr, errstr_size,
+                 "%s was left unfinished by a %s that stopped before its end: delete the "
+                 "folder and run it again", path, by);
+    else
+        snprintf(errstr, errstr_size, "reading %s: %s", path, sqlite3_errmsg(st->db));
+    return -1;
+}
+
 store *store_open(const char *path, int32_t partition, store_role role, char *errstr,
                   size_t errstr_size) {
     store *st = calloc(1, sizeof *st);
@@ -440,6 +465,7 @@ store *store_open(const char *path, int32_t partition, store_role role, char *er
             goto fail;
         }
     }
+    if (refuse_unfinished(st, path, errstr, errstr_size)) goto fail;
     return st;
 fail:
     sqlite3_free(sql_err);
@@ -683,6 +709,13 @@ int store_claim_topic(store *st, const char *topic) {
     sqlite3_stmt *s = stmt_get(st, SQL_SET_TOPIC);
     sqlite3_bind_text(s, 1, topic, -1, SQLITE_STATIC);
     return exec_stmt(st, s, "recording the store's topic");
+}
+
+int store_set_unfinished(store *st, const char *by) {
+    if (!by) return exec_stmt(st, stmt_get(st, SQL_CLEAR_UNFINISHED), "clearing the unfinished mark");
+    sqlite3_stmt *s = stmt_get(st, SQL_SET_UNFINISHED);
+    sqlite3_bind_text(s, 1, by, -1, SQLITE_STATIC);
+    return exec_stmt(st, s, "marking the store unfinished");
 }
 
 int store_is_member(store *st, const char *guild_id, const char *user_id) {

@@ -8,9 +8,9 @@ import subprocess
 import time
 import uuid
 
-from conftest import (BIN, BROKERS, TOPIC, create_topic, held_in, store_files, stored_offsets,
-                      wait_quiescent,
-                      wait_until)
+from conftest import (BIN, BROKERS, TOPIC, Server, create_topic, free_port, held_in,
+                      query_stores, store_files, stored_offsets, wait_quiescent, wait_until)
+from oracle import Oracle, end_offsets, fold_topic
 
 
 def produce_raw(partition, records):
@@ -185,6 +185,60 @@ def test_replay_until_time(server, user, tmp_path):
     run("replay", "--brokers", BROKERS, "--db", str(since), "--from-time", cut_iso)
     held = held_in(since, user)
     assert held == (7,)
+
+
+def test_a_killed_replay_leaves_a_folder_nothing_opens(tmp_path):
+    """A replay writes its new folder without a journal on disk and keeps changed players
+    in memory past its commits (write-back), so a replay killed halfway leaves stores that
+    may be torn and whose tables lag their offsets. Each is marked unfinished from its
+    start: serve refuses the folder, saying why, where it would have folded on from a
+    wrong state. A replay that ends clears the marks, and serve takes its folder."""
+    topic = create_topic("killed-" + uuid.uuid4().hex[:8], partitions=1)
+    gen = run("gen", "--brokers", BROKERS, "--topic", topic, "--rate", "100000", "--users",
+              "5000", "--duration", "2", "--seed", "3")
+    sent = int(re.search(r"ok (\d+), failed 0", gen.stdout).group(1))
+    assert sent >= 20_000, gen.stdout
+    folder = tmp_path / "killed"
+    # Small batches: many commits, so the kill lands after some of them and before the end.
+    replay = subprocess.Popen([BIN, "replay", "--brokers", BROKERS, "--topic", topic, "--db",
+                               str(folder), "--batch-events", "100", "--fold-threads", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    store = folder / "p0.db"
+    wait_until(lambda: store.exists() and store.stat().st_size > 512 * 1024, 120,
+               "the replay's first commits")
+    assert replay.poll() is None, "the replay ended before the kill"
+    replay.kill()
+    replay.wait()
+    served = subprocess.run([BIN, "serve", "--brokers", BROKERS, "--topic", topic, "--db",
+                             str(folder), "--http", f"127.0.0.1:{free_port()}"],
+                            capture_output=True, text=True, timeout=120)
+    assert served.returncode != 0
+    assert "left unfinished by a replay" in served.stderr, served.stderr[-2000:]
+    again = run("replay", "--brokers", BROKERS, "--topic", topic, "--db", str(folder), check=False)
+    assert again.returncode != 0
+
+    # A replay that ends: no mark left, and every player written (the flush), equal to the
+    # independent oracle's fold of the same records.
+    whole = tmp_path / "whole"
+    done = run("replay", "--brokers", BROKERS, "--topic", topic, "--db", str(whole),
+               "--batch-events", "100")
+    assert f"replay: {sent} events" in done.stdout, done.stdout
+    assert query_stores(str(whole), "SELECT * FROM meta WHERE key = 'unfinished'") == []
+    oracle = fold_topic(topic, end_offsets(topic), Oracle(capacity=100))
+    players = {u: (v, g) for u, v, g in query_stores(
+        str(whole), "SELECT user_id, version, guild_id FROM players WHERE version > 0")}
+    items = {(u, i): q for u, i, q in query_stores(
+        str(whole), "SELECT p.user_id, i.item_type, i.quantity FROM inventory i "
+                    "JOIN players p ON p.player_key = i.player_key")}
+    pending = {u for (u,) in query_stores(
+        str(whole), "SELECT user_id FROM players WHERE pending_guild_id IS NOT NULL")}
+    assert len(players) > 1000
+    assert players == oracle.players()
+    assert items == oracle.items()
+    assert pending == set(oracle.pending)
+    # and serve takes the folder
+    server = Server(tmp_path, name="whole", db=str(whole), topic=topic).start()
+    server.stop()
 
 
 def test_migrations_upgrade_refuse_and_roll_back(tmp_path):

@@ -165,12 +165,15 @@ static void deliver(fold_partition *fp, store *st, int64_t *offset, char *log, s
 }
 
 /* Runs a scenario in one batch (commit_every = 0) or committing after every
- * commit_every events, so the rules over cached and freshly read players both run. */
-static void run_scenario(const scenario *sc, int commit_every, size_t cached_players) {
+ * commit_every events, so the rules over cached and freshly read players both run; with
+ * write_back, the players are written when evicted and by the flush at the end. */
+static void run_scenario(const scenario *sc, int commit_every, size_t cached_players,
+                         int write_back) {
     char path[64], errstr[512];
     store *st = open_temp_store(path, sizeof path, 3);
     if (!st) return;
-    fold_config config = {.guild_capacity = sc->capacity, .cached_players = cached_players};
+    fold_config config = {.guild_capacity = sc->capacity, .cached_players = cached_players,
+                          .write_back = write_back};
     fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
     CHECK(fp != NULL);
     int i;
@@ -183,8 +186,8 @@ static void run_scenario(const scenario *sc, int commit_every, size_t cached_pla
             char log[512];
             deliver(fp, st, &offset, log, sizeof log);
             if (strcmp(log, s->outcome) != 0) {
-                fprintf(stderr, "%s (commit every %d): step %d delivered: got '%s', want '%s'\n",
-                        sc->name, commit_every, i, log, s->outcome);
+                fprintf(stderr, "%s (commit every %d%s): step %d delivered: got '%s', want '%s'\n",
+                        sc->name, commit_every, write_back ? ", write-back" : "", i, log, s->outcome);
                 check_failures++;
             }
             check_count++;
@@ -195,8 +198,9 @@ static void run_scenario(const scenario *sc, int commit_every, size_t cached_pla
         const char *got = fold_outcome_name(result.outcome);
         if (strcmp(got, s->outcome) != 0 ||
             (s->reason && strcmp(result.reason, s->reason) != 0)) {
-            fprintf(stderr, "%s (commit every %d): step %d (%s %s): got %s/%s, want %s/%s\n",
-                    sc->name, commit_every, i, s->type, s->event_id, got, result.reason,
+            fprintf(stderr, "%s (commit every %d%s): step %d (%s %s): got %s/%s, want %s/%s\n",
+                    sc->name, commit_every, write_back ? ", write-back" : "", i, s->type,
+                    s->event_id, got, result.reason,
                     s->outcome, s->reason ? s->reason : "");
             check_failures++;
         }
@@ -204,18 +208,20 @@ static void run_scenario(const scenario *sc, int commit_every, size_t cached_pla
         if (commit_every && (i + 1) % commit_every == 0) CHECK(fold_partition_commit(fp, offset) == 0);
     }
     CHECK(fold_partition_commit(fp, offset) == 0);
+    CHECK(fold_partition_flush(fp) == 0);
     for (int k = 0; k < 6 && sc->expect[k].user; k++) {
         const expectation *e = &sc->expect[k];
         store_player player;
         int64_t quantity = held(st, e->user, e->item, &player);
         if (e->item && quantity != e->quantity) {
-            fprintf(stderr, "%s: %s holds %lld %s, want %lld\n", sc->name, e->user,
-                    (long long)quantity, e->item, e->quantity);
+            fprintf(stderr, "%s%s: %s holds %lld %s, want %lld\n", sc->name,
+                    write_back ? " (write-back)" : "", e->user, (long long)quantity, e->item,
+                    e->quantity);
             check_failures++;
         }
         if (!e->item && strcmp(player.guild_id, e->guild) != 0) {
-            fprintf(stderr, "%s: %s in guild '%s', want '%s'\n", sc->name, e->user,
-                    player.guild_id, e->guild);
+            fprintf(stderr, "%s%s: %s in guild '%s', want '%s'\n", sc->name,
+                    write_back ? " (write-back)" : "", e->user, player.guild_id, e->guild);
             check_failures++;
         }
         check_count++;
@@ -402,12 +408,111 @@ static void test_hot_player_dedupe(void) {
     remove_temp_store(st, path);
 }
 
+/* Write-back (replay): commits write the history but leave the changed players in
+ * memory; a player leaving the cache is written as it goes, and the flush writes the
+ * rest. A discard after a commit loses what memory held: the fold says so and refuses
+ * to go on, rather than folding on from a store that lags its offset. */
+static void test_write_back(void) {
+    char path[64], errstr[512];
+    store *st = open_temp_store(path, sizeof path, 3);
+    if (!st) return;
+    fold_config config = {.guild_capacity = 100, .cached_players = 10, .write_back = 1};
+    fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
+    int64_t offset = 0, next = -1;
+    store_player player;
+    store_event_outcome outcome;
+    CHECK(buy_gem(fp, "w1", 0, &offset) == FOLD_APPLIED);
+    CHECK(buy_gem(fp, "w2", 0, &offset) == FOLD_APPLIED);
+    CHECK(fold_partition_commit(fp, offset) == 0);
+    /* committed: the history and the offset are in the store, the player is not yet */
+    CHECK(store_get_next_offset(st, &next) == 0 && next == 2);
+    CHECK(store_read_event(st, "w2", NULL, &outcome) == 1 && outcome.offset == 1);
+    CHECK(held(st, "u0", "gem", &player) == 0 && player.version == 0);
+    /* the player held in memory still dedupes and applies on top of its changes */
+    CHECK(buy_gem(fp, "w1", 0, &offset) == FOLD_DUPLICATE);
+    CHECK(buy_gem(fp, "w3", 0, &offset) == FOLD_APPLIED);
+    CHECK(fold_partition_commit(fp, offset) == 0);
+    CHECK(held(st, "u0", "gem", &player) == 0);
+    /* 20 other players pass the cache's bound of 10: u0, touched least recently, leaves
+     * it, written as it goes; those kept stay unwritten */
+    for (int i = 1; i <= 20; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "x%d", i);
+        CHECK(buy_gem(fp, id, i, &offset) == FOLD_APPLIED);
+    }
+    CHECK(fold_partition_commit(fp, offset) == 0);
+    CHECK(held(st, "u0", "gem", &player) == 3 && player.version == 3);
+    CHECK(held(st, "u20", "gem", &player) == 0);
+    /* read back from the store, u0 goes on from what was written */
+    CHECK(buy_gem(fp, "w4", 0, &offset) == FOLD_APPLIED);
+    CHECK(fold_partition_commit(fp, offset) == 0);
+    CHECK(fold_partition_flush(fp) == 0);
+    CHECK(held(st, "u0", "gem", &player) == 4 && player.version == 4);
+    CHECK(held(st, "u20", "gem", &player) == 1 && player.version == 1);
+    /* a line that went to 0 is deleted by the write that follows */
+    step use = {"consume_item", "c1", "u1", "gem:1", NULL, -1, NULL, NULL};
+    event ev;
+    fold_result result;
+    build_event(&use, &ev);
+    CHECK(fold_partition_event(fp, &ev, offset++, &result) == 0 && result.outcome == FOLD_APPLIED);
+    CHECK(fold_partition_commit(fp, offset) == 0);
+    CHECK(held(st, "u1", "gem", &player) == 1);
+    CHECK(fold_partition_flush(fp) == 0);
+    CHECK(held(st, "u1", "gem", &player) == 0 && player.version == 2);
+    /* a flush with a batch pending is refused */
+    CHECK(buy_gem(fp, "w5", 0, &offset) == FOLD_APPLIED);
+    CHECK(fold_partition_flush(fp) == -1);
+    CHECK(fold_partition_commit(fp, offset) == 0);
+    /* a discard now loses w5's change, held past its commit: every call fails after it */
+    CHECK(fold_partition_lost(fp) == 0);
+    CHECK(buy_gem(fp, "w6", 0, &offset) == FOLD_APPLIED);
+    fold_partition_discard(fp);
+    CHECK(fold_partition_lost(fp) == 1);
+    CHECK(buy_gem(fp, "w6", 0, &offset) == -1);
+    CHECK(strstr(fold_partition_errmsg(fp), "lost") != NULL);
+    CHECK(fold_partition_commit(fp, offset) == -1 && fold_partition_flush(fp) == -1);
+    CHECK(held(st, "u0", "gem", &player) == 4);
+    fold_partition_free(fp);
+
+    /* Without write-back a discard loses nothing committed: the fold goes on. */
+    config.write_back = 0;
+    fp = fold_partition_new(st, &config, errstr, sizeof errstr);
+    CHECK(buy_gem(fp, "s1", 0, &offset) == FOLD_APPLIED);
+    CHECK(fold_partition_commit(fp, offset) == 0);
+    CHECK(held(st, "u0", "gem", &player) == 5);
+    CHECK(buy_gem(fp, "s2", 0, &offset) == FOLD_APPLIED);
+    fold_partition_discard(fp);
+    CHECK(fold_partition_lost(fp) == 0 && buy_gem(fp, "s2", 0, &offset) == FOLD_APPLIED);
+    fold_partition_free(fp);
+    remove_temp_store(st, path);
+}
+
+/* A store marked unfinished is opened by nobody until the mark is cleared. */
+static void test_unfinished_store_is_refused(void) {
+    char path[64], errstr[512];
+    store *st = open_temp_store(path, sizeof path, 3);
+    if (!st) return;
+    CHECK(store_set_unfinished(st, "replay") == 0);
+    store *other = store_open(path, 3, STORE_READER, errstr, sizeof errstr);
+    CHECK(other == NULL && strstr(errstr, "unfinished by a replay") != NULL);
+    store_close(other);
+    CHECK(store_set_unfinished(st, NULL) == 0);
+    other = store_open(path, 3, STORE_READER, errstr, sizeof errstr);
+    CHECK(other != NULL);
+    store_close(other);
+    remove_temp_store(st, path);
+}
+
 int main(void) {
     for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) {
-        run_scenario(&scenarios[i], 0, 0); /* one batch */
-        run_scenario(&scenarios[i], 1, 0); /* a commit after each event */
-        run_scenario(&scenarios[i], 2, 1); /* evicting the cache between batches */
+        run_scenario(&scenarios[i], 0, 0, 0); /* one batch */
+        run_scenario(&scenarios[i], 1, 0, 0); /* a commit after each event */
+        run_scenario(&scenarios[i], 2, 1, 0); /* evicting the cache between batches */
+        run_scenario(&scenarios[i], 1, 0, 1); /* write-back, commits after each event */
+        run_scenario(&scenarios[i], 2, 1, 1); /* write-back, evicting between batches */
     }
+    test_write_back();
+    test_unfinished_store_is_refused();
     test_versions_dead_letters_and_discard();
     test_batch_larger_than_the_cache();
     test_evicted_player_is_read_back();
