@@ -631,15 +631,38 @@ static int same_key(const raw_key *a, const raw_key *b) {
  * the duplicate check (each key against the ones before it) cheap on hostile input. */
 #define SCAN_MAX_MEMBERS 64
 
+/* A key as codec_encode writes it, with its quotes and colon: "\"name\":". */
+typedef struct {
+    const char *text;
+    size_t len;
+} key_literal;
+#define KEY_LITERAL(name) {"\"" name "\":", sizeof(name) + 2}
+
+/* The keys of each object in the order codec_encode writes them (optional ones too). */
+static const key_literal top_order[] = {
+    KEY_LITERAL("v"), KEY_LITERAL("event_id"), KEY_LITERAL("event_type"),
+    KEY_LITERAL("user_id"), KEY_LITERAL("ts"), KEY_LITERAL("items"),
+    KEY_LITERAL("guild_id"), KEY_LITERAL("expected_version"), KEY_LITERAL("cause_event_id"),
+    KEY_LITERAL("decision"), KEY_LITERAL("reason"), KEY_LITERAL("metadata"), {NULL, 0}};
+static const key_literal line_order[] = {
+    KEY_LITERAL("item_type"), KEY_LITERAL("quantity"), KEY_LITERAL("unit_price"), {NULL, 0}};
+static const key_literal meta_order[] = {
+    KEY_LITERAL("remote_addr"), KEY_LITERAL("host"), KEY_LITERAL("user_agent"),
+    KEY_LITERAL("accept_language"), {NULL, 0}};
+
 /* Walks an object, calling member(sc, key, key_len, arg) with sc->p at each value (which
  * the callback must consume). Every object of a message goes through here, so here its keys
  * are held to what jansson and the contract expect: no key contains U+0000 (so a key
  * that compares equal to a known name is that name, not "user_id\u0000x"), and no key
- * appears twice (else which value counts would be the reader's guess). Returns 0 or -1. */
+ * appears twice (else which value counts would be the reader's guess). order (or NULL):
+ * the keys as lootlog writes them, which are taken by one comparison each, quotes and
+ * colon included, instead of being scanned as strings; a key that is not the next of
+ * them (or is spelled otherwise) is scanned, and either way it is checked alike.
+ * Returns 0 or -1. */
 static int scan_object(scanner *sc, int depth,
                        int (*member)(scanner *sc, const char *key, size_t key_len, void *arg,
                                      int depth),
-                       void *arg) {
+                       void *arg, const key_literal *order) {
     raw_key keys[SCAN_MAX_MEMBERS];
     size_t count = 0;
     /* A bit per (length, first and last byte) of the plain keys so far: a new plain key
@@ -659,10 +682,25 @@ static int scan_object(scanner *sc, int depth,
             return -1;
         }
         const char *start = sc->p;
-        if (scan_string(sc, key, sizeof key, &overflow, &has_nul, &keys[count].escaped)) return -1;
-        if (has_nul) return syntax(sc, "an object key contains U+0000");
+        const key_literal *known = NULL;
+        for (const key_literal *k = order; k && k->text && !known; k++)
+            if ((size_t)(sc->end - sc->p) >= k->len && memcmp(sc->p, k->text, k->len) == 0)
+                known = k;
+        if (known) {
+            /* the literal's quotes and colon are its own: past them, as after accept(':') */
+            order = known + 1;
+            overflow = 0;
+            keys[count].escaped = 0;
+            memcpy(key, known->text + 1, known->len - 3);
+            key[known->len - 3] = '\0';
+            sc->p += known->len;
+        } else if (scan_string(sc, key, sizeof key, &overflow, &has_nul, &keys[count].escaped)) {
+            return -1;
+        } else if (has_nul) {
+            return syntax(sc, "an object key contains U+0000");
+        }
         keys[count].raw = start + 1;
-        keys[count].raw_len = (size_t)(sc->p - start) - 2;
+        keys[count].raw_len = known ? known->len - 3 : (size_t)(sc->p - start) - 2;
         size_t raw_len = keys[count].raw_len;
         uint64_t bit = raw_len == 0 ? 1
                        : 1ULL << ((raw_len * 7u + (unsigned char)start[1] * 3u +
@@ -680,7 +718,7 @@ static int scan_object(scanner *sc, int depth,
         count++;
         if (overflow) key[0] = '\0'; /* a long key is no key we know: skipped below */
         size_t key_len = overflow ? 0 : keys[count - 1].escaped ? strlen(key) : raw_len;
-        if (!accept(sc, ':')) return syntax(sc, "':' was expected");
+        if (!known && !accept(sc, ':')) return syntax(sc, "':' was expected");
         skip_ws(sc);
         if (member(sc, key, key_len, arg, depth)) return -1;
     } while (accept(sc, ','));
@@ -704,7 +742,7 @@ static int skip_value(scanner *sc, int depth) {
     if (sc->p >= sc->end) return syntax(sc, "a value was expected");
     switch (*sc->p) {
     case '"': return scan_string(sc, NULL, 0, &overflow, NULL, NULL);
-    case '{': return scan_object(sc, depth, skip_member, NULL);
+    case '{': return scan_object(sc, depth, skip_member, NULL, NULL);
     case '[':
         sc->p++;
         if (accept(sc, ']')) return 0;
@@ -847,7 +885,7 @@ static int scan_items(scanner *sc, decode_ctx *ctx, int depth) {
             continue;
         }
         line_ctx lc = {.ctx = ctx, .line = line, .index = i};
-        if (scan_object(sc, depth + 1, line_member, &lc)) return -1;
+        if (scan_object(sc, depth + 1, line_member, &lc, line_order)) return -1;
         if (!ctx->items_error) {
             if (lc.type_state != 1) {
                 if (lc.type_state == 0) snprintf(sc->errstr, sc->errstr_size, "missing field 'item_type'");
@@ -976,7 +1014,18 @@ static int top_member(scanner *sc, const char *key, size_t key_len, void *arg, i
     case KEY_REASON:
         return scan_field_string(sc, ev->decision_reason, sizeof ev->decision_reason, &ctx->reason_state);
     default: /* KEY_METADATA */
-        if (sc->p < sc->end && *sc->p == '{') return scan_object(sc, depth + 1, meta_member, &ev->metadata);
+        if (sc->p < sc->end && *sc->p == '{') {
+            /* What every record gen writes and most others carry: nothing to read (the
+             * fields are cleared already), so no member is walked. */
+            static const char all_null[] = "{\"remote_addr\":null,\"host\":null,"
+                                           "\"user_agent\":null,\"accept_language\":null}";
+            if ((size_t)(sc->end - sc->p) >= sizeof all_null - 1 &&
+                memcmp(sc->p, all_null, sizeof all_null - 1) == 0) {
+                sc->p += sizeof all_null - 1;
+                return 0;
+            }
+            return scan_object(sc, depth + 1, meta_member, &ev->metadata, meta_order);
+        }
         return skip_value(sc, depth + 1);
     }
 }
@@ -1069,7 +1118,7 @@ int codec_decode(const char *json, size_t len, event *ev, char *errstr, size_t e
         }
         return -1;
     }
-    if (scan_object(&sc, 0, top_member, &ctx)) return -1;
+    if (scan_object(&sc, 0, top_member, &ctx, top_order)) return -1;
     skip_ws(&sc);
     if (sc.p != sc.end) return syntax(&sc, "text after the event");
 

@@ -230,6 +230,70 @@ static void test_hostile_keys(void) {
     expect_refused(many, "more than 64 members");
 }
 
+/* The decoder takes the keys codec_encode writes, in its order, by one comparison each,
+ * and scans any other spelling, order or spacing: the event must come out the same
+ * either way (compared by encoding both), and a repeat must be refused however each of
+ * its two keys was read. */
+static void test_keys_as_written_and_otherwise(void) {
+    static const char *const spellings[] = {
+        /* as codec_encode writes it */
+        "{\"v\":1,\"event_id\":\"a\",\"event_type\":\"purchase_item\",\"user_id\":\"bob\","
+        "\"ts\":\"2026-11-29T08:14:00.123Z\",\"items\":[{\"item_type\":\"axe\",\"quantity\":2,"
+        "\"unit_price\":5}],\"guild_id\":null,\"expected_version\":3,\"metadata\":{"
+        "\"remote_addr\":null,\"host\":\"h\",\"user_agent\":null,\"accept_language\":null}}",
+        /* another order, spaces, members left out */
+        "{ \"metadata\" : {\"host\":\"h\"}, \"items\":[{\"unit_price\":5, \"quantity\" :2,"
+        "\"item_type\":\"axe\"}], \"ts\":\"2026-11-29T08:14:00.123Z\",\"user_id\":\"bob\","
+        "\"expected_version\":3 ,\"event_type\":\"purchase_item\",\"event_id\":\"a\",\"v\":1 }",
+        /* escaped spellings of the same keys, in order */
+        "{\"\\u0076\":1,\"event_\\u0069d\":\"a\",\"event_type\":\"purchase_item\",\"user_id\":\"bob\","
+        "\"ts\":\"2026-11-29T08:14:00.123Z\",\"items\":[{\"item_typ\\u0065\":\"axe\",\"quantity\":2,"
+        "\"unit_price\":5}],\"expected_version\":3,\"metadata\":{\"h\\u006fst\":\"h\"}}",
+    };
+    char err[256], *first = NULL;
+    for (size_t i = 0; i < sizeof spellings / sizeof spellings[0]; i++) {
+        event ev;
+        size_t len;
+        int rc = codec_decode(spellings[i], strlen(spellings[i]), &ev, err, sizeof err);
+        if (rc) fprintf(stderr, "  spelling %zu: %s\n", i, err);
+        CHECK(rc == 0);
+        if (rc) continue;
+        char *text = codec_encode(&ev, &len, err, sizeof err);
+        CHECK(text != NULL);
+        if (i == 0) {
+            CHECK(text && strcmp(text, spellings[0]) == 0);
+            first = text;
+            continue;
+        }
+        CHECK(first && text && strcmp(text, first) == 0);
+        free(text);
+    }
+    free(first);
+    /* repeats after the keys taken as written, before them, and inside metadata */
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%.*s,\"v\":1}", (int)strlen(spellings[0]) - 1, spellings[0]);
+    expect_refused(buf, "duplicate object key 'v'");
+    snprintf(buf, sizeof buf, "{\"\\u0076\":1,%s", spellings[0] + 1);
+    expect_refused(buf, "duplicate object key 'v'");
+    snprintf(buf, sizeof buf, "{\"metadata\":{},%s", spellings[0] + 1);
+    expect_refused(buf, "duplicate object key 'metadata'");
+    expect_refused("{\"v\":1,\"event_id\":\"a\",\"event_type\":\"purchase_item\",\"user_id\":\"bob\","
+                   "\"ts\":\"2026-11-29T08:14:00.123Z\",\"items\":[{\"item_type\":\"axe\",\"quantity\":2}],"
+                   "\"metadata\":{\"remote_addr\":null,\"host\":null,\"user_agent\":null,"
+                   "\"accept_language\":null,\"host\":null}}",
+                   "duplicate object key 'host'");
+    /* the metadata of nulls taken whole still ends where the event must end */
+    const char *nulls = "{\"v\":1,\"event_id\":\"a\",\"event_type\":\"purchase_item\",\"user_id\":\"bob\","
+                        "\"ts\":\"2026-11-29T08:14:00.123Z\",\"items\":[{\"item_type\":\"axe\",\"quantity\":2}],"
+                        "\"metadata\":{\"remote_addr\":null,\"host\":null,\"user_agent\":null,"
+                        "\"accept_language\":null}";
+    snprintf(buf, sizeof buf, "%s}", nulls);
+    CHECK(decodes(buf));
+    snprintf(buf, sizeof buf, "%s}x", nulls);
+    expect_refused(buf, "text after the event");
+    expect_refused(nulls, "'}' was expected");
+}
+
 /* guild_id belongs to the guild events only; other types with one are refused. */
 static void test_guild_id_scope(void) {
     char buf[512];
@@ -389,6 +453,7 @@ static void test_encoder_matches_jansson(void) {
 int main(void) {
     test_encoder_matches_jansson();
     test_hostile_keys();
+    test_keys_as_written_and_otherwise();
     test_guild_id_scope();
     test_ts();
     test_reason_excerpts();
