@@ -60,9 +60,13 @@ int main(int argc, char **argv) {
     /* serve lives within a memory bound: mimalloc (meson.build says why) gives its freed
      * pages back at once rather than 25 ms later. Serve's peak RSS folding 2M events:
      * 128-131 -> 112-117 MB (glibc's malloc: 114-121 MB); with 1M players 100 -> 82 MB.
-     * A replay keeps the delay: giving pages back at once cost it the 10 % that mimalloc
-     * gains (docs/benchmarks.md, session 14). */
+     * A replay, one-shot, keeps its freed pages instead: librdkafka's fetch buffers and
+     * the batches' arrays are freed and allocated again all the time, and each page given
+     * back was faulted in again (a 2.02M-event replay: 168-178k minor faults -> 120-126k,
+     * median CPU 6.55 -> 6.28 s, peak RSS 392-422 -> 470-495 MB; docs/benchmarks.md,
+     * session 16). Giving them back at once had cost it 10 % (session 14). */
     if (verb == CLI_SERVE) mi_option_set(mi_option_decommit_delay, 0);
+    if (verb == CLI_REPLAY) mi_option_set(mi_option_allow_decommit, 0);
 #endif
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
         if (verbs[i].verb == verb) return verbs[i].run(&opt);
