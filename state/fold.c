@@ -10,6 +10,7 @@
  * event plus one write per changed row (bench/ measures the difference). Players stay
  * cached between batches up to a bound, since this fold is the store's only writer. */
 #include "state/fold.h"
+#include "state/history_block.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,17 @@ typedef struct {
     int64_t quantity; /* 0: the row is gone (deleted at commit when dirty) */
     int dirty;
 } held_line;
+
+/* An event of a player not yet in the store's player index (write-back). */
+typedef struct {
+    int64_t offset;
+    uint32_t id_hash;
+} pending_pair;
+
+/* write_back: player index pairs held per partition before they are all written at
+ * the next commit; 256k pairs (4 MB) let each player's pairs gather over many batches
+ * into one row instead of one row per batch. */
+#define FOLD_PENDING_PAIRS_BUDGET (256u * 1024)
 
 /* What a cached player's id hashes tell about its recorded events. */
 enum { IDS_UNKNOWN = 0, IDS_KNOWN, IDS_TOO_MANY };
@@ -58,6 +70,10 @@ typedef struct {
     int ids_state;
     uint32_t *ids;
     size_t id_count, id_cap; /* id_cap: a power of two, or 0 */
+    /* write_back: its committed events not yet in the store's player index, in offset
+     * order (written with the player) */
+    pending_pair *pend;
+    size_t pend_count, pend_cap;
 } cached_player;
 
 /* A slot of the player table. The hash sits beside the pointer so that a probe past
@@ -160,6 +176,7 @@ struct fold_partition {
     cached_player **writing; /* write_back: the changed players a write picked */
     size_t writing_cap;
     int held_past_commit; /* write_back: a commit left changed players unwritten */
+    size_t pend_total; /* write_back: the cached players' pending pairs */
     int lost; /* write_back: a discard lost changes held in memory (fold_partition_lost) */
     char errmsg[256];
 };
@@ -218,6 +235,8 @@ static const char *arena_get(const fold_partition *fp, size_t at) {
 static void free_player(fold_partition *fp, cached_player *p) {
     if (!p) return;
     fp->id_slots -= p->id_cap;
+    fp->pend_total -= p->pend_count;
+    free(p->pend);
     free(p->lines);
     free(p->ids);
     free(p);
@@ -766,6 +785,13 @@ static int already_seen(fold_partition *fp, cached_player *p, uint32_t id_hash,
         if (in_batch < 0) snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
         return in_batch;
     }
+    /* write_back: committed events whose index pairs wait in memory, checked in history */
+    for (size_t i = 0; i < p->pend_count; i++) {
+        if (p->pend[i].id_hash != id_hash) continue;
+        int has = store_history_has_id(fp->st, p->pend[i].offset, event_id);
+        if (has < 0) copy_text(fp->errmsg, sizeof fp->errmsg, store_errmsg(fp->st));
+        if (has) return has;
+    }
     int seen = store_event_seen(fp->st, p->row.player_key, id_hash, event_id);
     if (seen < 0) copy_text(fp->errmsg, sizeof fp->errmsg, store_errmsg(fp->st));
     return seen;
@@ -1008,6 +1034,25 @@ static size_t players_kept(const fold_partition *fp) {
     return fp->config.cached_players - fp->config.cached_players / 4;
 }
 
+/* write_back: writes p's pending index pairs (one player_index row per HISTORY_IDS_MAX)
+ * and forgets them. Returns 0 or -1. */
+static int write_pending(fold_partition *fp, cached_player *p) {
+    if (!p->pend_count) return 0;
+    if (reserve((void **)&fp->sorted, &fp->sorted_cap, p->pend_count, sizeof *fp->sorted)) {
+        snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
+        return -1;
+    }
+    for (size_t i = 0; i < p->pend_count; i++)
+        fp->sorted[i] = (store_player_event){p->row.player_key, p->pend[i].id_hash, p->pend[i].offset};
+    if (store_add_player_events(fp->st, fp->sorted, p->pend_count)) {
+        copy_text(fp->errmsg, sizeof fp->errmsg, store_errmsg(fp->st));
+        return -1;
+    }
+    fp->pend_total -= p->pend_count;
+    p->pend_count = 0;
+    return 0;
+}
+
 /* Writes one player's changed row and lines (a line at 0 deletes its row), and holds
  * them as written: a commit that fails afterwards discards the whole cache anyway. */
 static int write_player(fold_partition *fp, cached_player *p) {
@@ -1048,14 +1093,51 @@ static int write_changed(fold_partition *fp, int only_evicted) {
     }
     for (size_t i = 0; i < fp->player_cap; i++) {
         cached_player *p = fp->players[i].player;
-        if (p && (!only_evicted || p->evicted) && player_changed(p)) fp->writing[n++] = p;
+        if (p && (!only_evicted || p->evicted) && (player_changed(p) || p->pend_count))
+            fp->writing[n++] = p;
     }
     if (n) qsort(fp->writing, n, sizeof *fp->writing, compare_player_keys);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         if (write_player(fp, fp->writing[i])) {
             copy_text(fp->errmsg, sizeof fp->errmsg, store_errmsg(fp->st));
             return -1;
         }
+        if (write_pending(fp, fp->writing[i])) return -1;
+    }
+    return 0;
+}
+
+/* write_back: the batch's index pairs go to their players' pending pairs instead of a
+ * row per player per batch (a player in every batch had one small row each time: 300k
+ * rows for 98k players in a 2.02M-event replay). A player whose pairs fill a row has it
+ * written now, which keeps the pending pairs a dedupe check walks short; past
+ * FOLD_PENDING_PAIRS_BUDGET all are written. The touched list is in player_key order. */
+static int hold_player_events(fold_partition *fp) {
+    for (size_t i = 0; i < fp->outcome_count; i++) {
+        const pending_outcome *o = &fp->outcomes[i];
+        cached_player *p = o->player;
+        if (reserve((void **)&p->pend, &p->pend_cap, p->pend_count + 1, sizeof *p->pend)) {
+            snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
+            return -1;
+        }
+        p->pend[p->pend_count++] = (pending_pair){o->offset, o->id_hash};
+        fp->pend_total++;
+    }
+    for (size_t i = 0; i < fp->touched_count; i++)
+        if (fp->touched[i]->pend_count >= HISTORY_IDS_MAX && write_pending(fp, fp->touched[i]))
+            return -1;
+    if (fp->pend_total <= FOLD_PENDING_PAIRS_BUDGET) return 0;
+    size_t n = 0;
+    if (reserve((void **)&fp->writing, &fp->writing_cap, fp->player_count, sizeof *fp->writing)) {
+        snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
+        return -1;
+    }
+    for (size_t i = 0; i < fp->player_cap; i++)
+        if (fp->players[i].player && fp->players[i].player->pend_count)
+            fp->writing[n++] = fp->players[i].player;
+    qsort(fp->writing, n, sizeof *fp->writing, compare_player_keys);
+    for (size_t i = 0; i < n; i++)
+        if (write_pending(fp, fp->writing[i])) return -1;
     return 0;
 }
 
@@ -1064,6 +1146,7 @@ static int write_changed(fold_partition *fp, int only_evicted) {
  * player's pairs, give each player its run, and place the outcomes in offset order (the
  * order they came in). It replaced a qsort of all the pairs (3 % of replay). */
 static int write_player_events(fold_partition *fp) {
+    if (fp->config.write_back) return hold_player_events(fp);
     if (reserve((void **)&fp->sorted, &fp->sorted_cap, fp->outcome_count, sizeof *fp->sorted) ||
         reserve((void **)&fp->rank_next, &fp->rank_next_cap, fp->touched_count + 1,
                 sizeof *fp->rank_next)) {

@@ -21,9 +21,10 @@
 typedef struct {
     int64_t guild_capacity; /* seats a guild's partition grants; 0: the default */
     size_t cached_players; /* players kept in memory between batches; 0: the default */
-    /* Write-back (replay): a commit writes the batch's history, index, guild rows and
-     * offset, but a changed player stays changed in memory, written once when it leaves
-     * the cache or at fold_partition_flush. A store nobody reads until it is whole
+    /* Write-back (replay): a commit writes the batch's history, guild rows and offset,
+     * but a changed player stays changed in memory, with its player index pairs,
+     * written once when it leaves the cache or at fold_partition_flush (the pairs also
+     * when they fill a row, or past a budget). A store nobody reads until it is whole
      * (replay's new folder) is spared rewriting a busy player at every commit: a 2M-event
      * replay wrote 306k player rows and 577k lines for 70k players and 245k lines, and
      * those writes were a quarter of its CPU. Until the flush the store's tables lag its

@@ -972,6 +972,16 @@ int store_event_seen(store *st, int64_t player_key, uint32_t id_hash, const char
     return seen;
 }
 
+int store_history_has_id(store *st, int64_t offset, const char *event_id) {
+    block_cursor c = {0};
+    history_entry e;
+    id_key k = id_key_of(event_id);
+    int got = history_entry_at(st, &c, offset, &e);
+    int same = got == 1 && history_entry_id_is(&e, &k);
+    block_cursor_free(&c);
+    return got < 0 ? -1 : same;
+}
+
 typedef struct {
     uint32_t *hashes;
     size_t max, count_limit, count;

@@ -146,6 +146,10 @@ uint32_t store_event_id_hash(const char *event_id);
  * id_hash), 0 when not, -1 on error. */
 int store_event_seen(store *st, int64_t player_key, uint32_t id_hash, const char *event_id);
 
+/* 1 when the history entry at offset has event_id, 0 when it has another or there is
+ * none, -1 on error (a dedupe check of an event not in the player index yet). */
+int store_history_has_id(store *st, int64_t offset, const char *event_id);
+
 /* Writes up to max of player_key's recorded id hashes into hashes and their number to
  * *count, counting on (without writing) up to count_limit: *count > max means there
  * are more, and then says how many (or count_limit, when there are at least that many),

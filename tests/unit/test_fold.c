@@ -487,6 +487,89 @@ static void test_write_back(void) {
     remove_temp_store(st, path);
 }
 
+typedef struct {
+    uint32_t hash;
+    int n;
+} hashed_id;
+
+static int by_hash(const void *x, const void *y) {
+    const hashed_id *a = x, *b = y;
+    return (a->hash > b->hash) - (a->hash < b->hash);
+}
+
+/* Write-back keeps each player's index pairs in memory across commits (a row per player
+ * once, not per batch), so dedupe must also confirm a hash match against the history of
+ * those pending events: a repeat from an earlier batch is a duplicate, and a different
+ * id with the same 32-bit hash is not. With a small cache, players leave it (their
+ * pairs written) and come back (their hashes read from the store). */
+static void test_write_back_dedupe(size_t cached_players) {
+    char path[64], errstr[512];
+    store *st = open_temp_store(path, sizeof path, 3);
+    if (!st) return;
+    fold_config config = {.guild_capacity = 100, .cached_players = cached_players, .write_back = 1};
+    fold_partition *fp = fold_partition_new(st, &config, errstr, sizeof errstr);
+    int64_t offset = 0;
+    int applied[50] = {0};
+    for (int round = 0; round < 12; round++) {
+        for (int u = 0; u < 50; u++) {
+            char id[32];
+            for (int k = 0; k < 3; k++) {
+                snprintf(id, sizeof id, "r%d-u%d-%d", round, u, k);
+                CHECK(buy_gem(fp, id, u, &offset) == FOLD_APPLIED);
+                applied[u]++;
+            }
+            if (round >= 2) { /* an id of two rounds before: committed, not yet indexed */
+                snprintf(id, sizeof id, "r%d-u%d-1", round - 2, u);
+                CHECK(buy_gem(fp, id, u, &offset) == FOLD_DUPLICATE);
+            }
+        }
+        CHECK(fold_partition_commit(fp, offset) == 0);
+    }
+    /* two ids with the same hash (about eight pairs turn up among 2^18 scrambled numbers,
+     * by the birthday bound on 32 bits; "c0".."c262143" happen to have none under
+     * FNV-1a): the second is new, whatever its hash says */
+    char a[32] = "", b[32] = "";
+    enum { TRIES = 1 << 18 };
+    hashed_id *all = malloc(TRIES * sizeof *all);
+    for (int i = 0; all && i < TRIES; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "c%u", (unsigned)i * 2654435761u);
+        all[i] = (hashed_id){store_event_id_hash(id), i};
+    }
+    if (all) qsort(all, TRIES, sizeof *all, by_hash);
+    for (int i = 1; all && i < TRIES && !b[0]; i++)
+        if (all[i].hash == all[i - 1].hash)
+            snprintf(a, sizeof a, "c%u", (unsigned)all[i - 1].n * 2654435761u),
+                snprintf(b, sizeof b, "c%u", (unsigned)all[i].n * 2654435761u);
+    free(all);
+    CHECK(b[0] && store_event_id_hash(a) == store_event_id_hash(b) && strcmp(a, b) != 0);
+    if (b[0]) {
+        CHECK(buy_gem(fp, a, 7, &offset) == FOLD_APPLIED);
+        CHECK(fold_partition_commit(fp, offset) == 0);
+        CHECK(buy_gem(fp, b, 7, &offset) == FOLD_APPLIED);
+        CHECK(fold_partition_commit(fp, offset) == 0);
+        CHECK(buy_gem(fp, a, 7, &offset) == FOLD_DUPLICATE);
+        CHECK(buy_gem(fp, b, 7, &offset) == FOLD_DUPLICATE);
+        applied[7] += 2;
+    }
+    CHECK(fold_partition_commit(fp, offset) == 0);
+    CHECK(fold_partition_flush(fp) == 0);
+    fold_partition_free(fp);
+    /* a new fold over the flushed store: every id is known from the store alone */
+    fp = fold_partition_new(st, &config, errstr, sizeof errstr);
+    CHECK(buy_gem(fp, "r0-u3-0", 3, &offset) == FOLD_DUPLICATE);
+    CHECK(buy_gem(fp, "r11-u49-2", 49, &offset) == FOLD_DUPLICATE);
+    CHECK(fold_partition_commit(fp, offset) == 0 && fold_partition_flush(fp) == 0);
+    for (int u = 0; u < 50; u++) {
+        char name[16];
+        store_player player;
+        snprintf(name, sizeof name, "u%d", u);
+        CHECK(held(st, name, "gem", &player) == applied[u] && player.version == applied[u]);
+    }
+    fold_partition_free(fp);
+    remove_temp_store(st, path);
+}
+
 /* A store marked unfinished is opened by nobody until the mark is cleared. */
 static void test_unfinished_store_is_refused(void) {
     char path[64], errstr[512];
@@ -512,6 +595,8 @@ int main(void) {
         run_scenario(&scenarios[i], 2, 1, 1); /* write-back, evicting between batches */
     }
     test_write_back();
+    test_write_back_dedupe(1000); /* every player stays cached */
+    test_write_back_dedupe(10);   /* players leave the cache and come back */
     test_unfinished_store_is_refused();
     test_versions_dead_letters_and_discard();
     test_batch_larger_than_the_cache();
