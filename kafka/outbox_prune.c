@@ -63,28 +63,110 @@ static int drop_seq(prune_walk *pw, int64_t seq) {
     return 0;
 }
 
-static int note_if_in_log(void *arg, const store_outbox_row *r) {
-    prune_walk *pw = arg;
-    pw->walked++;
-    int32_t p = rd_kafka_msg_partitioner_murmur2(NULL, r->msg_key, strlen(r->msg_key),
-                                                 pw->partition_count, NULL, NULL);
-    store *receiver = p >= 0 && p < STORE_MAX_PARTITIONS ? receiver_in_read(pw, p) : NULL;
-    store_event_outcome outcome;
-    int found = receiver ? store_read_event(receiver, r->event_id, r->user_id, &outcome) : 0;
-    if (found < 0) {
-        log_warn("fold", "outbox: reading partition %d: %s", (int)p, store_errmsg(receiver));
-        pw->unreadable[p] = 1; /* one warning; its read transaction still ends at the end */
-    }
-    if (found <= 0) {
-        pw->run_open = 0; /* kept: the next run starts after it */
-        return 0;
-    }
-    if (drop_seq(pw, r->seq)) {
-        pw->out_of_memory = 1;
-        return -1;
-    }
-    pw->dropped++;
+/* A row of the chunk being looked at. Ids are at most STORE_ID_SIZE - 1 bytes (the fold
+ * wrote them); a longer one would be cut, never found, and so kept. */
+typedef struct {
+    int64_t seq;
+    int32_t partition; /* its receiver */
+    char user_id[STORE_ID_SIZE];
+    char event_id[STORE_ID_SIZE];
+    unsigned char found;
+} chunk_row;
+
+/* Rows looked at together: those of one receiving player are found with one walk of
+ * the player's index (store_find_events). Row by row, each decision for a busy player
+ * walked its whole index again, the prune's largest cost. */
+#define PRUNE_CHUNK_ROWS 8192
+
+typedef struct {
+    prune_walk *pw;
+    chunk_row *rows;
+    size_t count;
+    chunk_row **order; /* by receiver, then user */
+    const char **ids;
+    unsigned char *found;
+} prune_chunk;
+
+static int collect_row(void *arg, const store_outbox_row *r) {
+    prune_chunk *ch = arg;
+    chunk_row *row = &ch->rows[ch->count++];
+    row->seq = r->seq;
+    row->partition = rd_kafka_msg_partitioner_murmur2(NULL, r->msg_key, strlen(r->msg_key),
+                                                      ch->pw->partition_count, NULL, NULL);
+    snprintf(row->user_id, sizeof row->user_id, "%s", r->user_id);
+    snprintf(row->event_id, sizeof row->event_id, "%s", r->event_id);
+    row->found = 0;
     return 0;
+}
+
+static int by_receiver_and_user(const void *a, const void *b) {
+    const chunk_row *x = *(chunk_row *const *)a, *y = *(chunk_row *const *)b;
+    if (x->partition != y->partition) return (x->partition > y->partition) - (x->partition < y->partition);
+    return strcmp(x->user_id, y->user_id);
+}
+
+/* Marks the chunk's rows whose event their receiver folded. */
+static void find_in_receivers(prune_chunk *ch) {
+    prune_walk *pw = ch->pw;
+    for (size_t i = 0; i < ch->count; i++) ch->order[i] = &ch->rows[i];
+    qsort(ch->order, ch->count, sizeof *ch->order, by_receiver_and_user);
+    for (size_t first = 0, n; first < ch->count; first += n) {
+        chunk_row *lead = ch->order[first];
+        for (n = 1; first + n < ch->count && by_receiver_and_user(&ch->order[first + n], &lead) == 0; n++)
+            ;
+        int32_t p = lead->partition;
+        store *receiver = p >= 0 && p < STORE_MAX_PARTITIONS ? receiver_in_read(pw, p) : NULL;
+        if (!receiver) continue; /* kept */
+        for (size_t k = 0; k < n; k++) ch->ids[k] = ch->order[first + k]->event_id;
+        if (store_find_events(receiver, lead->user_id, ch->ids, n, ch->found)) {
+            log_warn("fold", "outbox: reading partition %d: %s", (int)p, store_errmsg(receiver));
+            pw->unreadable[p] = 1; /* one warning; its read transaction still ends at the end */
+            continue;
+        }
+        for (size_t k = 0; k < n; k++) ch->order[first + k]->found = ch->found[k];
+    }
+}
+
+/* Walks the sender's outbox a chunk at a time, noting the runs of rows to drop. Returns
+ * 0, or -1 (the sender could not be read: errstr, or out of memory). */
+static int walk_outbox(prune_walk *pw, store *sender) {
+    prune_chunk ch = {.pw = pw};
+    int rc = -1;
+    ch.rows = malloc(PRUNE_CHUNK_ROWS * sizeof *ch.rows);
+    ch.order = malloc(PRUNE_CHUNK_ROWS * sizeof *ch.order);
+    ch.ids = malloc(PRUNE_CHUNK_ROWS * sizeof *ch.ids);
+    ch.found = malloc(PRUNE_CHUNK_ROWS);
+    if (!ch.rows || !ch.order || !ch.ids || !ch.found) {
+        pw->out_of_memory = 1;
+        goto done;
+    }
+    for (int64_t after = 0;;) {
+        ch.count = 0;
+        if (store_outbox_walk(sender, after, PRUNE_CHUNK_ROWS, collect_row, &ch)) goto done;
+        if (!ch.count) break;
+        find_in_receivers(&ch);
+        for (size_t i = 0; i < ch.count; i++) { /* in seq order */
+            pw->walked++;
+            if (!ch.rows[i].found) {
+                pw->run_open = 0; /* kept: the next run starts after it */
+                continue;
+            }
+            if (drop_seq(pw, ch.rows[i].seq)) {
+                pw->out_of_memory = 1;
+                goto done;
+            }
+            pw->dropped++;
+        }
+        after = ch.rows[ch.count - 1].seq;
+        if (ch.count < PRUNE_CHUNK_ROWS) break;
+    }
+    rc = 0;
+done:
+    free(ch.rows);
+    free(ch.order);
+    free(ch.ids);
+    free(ch.found);
+    return rc;
 }
 
 int outbox_prune(store *sender, int32_t partition_count, outbox_receiver_fn *receiver_for,
@@ -100,7 +182,7 @@ int outbox_prune(store *sender, int32_t partition_count, outbox_receiver_fn *rec
     pw->receiver_for = receiver_for;
     pw->arg = arg;
     if (partition_count <= 0) goto done; /* no partitioner yet: every row is kept */
-    if (store_outbox_walk(sender, 0, INT32_MAX, note_if_in_log, pw)) {
+    if (walk_outbox(pw, sender)) {
         snprintf(errstr, errstr_size, "%s",
                  pw->out_of_memory ? "out of memory pruning the outbox" : store_errmsg(sender));
         goto out;

@@ -45,34 +45,34 @@ typedef struct {
  * receiving partition in this very replay; only the others must go out (the next serve
  * on these stores produces what is left). */
 
+/* The readers one prune thread asks, one per partition (NULL: that receiver could not
+ * be opened, and the rows keyed to it are kept). */
 typedef struct {
-    const char *db_dir;
     store *receivers[STORE_MAX_PARTITIONS];
 } replay_receivers;
 
-/* outbox_prune's receiver_for: a reader of the new folder's partition store, opened once. */
+/* outbox_prune's receiver_for. */
 static store *receiver_in_folder(void *arg, int32_t partition) {
     replay_receivers *rr = arg;
-    if (!rr->receivers[partition]) {
-        char path[4096], why[256];
-        if (store_path(rr->db_dir, partition, path, sizeof path)) return NULL;
-        rr->receivers[partition] = store_open(path, partition, STORE_READER, why, sizeof why);
-        if (!rr->receivers[partition]) log_warn("replay", "outbox: %s", why);
-    }
     return rr->receivers[partition];
 }
 
 /* The prune of the folder's outboxes, shared by its threads. */
 typedef struct {
-    const char *db_dir;
     const slice *slices;
     size_t slice_count;
-    atomic_size_t next;      /* the next slice to prune */
+    store *senders[STORE_MAX_PARTITIONS]; /* writers, by slice */
+    atomic_size_t next;                   /* the next slice to prune */
     atomic_uint_fast64_t kept;
     pthread_mutex_t error_lock;
     int failed;
-    char errstr[512];        /* the first failure */
+    char errstr[512];                     /* the first failure */
 } prune_job;
+
+typedef struct {
+    prune_job *job;
+    replay_receivers *readers;
+} prune_worker;
 
 static void prune_failed(prune_job *job, const char *what) {
     pthread_mutex_lock(&job->error_lock);
@@ -81,57 +81,82 @@ static void prune_failed(prune_job *job, const char *what) {
     pthread_mutex_unlock(&job->error_lock);
 }
 
-/* One prune thread: takes partitions until none is left, each sender's outbox against
- * receivers of its own (readers, each in one read transaction per walk). */
+/* One prune thread: takes senders until none is left, each outbox against its own
+ * readers (each in one read transaction per walk). */
 static void *prune_thread(void *arg) {
-    prune_job *job = arg;
-    replay_receivers rr = {.db_dir = job->db_dir};
-    char path[4096], why[512], errstr[600];
+    prune_worker *pw = arg;
+    prune_job *job = pw->job;
+    char why[512], errstr[600];
     for (size_t i; (i = atomic_fetch_add(&job->next, 1)) < job->slice_count;) {
-        int32_t p = job->slices[i].partition;
         outbox_prune_result pruned;
-        store *st = NULL;
-        if (store_path(job->db_dir, p, path, sizeof path) ||
-            !(st = store_open(path, p, STORE_WRITER, why, sizeof why))) {
-            prune_failed(job, st ? why : "a store path is too long");
-            break;
-        }
-        if (outbox_prune(st, (int32_t)job->slice_count, receiver_in_folder, &rr, &pruned, why,
-                         sizeof why)) {
+        if (outbox_prune(job->senders[i], (int32_t)job->slice_count, receiver_in_folder,
+                         pw->readers, &pruned, why, sizeof why)) {
             snprintf(errstr, sizeof errstr, "pruning an outbox: %s", why);
             prune_failed(job, errstr);
-            store_close(st);
             break;
         }
         atomic_fetch_add(&job->kept, pruned.walked - pruned.dropped);
-        store_close(st);
     }
-    for (int p = 0; p < STORE_MAX_PARTITIONS; p++) store_close(rr.receivers[p]);
     return NULL;
 }
 
 /* Drops the outbox rows whose event its receiving partition already folded, on as many
  * threads as there are cores (it runs after the fold, alone: one thread left the other
- * core idle for a tenth of a replay's wall time). Writes how many rows stay to *kept.
- * Returns 0 or -1. */
+ * core idle for a tenth of a replay's wall time). Every store is opened before the
+ * threads start and closed after they end: a store opened or closed beside another
+ * connection's first read of it can find it locked for a moment (a reader opening the
+ * store a writer was opening was refused, and its rows kept). Writes how many rows stay
+ * to *kept. Returns 0 or -1. */
 static int prune_outboxes(const char *db_dir, const slice *slices, size_t slice_count,
                           uint64_t *kept, char *errstr, size_t errstr_size) {
-    prune_job job = {.db_dir = db_dir, .slices = slices, .slice_count = slice_count};
+    prune_job job = {.slices = slices, .slice_count = slice_count};
     pthread_t threads[STORE_MAX_PARTITIONS];
+    prune_worker workers[STORE_MAX_PARTITIONS];
+    replay_receivers *readers = NULL;
+    char path[4096], why[512];
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     size_t wanted = cores > 0 ? (size_t)cores : 1, started = 0;
+    int rc = -1;
     if (wanted > slice_count) wanted = slice_count;
     atomic_init(&job.next, 0);
     atomic_init(&job.kept, 0);
     pthread_mutex_init(&job.error_lock, NULL);
-    for (; started < wanted; started++)
-        if (pthread_create(&threads[started], NULL, prune_thread, &job)) break;
-    if (started == 0 && slice_count) prune_thread(&job); /* no thread to be had: here */
+    *kept = 0;
+    if (!slice_count) return 0;
+    if (!(readers = calloc(wanted, sizeof *readers))) {
+        snprintf(errstr, errstr_size, "out of memory pruning the outboxes");
+        goto done;
+    }
+    for (size_t i = 0; i < slice_count; i++) {
+        int32_t p = slices[i].partition;
+        if (store_path(db_dir, p, path, sizeof path)) {
+            snprintf(errstr, errstr_size, "a store path is too long");
+            goto done;
+        }
+        if (!(job.senders[i] = store_open(path, p, STORE_WRITER, errstr, errstr_size))) goto done;
+        for (size_t t = 0; t < wanted; t++)
+            if (!(readers[t].receivers[p] = store_open(path, p, STORE_READER, why, sizeof why)))
+                log_warn("replay", "outbox: %s", why);
+    }
+    for (; started < wanted; started++) {
+        workers[started] = (prune_worker){&job, &readers[started]};
+        if (pthread_create(&threads[started], NULL, prune_thread, &workers[started])) break;
+    }
+    if (started == 0) { /* no thread to be had: here */
+        workers[0] = (prune_worker){&job, &readers[0]};
+        prune_thread(&workers[0]);
+    }
     for (size_t t = 0; t < started; t++) pthread_join(threads[t], NULL);
-    pthread_mutex_destroy(&job.error_lock);
     *kept = atomic_load(&job.kept);
     if (job.failed) snprintf(errstr, errstr_size, "%s", job.errstr);
-    return job.failed ? -1 : 0;
+    else rc = 0;
+done:
+    for (size_t i = 0; i < slice_count; i++) store_close(job.senders[i]);
+    for (size_t t = 0; readers && t < wanted; t++)
+        for (int p = 0; p < STORE_MAX_PARTITIONS; p++) store_close(readers[t].receivers[p]);
+    free(readers);
+    pthread_mutex_destroy(&job.error_lock);
+    return rc;
 }
 
 int replay_parse_time(const char *text, int64_t *ms) {

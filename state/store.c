@@ -1241,6 +1241,95 @@ int store_read_event(store *st, const char *event_id, const char *user_id,
     return look.found;
 }
 
+/* store_find_events: the wanted ids by hash, and the user's index pairs with one of
+ * those hashes. */
+typedef struct {
+    uint32_t hash;
+    size_t index; /* into the caller's event_ids */
+} wanted_id;
+
+typedef struct {
+    int64_t offset;
+    uint32_t hash;
+} hashed_offset;
+
+typedef struct {
+    store *st;
+    const wanted_id *wanted;
+    size_t wanted_count;
+    hashed_offset *picked;
+    size_t count, cap;
+} hash_pick;
+
+static int by_wanted_hash(const void *a, const void *b) {
+    uint32_t x = ((const wanted_id *)a)->hash, y = ((const wanted_id *)b)->hash;
+    return (x > y) - (x < y);
+}
+
+/* The first of the wanted ids with hash, or wanted_count when none has it. */
+static size_t first_wanted(const hash_pick *pick, uint32_t hash) {
+    size_t low = 0, high = pick->wanted_count;
+    while (low < high) {
+        size_t mid = low + (high - low) / 2;
+        if (pick->wanted[mid].hash < hash) low = mid + 1;
+        else high = mid;
+    }
+    return low < pick->wanted_count && pick->wanted[low].hash == hash ? low : pick->wanted_count;
+}
+
+static int pick_wanted_hash(void *arg, uint32_t id_hash, int64_t offset) {
+    hash_pick *pick = arg;
+    if (first_wanted(pick, id_hash) == pick->wanted_count) return 0;
+    if (pick->count == pick->cap) {
+        size_t cap = pick->cap ? pick->cap * 2 : 64;
+        hashed_offset *bigger = realloc(pick->picked, cap * sizeof *bigger);
+        if (!bigger) {
+            snprintf(pick->st->errmsg, sizeof pick->st->errmsg, "out of memory reading history");
+            return -1;
+        }
+        pick->picked = bigger;
+        pick->cap = cap;
+    }
+    pick->picked[pick->count++] = (hashed_offset){offset, id_hash};
+    return 0;
+}
+
+int store_find_events(store *st, const char *user_id, const char *const *event_ids, size_t n,
+                      unsigned char *found) {
+    hash_pick pick = {.st = st, .wanted_count = n};
+    block_cursor c = {0};
+    int rc = -1;
+    memset(found, 0, n);
+    wanted_id *wanted = malloc((n ? n : 1) * sizeof *wanted);
+    if (!wanted) {
+        snprintf(st->errmsg, sizeof st->errmsg, "out of memory reading history");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) wanted[i] = (wanted_id){store_event_id_hash(event_ids[i]), i};
+    qsort(wanted, n, sizeof *wanted, by_wanted_hash);
+    pick.wanted = wanted;
+    sqlite3_stmt *s = stmt_get(st, SQL_INDEX_OF_USER);
+    sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
+    if (walk_index(st, s, pick_wanted_hash, &pick, "reading events")) goto done;
+    /* the candidates in offset order (the index's), each history block read once */
+    for (size_t i = 0; i < pick.count; i++) {
+        history_entry e;
+        int got = history_entry_at(st, &c, pick.picked[i].offset, &e);
+        if (got < 0) goto done;
+        for (size_t w = first_wanted(&pick, pick.picked[i].hash);
+             got && w < n && wanted[w].hash == pick.picked[i].hash; w++) {
+            id_key k = id_key_of(event_ids[wanted[w].index]);
+            if (history_entry_id_is(&e, &k)) found[wanted[w].index] = 1;
+        }
+    }
+    rc = 0;
+done:
+    block_cursor_free(&c);
+    free(pick.picked);
+    free(wanted);
+    return rc;
+}
+
 int store_read_guild(store *st, const char *guild_id, const char *after_user, int limit,
                      int64_t *member_count, void (*row)(void *arg, const char *user_id),
                      void *arg) {

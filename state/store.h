@@ -241,6 +241,12 @@ typedef struct {
 int store_read_event(store *st, const char *event_id, const char *user_id,
                      store_event_outcome *out);
 
+/* For each of n event ids of user_id's, found[i] = 1 when this store recorded it, else 0:
+ * what store_read_event says of each, with one walk of the player's index for all of
+ * them (a busy player's index holds hundreds of thousands of events). Returns 0 or -1. */
+int store_find_events(store *st, const char *user_id, const char *const *event_ids, size_t n,
+                      unsigned char *found);
+
 /* Guild members of this store in user_id order after after_user ("" from the start),
  * at most limit, each passed to row(arg, user_id). *member_count gets this store's
  * count for the guild. One read transaction. Returns 0 or -1. */
