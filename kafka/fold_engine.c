@@ -243,10 +243,11 @@ static store *receiver_here(void *arg, int32_t partition) {
  * here already holds (they are in the log). A failure only keeps rows. */
 static void prune_outbox(fold_engine *c, part *pt) {
     receiver_lookup look = {.c = c, .w = pt->owner};
+    outbox_lookup lookup = {.receiver_for = receiver_here, .receiver_arg = &look};
     outbox_prune_result pruned;
     char why[512];
-    if (outbox_prune(pt->st, (int32_t)atomic_load(&c->partition_count), receiver_here, &look,
-                     &pruned, why, sizeof why))
+    if (outbox_prune(pt->st, (int32_t)atomic_load(&c->partition_count), &lookup, &pruned, why,
+                     sizeof why))
         log_warn("fold", "partition %d: pruning the outbox: %s", (int)pt->partition, why);
     else if (pruned.dropped)
         log_info("fold", "partition %d: %zu emitted events were in the log already",
@@ -394,6 +395,10 @@ static void fold_record(fold_engine *c, worker *w, rd_kafka_message_t *msg, int6
         retry_partition(c, pt);
         return;
     }
+    if (c->config.on_guild_event && result.outcome != FOLD_DEAD_LETTER &&
+        codec_type_is_emitted((event_type)result.event_type))
+        c->config.on_guild_event(c->config.on_guild_event_opaque, msg->partition, result.user_id,
+                                 result.event_id);
     if (result.outcome == FOLD_DEAD_LETTER)
         log_with(LOG_WARN, "fold",
                  LOG_FIELDS(LOG_NUM("partition", msg->partition), LOG_NUM("offset", msg->offset)),
@@ -547,9 +552,10 @@ static void *fold_thread(void *arg) {
         pt->whole = whole;
     }
     for (size_t i = 0; c->config.sync_at_end && i < w->part_count; i++) {
-        /* A store whose changes were lost keeps its mark: nobody opens it. */
-        if ((w->parts[i]->whole && store_set_unfinished(w->parts[i]->st, NULL)) ||
-            store_sync_to_disk(w->parts[i]->st)) {
+        /* The mark goes once the store is whole and on disk; a store whose changes were
+         * lost keeps it: nobody opens it. */
+        if (store_sync_to_disk(w->parts[i]->st) ||
+            (w->parts[i]->whole && store_set_unfinished(w->parts[i]->st, NULL))) {
             char errstr[512];
             snprintf(errstr, sizeof errstr, "partition %d: %.400s", (int)w->parts[i]->partition,
                      store_errmsg(w->parts[i]->st));
@@ -686,8 +692,7 @@ static int open_part(fold_engine *c, int32_t p, char *errstr, size_t errstr_size
         /* Nobody reads the store meanwhile: no WAL and no checkpointer (its commits go
          * straight to the database file), and the sync at the end runs alone. Until then
          * nothing may open it: a commit cut short by a crash can leave its file torn, and
-         * with write-back its tables lag its offset. The mark goes in first, while the
-         * store is still in WAL mode, so that no later commit can tear it. */
+         * with write-back its tables lag its offset. */
         if (store_set_unfinished(pt->st, "replay") || store_sync_later(pt->st)) {
             snprintf(errstr, errstr_size, "%s", store_errmsg(pt->st));
             goto fail;

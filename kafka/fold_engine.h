@@ -54,8 +54,9 @@ typedef struct {
      * not synced while the fold goes (a crash means replaying again); each fold thread
      * syncs its stores to disk once it has folded them (store_sync_to_disk), before the
      * engine says it has finished. Meanwhile each store is marked unfinished
-     * (store_set_unfinished), which fold.write_back needs too; the mark is cleared once
-     * its fold is committed and flushed, and left on a store whose changes were lost. */
+     * (store_set_unfinished), which fold.write_back needs too; the mark is removed once
+     * its fold is committed, flushed and synced, and left on a store whose changes were
+     * lost. */
     int sync_at_end;
     /* Produce the events the fold emits (the outbox) to the topic: serve. Replay leaves
      * them in the stores' outboxes (replay_run keeps only those missing from the log). */
@@ -72,6 +73,12 @@ typedef struct {
                              char *snapshot_id, int64_t *offset, char *errstr,
                              size_t errstr_size);
     void *restore_opaque;
+    /* Called on a fold thread for each record of a guild-side type (codec_type_is_emitted)
+     * it folded, whatever its outcome (dead letters aside): what the partition's history
+     * holds under user_id once committed (replay's outbox prune). NULL: none. */
+    void (*on_guild_event)(void *opaque, int32_t partition, const char *user_id,
+                           const char *event_id);
+    void *on_guild_event_opaque;
     /* Called on a fold thread after every commit, e.g. to wake the HTTP loop. */
     void (*on_commit)(void *opaque);
     void *on_commit_opaque;

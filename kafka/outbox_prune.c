@@ -16,8 +16,7 @@ typedef struct {
 
 typedef struct {
     int32_t partition_count;
-    outbox_receiver_fn *receiver_for;
-    void *arg;
+    const outbox_lookup *lookup;
     /* The receivers asked so far, each inside one read transaction for the whole walk:
      * a statement outside one takes and drops the WAL's read lock each time, which was
      * half the prune's cost. */
@@ -33,7 +32,7 @@ typedef struct {
 static store *receiver_in_read(prune_walk *pw, int32_t partition) {
     if (pw->unreadable[partition]) return NULL;
     if (pw->reading[partition]) return pw->reading[partition];
-    store *st = pw->receiver_for(pw->arg, partition);
+    store *st = pw->lookup->receiver_for ? pw->lookup->receiver_for(pw->lookup->receiver_arg, partition) : NULL;
     if (st && store_begin(st)) {
         log_warn("fold", "outbox: reading partition %d: %s", (int)partition, store_errmsg(st));
         st = NULL;
@@ -115,9 +114,15 @@ static void find_in_receivers(prune_chunk *ch) {
         for (n = 1; first + n < ch->count && by_receiver_and_user(&ch->order[first + n], &lead) == 0; n++)
             ;
         int32_t p = lead->partition;
+        for (size_t k = 0; k < n; k++) ch->ids[k] = ch->order[first + k]->event_id;
+        const outbox_lookup *lookup = pw->lookup;
+        if (lookup->found_in &&
+            lookup->found_in(lookup->found_arg, p, lead->user_id, ch->ids, n, ch->found) == 0) {
+            for (size_t k = 0; k < n; k++) ch->order[first + k]->found = ch->found[k];
+            continue;
+        }
         store *receiver = p >= 0 && p < STORE_MAX_PARTITIONS ? receiver_in_read(pw, p) : NULL;
         if (!receiver) continue; /* kept */
-        for (size_t k = 0; k < n; k++) ch->ids[k] = ch->order[first + k]->event_id;
         if (store_find_events(receiver, lead->user_id, ch->ids, n, ch->found)) {
             log_warn("fold", "outbox: reading partition %d: %s", (int)p, store_errmsg(receiver));
             pw->unreadable[p] = 1; /* one warning; its read transaction still ends at the end */
@@ -169,8 +174,8 @@ done:
     return rc;
 }
 
-int outbox_prune(store *sender, int32_t partition_count, outbox_receiver_fn *receiver_for,
-                 void *arg, outbox_prune_result *result, char *errstr, size_t errstr_size) {
+int outbox_prune(store *sender, int32_t partition_count, const outbox_lookup *lookup,
+                 outbox_prune_result *result, char *errstr, size_t errstr_size) {
     prune_walk *pw = calloc(1, sizeof *pw);
     int rc = -1, began = 0;
     *result = (outbox_prune_result){0};
@@ -179,8 +184,7 @@ int outbox_prune(store *sender, int32_t partition_count, outbox_receiver_fn *rec
         return -1;
     }
     pw->partition_count = partition_count;
-    pw->receiver_for = receiver_for;
-    pw->arg = arg;
+    pw->lookup = lookup;
     if (partition_count <= 0) goto done; /* no partitioner yet: every row is kept */
     if (walk_outbox(pw, sender)) {
         snprintf(errstr, errstr_size, "%s",

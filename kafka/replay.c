@@ -45,6 +45,86 @@ typedef struct {
  * receiving partition in this very replay; only the others must go out (the next serve
  * on these stores produces what is left). */
 
+/* The guild-side events each partition folded in this replay, as (partition, user,
+ * event id): what the prune would otherwise look up in the new stores, whose history
+ * holds every record folded but the dead letters. Half of the prune's time went to those
+ * lookups (B-tree descents per player). The fold threads fill it (on_guild_event); the
+ * prune reads it once they have all ended. Out of memory, it gives up and the prune asks
+ * the stores. */
+typedef struct {
+    pthread_mutex_t lock;
+    char **keys; /* open addressing over "partition/user/id"; NULL: empty */
+    size_t count, cap;
+    int given_up;
+} guild_event_set;
+
+static uint64_t key_hash(const char *key) {
+    uint64_t hash = 0xcbf29ce484222325ULL; /* FNV-1a; a table hash, never persisted */
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        hash = (hash ^ *p) * 0x100000001b3ULL;
+    return hash;
+}
+
+/* "partition/user/id" into buf ('/' cannot be in an identifier). */
+static void guild_event_key(char *buf, size_t size, int32_t partition, const char *user_id,
+                            const char *event_id) {
+    snprintf(buf, size, "%d/%s/%s", (int)partition, user_id, event_id);
+}
+
+static char **slot_of(char **keys, size_t cap, const char *key) {
+    size_t i = (size_t)key_hash(key) & (cap - 1);
+    while (keys[i] && strcmp(keys[i], key) != 0) i = (i + 1) & (cap - 1);
+    return &keys[i];
+}
+
+static void note_guild_event(void *opaque, int32_t partition, const char *user_id,
+                             const char *event_id) {
+    guild_event_set *set = opaque;
+    char key[3 * STORE_ID_SIZE + 16];
+    guild_event_key(key, sizeof key, partition, user_id, event_id);
+    pthread_mutex_lock(&set->lock);
+    if (set->given_up) goto done;
+    if ((set->count + 1) * 2 > set->cap) {
+        size_t cap = set->cap ? set->cap * 2 : 4096;
+        char **keys = calloc(cap, sizeof *keys);
+        if (!keys) {
+            set->given_up = 1;
+            goto done;
+        }
+        for (size_t i = 0; i < set->cap; i++)
+            if (set->keys[i]) *slot_of(keys, cap, set->keys[i]) = set->keys[i];
+        free(set->keys);
+        set->keys = keys;
+        set->cap = cap;
+    }
+    char **slot = slot_of(set->keys, set->cap, key);
+    if (!*slot) {
+        if (!(*slot = strdup(key))) set->given_up = 1;
+        else set->count++;
+    }
+done:
+    pthread_mutex_unlock(&set->lock);
+}
+
+/* outbox_prune's found_in. Read after the fold threads ended: no lock. */
+static int found_in_set(void *arg, int32_t partition, const char *user_id,
+                        const char *const *event_ids, size_t n, unsigned char *found) {
+    const guild_event_set *set = arg;
+    char key[3 * STORE_ID_SIZE + 16];
+    if (set->given_up) return -1;
+    for (size_t i = 0; i < n; i++) {
+        guild_event_key(key, sizeof key, partition, user_id, event_ids[i]);
+        found[i] = set->cap && *slot_of(set->keys, set->cap, key) != NULL;
+    }
+    return 0;
+}
+
+static void guild_event_set_free(guild_event_set *set) {
+    for (size_t i = 0; i < set->cap; i++) free(set->keys[i]);
+    free(set->keys);
+    pthread_mutex_destroy(&set->lock);
+}
+
 /* The readers one prune thread asks, one per partition (NULL: that receiver could not
  * be opened, and the rows keyed to it are kept). */
 typedef struct {
@@ -62,6 +142,7 @@ typedef struct {
     const slice *slices;
     size_t slice_count;
     store *senders[STORE_MAX_PARTITIONS]; /* writers, by slice */
+    const guild_event_set *folded;        /* asked first */
     atomic_size_t next;                   /* the next slice to prune */
     atomic_uint_fast64_t kept;
     pthread_mutex_t error_lock;
@@ -89,8 +170,10 @@ static void *prune_thread(void *arg) {
     char why[512], errstr[600];
     for (size_t i; (i = atomic_fetch_add(&job->next, 1)) < job->slice_count;) {
         outbox_prune_result pruned;
-        if (outbox_prune(job->senders[i], (int32_t)job->slice_count, receiver_in_folder,
-                         pw->readers, &pruned, why, sizeof why)) {
+        outbox_lookup lookup = {.found_in = found_in_set, .found_arg = (void *)job->folded,
+                                .receiver_for = receiver_in_folder, .receiver_arg = pw->readers};
+        if (outbox_prune(job->senders[i], (int32_t)job->slice_count, &lookup, &pruned, why,
+                         sizeof why)) {
             snprintf(errstr, sizeof errstr, "pruning an outbox: %s", why);
             prune_failed(job, errstr);
             break;
@@ -108,8 +191,9 @@ static void *prune_thread(void *arg) {
  * store a writer was opening was refused, and its rows kept). Writes how many rows stay
  * to *kept. Returns 0 or -1. */
 static int prune_outboxes(const char *db_dir, const slice *slices, size_t slice_count,
-                          uint64_t *kept, char *errstr, size_t errstr_size) {
-    prune_job job = {.slices = slices, .slice_count = slice_count};
+                          const guild_event_set *folded, uint64_t *kept, char *errstr,
+                          size_t errstr_size) {
+    prune_job job = {.slices = slices, .slice_count = slice_count, .folded = folded};
     pthread_t threads[STORE_MAX_PARTITIONS];
     prune_worker workers[STORE_MAX_PARTITIONS];
     replay_receivers *readers = NULL;
@@ -134,7 +218,7 @@ static int prune_outboxes(const char *db_dir, const slice *slices, size_t slice_
             goto done;
         }
         if (!(job.senders[i] = store_open(path, p, STORE_WRITER, errstr, errstr_size))) goto done;
-        for (size_t t = 0; t < wanted; t++)
+        for (size_t t = 0; folded->given_up && t < wanted; t++) /* else the set answers */
             if (!(readers[t].receivers[p] = store_open(path, p, STORE_READER, why, sizeof why)))
                 log_warn("replay", "outbox: %s", why);
     }
@@ -511,11 +595,13 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
     slice slices[STORE_MAX_PARTITIONS] = {0};
     size_t slice_count = 0;
     live_set live;
+    guild_event_set folded = {.keys = NULL};
     int tty = isatty(STDERR_FILENO);
     int64_t start_offsets[STORE_MAX_PARTITIONS], end_offsets[STORE_MAX_PARTITIONS];
 
     memset(&live, 0, sizeof live);
     memset(summary, 0, sizeof *summary);
+    pthread_mutex_init(&folded.lock, NULL);
     double started = clock_seconds();
     if (require_new_folder(config->db_path, errstr, errstr_size)) goto done;
 
@@ -561,6 +647,8 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
         .end_offsets = end_offsets,
         .kafka_props = config->kafka_props,
         .kafka_prop_count = config->kafka_prop_count,
+        .on_guild_event = note_guild_event,
+        .on_guild_event_opaque = &folded,
     };
     engine = fold_engine_start(&cc, errstr, errstr_size);
     if (!engine) goto done;
@@ -590,8 +678,8 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
                       stats.pending;
     fold_engine_stop(engine);
     engine = NULL;
-    if (prune_outboxes(config->db_path, slices, slice_count, &summary->emitted_missing, errstr,
-                       errstr_size))
+    if (prune_outboxes(config->db_path, slices, slice_count, &folded, &summary->emitted_missing,
+                       errstr, errstr_size))
         goto done;
 
     if (config->verify_path &&
@@ -602,6 +690,7 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
     rc = summary->players_differing ? 1 : 0;
 done:
     fold_engine_stop(engine);
+    guild_event_set_free(&folded);
     close_live(&live);
     if (rk) rd_kafka_destroy(rk);
     return rc;

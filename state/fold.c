@@ -836,6 +836,7 @@ int fold_partition_event(fold_partition *fp, const event *ev, int64_t offset,
     memset(result, 0, sizeof *result);
     if (fp->lost) return refuse_lost(fp);
     copy_text(result->user_id, sizeof result->user_id, ev->user_id);
+    copy_text(result->event_id, sizeof result->event_id, ev->event_id);
     result->outcome = FOLD_APPLIED;
     result->event_type = (int)ev->type;
     if (begin_if_needed(fp)) {

@@ -46,6 +46,7 @@ typedef struct {
     fold_outcome outcome;
     char reason[FOLD_REASON_MAX]; /* rejection code, or the dead-letter reason */
     char user_id[CODEC_ID_MAX + 1];
+    char event_id[CODEC_ID_MAX + 1]; /* "" for a dead letter */
     int event_type; /* codec's event_type; -1 for a dead letter */
 } fold_result;
 

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #define TEXT_OF(x) #x
@@ -62,9 +63,6 @@ enum {
     SQL_ITEM_TOTALS,
     SQL_GET_TOPIC,
     SQL_SET_TOPIC,
-    SQL_GET_UNFINISHED,
-    SQL_SET_UNFINISHED,
-    SQL_CLEAR_UNFINISHED,
     SQL_READ_INVENTORY,
     SQL_COUNT
 };
@@ -136,9 +134,6 @@ static const char *const sql_text[SQL_COUNT] = {
                         "ORDER BY seq LIMIT ?2",
     [SQL_GET_TOPIC] = "SELECT value FROM meta WHERE key = 'topic'",
     [SQL_SET_TOPIC] = "INSERT INTO meta (key, value) VALUES ('topic', ?1)",
-    [SQL_GET_UNFINISHED] = "SELECT value FROM meta WHERE key = 'unfinished'",
-    [SQL_SET_UNFINISHED] = "INSERT OR REPLACE INTO meta (key, value) VALUES ('unfinished', ?1)",
-    [SQL_CLEAR_UNFINISHED] = "DELETE FROM meta WHERE key = 'unfinished'",
     [SQL_RECENT_DEAD_LETTERS] = "SELECT offset, reason FROM dead_letters ORDER BY offset DESC LIMIT ?1",
     [SQL_ITEM_TOTALS] = "SELECT item_type, count(*), sum(quantity) FROM inventory GROUP BY item_type",
     /* GET /inventory in one statement, so one implicit read transaction covers the
@@ -160,6 +155,7 @@ struct store {
     sqlite3_stmt *stmt[SQL_COUNT];
     int wal_frames; /* the writer's WAL length after its last commit (wal_hook) */
     history_block block; /* the writer's block being packed (store_append_history) */
+    char path[4096];     /* the database file's */
     char errmsg[512];
 };
 
@@ -381,22 +377,33 @@ static int note_wal_length(void *arg, sqlite3 *db, const char *schema, int frame
     return SQLITE_OK;
 }
 
+/* The mark of an unfinished store: a file beside it, "<path>-unfinished", holding who
+ * set it. A file, not a row: a crash can leave the database file torn (commits without
+ * a journal on disk), and the mark must still be read, and read first. */
+static int unfinished_mark_path(const char *path, char *buf, size_t size) {
+    int n = snprintf(buf, size, "%s-unfinished", path);
+    return n > 0 && (size_t)n < size ? 0 : -1;
+}
+
 /* A store marked unfinished (store_set_unfinished) by a writer that stopped before its
  * end may be torn or hold an offset its tables do not match: nobody may open it, to
  * serve it or to fold on. Returns 0, or -1 with errstr. */
-static int refuse_unfinished(store *st, const char *path, char *errstr, size_t errstr_size) {
-    sqlite3_stmt *s = stmt_get(st, SQL_GET_UNFINISHED);
-    char by[64] = "";
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) copy_column_text(s, 0, by, sizeof by);
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE) return 0;
-    if (rc == SQLITE_ROW)
-        snprintf(errstr, errstr_size,
-                 "%s was left unfinished by a %s that stopped before its end: delete the "
-                 "folder and run it again", path, by);
-    else
-        snprintf(errstr, errstr_size, "reading %s: %s", path, sqlite3_errmsg(st->db));
+static int refuse_unfinished(const char *path, char *errstr, size_t errstr_size) {
+    char mark[4200], by[32] = "";
+    if (unfinished_mark_path(path, mark, sizeof mark)) {
+        snprintf(errstr, errstr_size, "%s: the path is too long", path);
+        return -1;
+    }
+    FILE *f = fopen(mark, "r");
+    if (!f) return 0;
+    if (!fgets(by, sizeof by, f)) by[0] = '\0';
+    fclose(f);
+    size_t n = 0; /* a word of lowercase letters, as store_set_unfinished wrote it */
+    while (by[n] >= 'a' && by[n] <= 'z') n++;
+    by[n] = '\0';
+    snprintf(errstr, errstr_size,
+             "%s was left unfinished by a %s that stopped before its end: delete the folder "
+             "and run it again", path, n ? by : "writer");
     return -1;
 }
 
@@ -410,6 +417,11 @@ store *store_open(const char *path, int32_t partition, store_role role, char *er
     }
     st->role = role;
     st->partition = partition;
+    if (refuse_unfinished(path, errstr, errstr_size)) goto fail;
+    if (snprintf(st->path, sizeof st->path, "%s", path) >= (int)sizeof st->path) {
+        snprintf(errstr, errstr_size, "%.200s...: the path is too long", path);
+        goto fail;
+    }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
     if (role == STORE_WRITER) flags |= SQLITE_OPEN_CREATE;
     if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
@@ -465,7 +477,6 @@ store *store_open(const char *path, int32_t partition, store_role role, char *er
             goto fail;
         }
     }
-    if (refuse_unfinished(st, path, errstr, errstr_size)) goto fail;
     return st;
 fail:
     sqlite3_free(sql_err);
@@ -712,10 +723,24 @@ int store_claim_topic(store *st, const char *topic) {
 }
 
 int store_set_unfinished(store *st, const char *by) {
-    if (!by) return exec_stmt(st, stmt_get(st, SQL_CLEAR_UNFINISHED), "clearing the unfinished mark");
-    sqlite3_stmt *s = stmt_get(st, SQL_SET_UNFINISHED);
-    sqlite3_bind_text(s, 1, by, -1, SQLITE_STATIC);
-    return exec_stmt(st, s, "marking the store unfinished");
+    char mark[4200];
+    if (unfinished_mark_path(st->path, mark, sizeof mark)) {
+        snprintf(st->errmsg, sizeof st->errmsg, "the store's path is too long");
+        return -1;
+    }
+    if (!by) {
+        if (unlink(mark) == 0 || errno == ENOENT) return 0;
+        snprintf(st->errmsg, sizeof st->errmsg, "clearing %.300s: %s", mark, strerror(errno));
+        return -1;
+    }
+    FILE *f = fopen(mark, "w");
+    int failed = !f || fprintf(f, "%s\n", by) < 0;
+    if (f && fclose(f)) failed = 1;
+    if (failed) {
+        snprintf(st->errmsg, sizeof st->errmsg, "marking %.300s: %s", mark, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 int store_is_member(store *st, const char *guild_id, const char *user_id) {

@@ -198,12 +198,13 @@ int store_claim_topic(store *st, const char *topic);
 /* Writes the topic the store holds ("" when none was recorded) into buf. Any role. */
 int store_get_topic(store *st, char *buf, size_t buf_size);
 
-/* Marks the store unfinished, by whom ("replay"): its writer commits without a journal
- * on disk (store_sync_later) or holds changes in memory beyond what its commits wrote
- * (fold_config.write_back), so until it is done its file may be torn by a crash or its
- * tables lag its offset. store_open refuses a store so marked, so a writer that dies
- * first leaves a store nobody serves or folds on. by NULL clears the mark. Writer, in
- * or outside a transaction. Returns 0 or -1. */
+/* Marks the store unfinished, by whom (a lowercase word: "replay"): its writer commits
+ * without a journal on disk (store_sync_later) or holds changes in memory beyond what its
+ * commits wrote (fold_config.write_back), so until it is done its file may be torn by a
+ * crash or its tables lag its offset. store_open refuses a store so marked, so a writer
+ * that dies first leaves a store nobody serves or folds on. The mark is a file beside the
+ * store ("<path>-unfinished"), read before the database is: a torn file is refused with
+ * the same words. by NULL clears it. Returns 0 or -1. */
 int store_set_unfinished(store *st, const char *by);
 
 /* The next offset to consume, stored with the state it produced. */

@@ -89,7 +89,8 @@ static void test_many_rows_of_one_player(void) {
     CHECK(store_commit(st) == 0);
     store *reader = store_open(path, 0, STORE_READER, errstr, sizeof errstr);
     outbox_prune_result pruned;
-    CHECK(outbox_prune(st, 1, the_reader, reader, &pruned, errstr, sizeof errstr) == 0);
+    CHECK(outbox_prune(st, 1, &(outbox_lookup){.receiver_for = the_reader, .receiver_arg = reader}, &pruned,
+                       errstr, sizeof errstr) == 0);
     CHECK(pruned.walked == rows && pruned.dropped == expect_dropped);
     left_count left = {.in_order = 1, .last_seq = 0};
     CHECK(store_outbox_walk(st, 0, INT32_MAX, count_left, &left) == 0);
@@ -100,8 +101,49 @@ static void test_many_rows_of_one_player(void) {
     remove_temp_store(st, path);
 }
 
+/* found_in: the events whose id ends in an even digit were folded; -1 when the test's
+ * flag says it cannot tell. */
+static int even_ids_found(void *arg, int32_t partition, const char *user_id,
+                          const char *const *event_ids, size_t n, unsigned char *found) {
+    (void)partition;
+    (void)user_id;
+    if (*(int *)arg) return -1;
+    for (size_t i = 0; i < n; i++) found[i] = (event_ids[i][strlen(event_ids[i]) - 1] - '0') % 2 == 0;
+    return 0;
+}
+
+/* What the caller knows answers first (replay's set of folded guild events): the stores
+ * are not asked; when it cannot tell, they are. */
+static void test_found_in_answers_first(void) {
+    char path[64], errstr[512], left[256];
+    store *st = open_temp_store(path, sizeof path, 0);
+    if (!st) return;
+    CHECK(store_begin(st) == 0);
+    for (int i = 1; i <= 6; i++) {
+        char id[16];
+        int64_t seq;
+        snprintf(id, sizeof id, "g%d", i);
+        CHECK(store_outbox_add(st, "ana", id, "ana", "{}", &seq) == 0);
+    }
+    CHECK(store_commit(st) == 0);
+    int cannot_tell = 1;
+    outbox_prune_result pruned;
+    /* it cannot tell, and no store is there: every row stays */
+    outbox_lookup lookup = {.found_in = even_ids_found, .found_arg = &cannot_tell,
+                            .receiver_for = the_reader, .receiver_arg = NULL};
+    CHECK(outbox_prune(st, 1, &lookup, &pruned, errstr, sizeof errstr) == 0);
+    CHECK(pruned.walked == 6 && pruned.dropped == 0);
+    cannot_tell = 0;
+    CHECK(outbox_prune(st, 1, &lookup, &pruned, errstr, sizeof errstr) == 0);
+    CHECK(pruned.walked == 6 && pruned.dropped == 3);
+    outbox_ids(st, left, sizeof left);
+    CHECK_STR(left, "g1 g3 g5");
+    remove_temp_store(st, path);
+}
+
 int main(void) {
     test_many_rows_of_one_player();
+    test_found_in_answers_first();
     char path[64], errstr[512], left[256];
     store *st = open_temp_store(path, sizeof path, 0);
     if (!st) return check_finish("outbox_prune");
@@ -136,21 +178,24 @@ int main(void) {
 
     /* Without a receiver here, every row stays. */
     outbox_prune_result pruned;
-    CHECK(outbox_prune(st, 1, the_reader, NULL, &pruned, errstr, sizeof errstr) == 0);
+    CHECK(outbox_prune(st, 1, &(outbox_lookup){.receiver_for = the_reader, .receiver_arg = NULL}, &pruned,
+                       errstr, sizeof errstr) == 0);
     CHECK(pruned.walked == 6 && pruned.dropped == 0);
     outbox_ids(st, left, sizeof left);
     CHECK_STR(left, "e1 e2 x1 e3 x2 e4");
 
     store *reader = store_open(path, 0, STORE_READER, errstr, sizeof errstr);
     CHECK(reader != NULL);
-    CHECK(outbox_prune(st, 1, the_reader, reader, &pruned, errstr, sizeof errstr) == 0);
+    CHECK(outbox_prune(st, 1, &(outbox_lookup){.receiver_for = the_reader, .receiver_arg = reader}, &pruned,
+                       errstr, sizeof errstr) == 0);
     CHECK(pruned.walked == 6 && pruned.dropped == 4);
     outbox_ids(st, left, sizeof left);
     CHECK_STR(left, "x1 x2");
 
     /* Again: nothing more to drop. And the prune ended its read transaction on the
      * reader: an event committed after it is seen. */
-    CHECK(outbox_prune(st, 1, the_reader, reader, &pruned, errstr, sizeof errstr) == 0);
+    CHECK(outbox_prune(st, 1, &(outbox_lookup){.receiver_for = the_reader, .receiver_arg = reader}, &pruned,
+                       errstr, sizeof errstr) == 0);
     CHECK(pruned.walked == 2 && pruned.dropped == 0);
     const char *e5 = "{\"v\":1,\"event_id\":\"e5\",\"event_type\":\"purchase_item\","
                      "\"user_id\":\"ana\",\"ts\":\"2026-11-29T00:00:00.000Z\","
