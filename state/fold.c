@@ -1083,22 +1083,35 @@ static int compare_player_keys(const void *a, const void *b) {
     return (x->row.player_key > y->row.player_key) - (x->row.player_key < y->row.player_key);
 }
 
-/* write_back: writes the changed players of the cache that the eviction marked
- * (only_evicted) or all of them, in player_key order. Returns 0 or -1. */
-static int write_changed(fold_partition *fp, int only_evicted) {
+/* Gathers into fp->writing the cached players pick() takes, in player_key order (the
+ * order of the players, inventory and index B-trees). Returns how many, or -1 (out of
+ * memory, fp->errmsg). */
+static long players_in_key_order(fold_partition *fp, int (*pick)(const cached_player *p)) {
     size_t n = 0;
     if (reserve((void **)&fp->writing, &fp->writing_cap, fp->player_count ? fp->player_count : 1,
                 sizeof *fp->writing)) {
         snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
         return -1;
     }
-    for (size_t i = 0; i < fp->player_cap; i++) {
-        cached_player *p = fp->players[i].player;
-        if (p && (!only_evicted || p->evicted) && (player_changed(p) || p->pend_count))
-            fp->writing[n++] = p;
-    }
+    for (size_t i = 0; i < fp->player_cap; i++)
+        if (fp->players[i].player && pick(fp->players[i].player))
+            fp->writing[n++] = fp->players[i].player;
     if (n) qsort(fp->writing, n, sizeof *fp->writing, compare_player_keys);
-    for (size_t i = 0; i < n; i++) {
+    return (long)n;
+}
+
+static int holds_unwritten(const cached_player *p) { return player_changed(p) || p->pend_count; }
+
+static int evicted_and_unwritten(const cached_player *p) { return p->evicted && holds_unwritten(p); }
+
+static int holds_pending_pairs(const cached_player *p) { return p->pend_count > 0; }
+
+/* write_back: writes the changed players of the cache that the eviction marked
+ * (only_evicted) or all of them, with their pending index pairs. Returns 0 or -1. */
+static int write_changed(fold_partition *fp, int only_evicted) {
+    long n = players_in_key_order(fp, only_evicted ? evicted_and_unwritten : holds_unwritten);
+    if (n < 0) return -1;
+    for (long i = 0; i < n; i++) {
         if (write_player(fp, fp->writing[i])) {
             copy_text(fp->errmsg, sizeof fp->errmsg, store_errmsg(fp->st));
             return -1;
@@ -1128,18 +1141,10 @@ static int hold_player_events(fold_partition *fp) {
         if (fp->touched[i]->pend_count >= HISTORY_IDS_MAX && write_pending(fp, fp->touched[i]))
             return -1;
     if (fp->pend_total <= FOLD_PENDING_PAIRS_BUDGET) return 0;
-    size_t n = 0;
-    if (reserve((void **)&fp->writing, &fp->writing_cap, fp->player_count, sizeof *fp->writing)) {
-        snprintf(fp->errmsg, sizeof fp->errmsg, "out of memory in the fold");
-        return -1;
-    }
-    for (size_t i = 0; i < fp->player_cap; i++)
-        if (fp->players[i].player && fp->players[i].player->pend_count)
-            fp->writing[n++] = fp->players[i].player;
-    qsort(fp->writing, n, sizeof *fp->writing, compare_player_keys);
-    for (size_t i = 0; i < n; i++)
+    long n = players_in_key_order(fp, holds_pending_pairs);
+    for (long i = 0; i < n; i++)
         if (write_pending(fp, fp->writing[i])) return -1;
-    return 0;
+    return n < 0 ? -1 : 0;
 }
 
 /* The batch's player index pairs, by player and offset (see store_add_player_events).

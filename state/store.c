@@ -931,20 +931,28 @@ typedef struct {
     uint32_t id_hash;
 } offset_pick;
 
+/* Makes room for one more of *count elements of elem_size in *array (doubling, from 64).
+ * Returns 0, or -1 with st's errmsg. */
+static int room_for_one(store *st, void **array, size_t *cap, size_t count, size_t elem_size) {
+    if (count < *cap) return 0;
+    size_t grown = *cap ? *cap * 2 : 64;
+    void *bigger = realloc(*array, grown * elem_size);
+    if (!bigger) {
+        snprintf(st->errmsg, sizeof st->errmsg, "out of memory reading history");
+        return -1;
+    }
+    *array = bigger;
+    *cap = grown;
+    return 0;
+}
+
 static int pick_offset(void *arg, uint32_t id_hash, int64_t offset) {
     offset_pick *pick = arg;
     if (offset < pick->low || offset > pick->high || (pick->only_hash && id_hash != pick->id_hash))
         return 0;
-    if (pick->count == pick->cap) {
-        size_t cap = pick->cap ? pick->cap * 2 : 64;
-        int64_t *bigger = realloc(pick->offsets, cap * sizeof *bigger);
-        if (!bigger) {
-            snprintf(pick->st->errmsg, sizeof pick->st->errmsg, "out of memory reading history");
-            return -1;
-        }
-        pick->offsets = bigger;
-        pick->cap = cap;
-    }
+    if (room_for_one(pick->st, (void **)&pick->offsets, &pick->cap, pick->count,
+                     sizeof *pick->offsets))
+        return -1;
     pick->offsets[pick->count++] = offset;
     return 0;
 }
@@ -1305,16 +1313,9 @@ static size_t first_wanted(const hash_pick *pick, uint32_t hash) {
 static int pick_wanted_hash(void *arg, uint32_t id_hash, int64_t offset) {
     hash_pick *pick = arg;
     if (first_wanted(pick, id_hash) == pick->wanted_count) return 0;
-    if (pick->count == pick->cap) {
-        size_t cap = pick->cap ? pick->cap * 2 : 64;
-        hashed_offset *bigger = realloc(pick->picked, cap * sizeof *bigger);
-        if (!bigger) {
-            snprintf(pick->st->errmsg, sizeof pick->st->errmsg, "out of memory reading history");
-            return -1;
-        }
-        pick->picked = bigger;
-        pick->cap = cap;
-    }
+    if (room_for_one(pick->st, (void **)&pick->picked, &pick->cap, pick->count,
+                     sizeof *pick->picked))
+        return -1;
     pick->picked[pick->count++] = (hashed_offset){offset, id_hash};
     return 0;
 }
