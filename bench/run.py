@@ -245,7 +245,9 @@ def ensure_tools(force_build):
     if force_build or not os.path.exists(BIN):
         log("building lootlog (ninja -C build)")
         if not os.path.exists(os.path.join(ROOT, "build", "build.ninja")):
-            subprocess.run(["meson", "setup", "build"], cwd=ROOT, check=True)
+            # the options ./dev builds with (its PRODUCT_BUILD)
+            subprocess.run(["meson", "setup", "build", "-Ddebug=true", "-Doptimization=3",
+                            "-Db_lto=true"], cwd=ROOT, check=True)
         subprocess.run(["ninja", "-C", "build"], cwd=ROOT, check=True)
     source = os.path.join(BENCH, "loadgen.c")
     if not os.path.exists(LOADGEN) or os.path.getmtime(LOADGEN) < os.path.getmtime(source):
