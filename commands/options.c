@@ -117,6 +117,10 @@ static const option_row option_table[] = {
     {"fold-threads", NULL, "N", KIND_INT, AT(fold_threads), "0", "one per partition (at most 32)",
      0, STORE_MAX_PARTITIONS, NULL, CLI_SERVE | CLI_REPLAY,
      "fold threads (never more than the partitions folded); 0: one per partition"},
+    {"prune-memory-mib", NULL, "MIB", KIND_INT, AT(prune_memory_mib), "256", NULL, 0, 1 << 20,
+     NULL, CLI_REPLAY,
+     "memory for the guild-side events the fold notes to prune the outboxes at its end; "
+     "past it, the prune reads the new stores after the fold instead (slower)"},
     {"fold-nice", NULL, "N", KIND_INT, AT(fold_nice), "19", NULL, 0, 19, NULL, CLI_SERVE,
      "niceness of serve's fold threads: at 19 the HTTP loop's reads go first on a busy "
      "machine; where producers or other work share the cores, a lower value trades read "

@@ -49,6 +49,7 @@ typedef struct {
     int64_t ready_max_lag;
     int batch_events, batch_ms;
     int fold_threads;
+    int prune_memory_mib; /* replay --prune-memory-mib */
     int fold_nice;
     int max_connections;
     int read_timeout_ms;

@@ -72,6 +72,7 @@ int command_replay(cli_options *opt) {
         .verify_path = opt->verify_path,
         .batch_events = (size_t)opt->batch_events,
         .threads = opt->fold_threads,
+        .prune_memory_bytes = (size_t)opt->prune_memory_mib << 20,
         .kafka_props = opt->kafka_props,
         .kafka_prop_count = opt->kafka_prop_count,
     };

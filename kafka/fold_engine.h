@@ -79,6 +79,15 @@ typedef struct {
     void (*on_guild_event)(void *opaque, int32_t partition, const char *user_id,
                            const char *event_id);
     void *on_guild_event_opaque;
+    /* With end offsets: called on a fold thread for each of its partitions folded whole
+     * (committed and flushed), with the fold's own connection to its store, once every
+     * fold thread has reached its partitions' ends (what on_guild_event noted is then
+     * complete). With sync_at_end the store is synced after it (and, when the thread
+     * had to wait for others, once before too). Replay drops there the outbox rows the
+     * log already holds. Returns 0, or -1 with errstr: the fold fails and the store keeps
+     * its unfinished mark. NULL: none. */
+    int (*at_end)(void *opaque, int32_t partition, store *st, char *errstr, size_t errstr_size);
+    void *at_end_opaque;
     /* Called on a fold thread after every commit, e.g. to wake the HTTP loop. */
     void (*on_commit)(void *opaque);
     void *on_commit_opaque;

@@ -48,13 +48,14 @@ typedef struct {
 /* The guild-side events each partition folded in this replay, as (partition, user,
  * event id): what the prune would otherwise look up in the new stores, whose history
  * holds every record folded but the dead letters. Half of the prune's time went to those
- * lookups (B-tree descents per player). The fold threads fill it (on_guild_event); the
- * prune reads it once they have all ended. Out of memory, it gives up and the prune asks
- * the stores. */
+ * lookups (B-tree descents per player). The fold threads fill it (on_guild_event) and
+ * read it at their end (prune_own_outbox). Past its memory (max_bytes) or out of memory,
+ * it gives up, frees its keys, and the prune asks the stores after the fold. */
 typedef struct {
     pthread_mutex_t lock;
     char **keys; /* open addressing over "partition/user/id"; NULL: empty */
     size_t count, cap;
+    size_t bytes, max_bytes; /* the keys and the table, about */
     int given_up;
 } guild_event_set;
 
@@ -77,36 +78,49 @@ static char **slot_of(char **keys, size_t cap, const char *key) {
     return &keys[i];
 }
 
+static void free_keys(guild_event_set *set) {
+    for (size_t i = 0; i < set->cap; i++) free(set->keys[i]);
+    free(set->keys);
+    set->keys = NULL;
+    set->count = set->cap = set->bytes = 0;
+}
+
 static void note_guild_event(void *opaque, int32_t partition, const char *user_id,
                              const char *event_id) {
     guild_event_set *set = opaque;
     char key[3 * STORE_ID_SIZE + 16];
     guild_event_key(key, sizeof key, partition, user_id, event_id);
+    size_t key_bytes = strlen(key) + 1 + 16; /* and the allocator's header, about */
     pthread_mutex_lock(&set->lock);
     if (set->given_up) goto done;
     if ((set->count + 1) * 2 > set->cap) {
         size_t cap = set->cap ? set->cap * 2 : 4096;
-        char **keys = calloc(cap, sizeof *keys);
-        if (!keys) {
-            set->given_up = 1;
-            goto done;
-        }
+        char **keys = set->bytes + cap * sizeof *keys <= set->max_bytes
+                          ? calloc(cap, sizeof *keys) : NULL;
+        if (!keys) goto give_up;
         for (size_t i = 0; i < set->cap; i++)
             if (set->keys[i]) *slot_of(keys, cap, set->keys[i]) = set->keys[i];
         free(set->keys);
+        set->bytes += (cap - set->cap) * sizeof *keys;
         set->keys = keys;
         set->cap = cap;
     }
     char **slot = slot_of(set->keys, set->cap, key);
     if (!*slot) {
-        if (!(*slot = strdup(key))) set->given_up = 1;
-        else set->count++;
+        if (set->bytes + key_bytes > set->max_bytes || !(*slot = strdup(key))) goto give_up;
+        set->bytes += key_bytes;
+        set->count++;
     }
+    goto done;
+give_up:
+    set->given_up = 1;
+    free_keys(set);
 done:
     pthread_mutex_unlock(&set->lock);
 }
 
-/* outbox_prune's found_in. Read after the fold threads ended: no lock. */
+/* outbox_prune's found_in. Read once every fold thread has folded its partitions to their
+ * ends (fold_engine_config.at_end): nothing writes the set any more, no lock. */
 static int found_in_set(void *arg, int32_t partition, const char *user_id,
                         const char *const *event_ids, size_t n, unsigned char *found) {
     const guild_event_set *set = arg;
@@ -120,9 +134,31 @@ static int found_in_set(void *arg, int32_t partition, const char *user_id,
 }
 
 static void guild_event_set_free(guild_event_set *set) {
-    for (size_t i = 0; i < set->cap; i++) free(set->keys[i]);
-    free(set->keys);
+    free_keys(set);
     pthread_mutex_destroy(&set->lock);
+}
+
+/* The prune in the fold threads, at the fold's end (fold_engine_config.at_end). */
+typedef struct {
+    const guild_event_set *folded;
+    int32_t partition_count;
+    atomic_uint_fast64_t kept; /* rows left in the outboxes */
+} prune_at_end;
+
+/* Drops, with the fold's own connection and before the store's sync, the outbox rows
+ * whose event the set says its receiver folded. Run after the fold, the prune opened
+ * every store again, and closing them cost a WAL checkpoint and an fsync each: 0.11 s
+ * of a 2.3 s replay. A set that gave up leaves the rows to prune_outboxes. */
+static int prune_own_outbox(void *opaque, int32_t partition, store *st, char *errstr,
+                            size_t errstr_size) {
+    prune_at_end *pe = opaque;
+    (void)partition;
+    if (pe->folded->given_up) return 0;
+    outbox_lookup lookup = {.found_in = found_in_set, .found_arg = (void *)pe->folded};
+    outbox_prune_result pruned;
+    if (outbox_prune(st, pe->partition_count, &lookup, &pruned, errstr, errstr_size)) return -1;
+    atomic_fetch_add(&pe->kept, pruned.walked - pruned.dropped);
+    return 0;
 }
 
 /* The readers one prune thread asks, one per partition (NULL: that receiver could not
@@ -142,7 +178,6 @@ typedef struct {
     const slice *slices;
     size_t slice_count;
     store *senders[STORE_MAX_PARTITIONS]; /* writers, by slice */
-    const guild_event_set *folded;        /* asked first */
     atomic_size_t next;                   /* the next slice to prune */
     atomic_uint_fast64_t kept;
     pthread_mutex_t error_lock;
@@ -170,8 +205,7 @@ static void *prune_thread(void *arg) {
     char why[512], errstr[600];
     for (size_t i; (i = atomic_fetch_add(&job->next, 1)) < job->slice_count;) {
         outbox_prune_result pruned;
-        outbox_lookup lookup = {.found_in = found_in_set, .found_arg = (void *)job->folded,
-                                .receiver_for = receiver_in_folder, .receiver_arg = pw->readers};
+        outbox_lookup lookup = {.receiver_for = receiver_in_folder, .receiver_arg = pw->readers};
         if (outbox_prune(job->senders[i], (int32_t)job->slice_count, &lookup, &pruned, why,
                          sizeof why)) {
             snprintf(errstr, sizeof errstr, "pruning an outbox: %s", why);
@@ -183,17 +217,16 @@ static void *prune_thread(void *arg) {
     return NULL;
 }
 
-/* Drops the outbox rows whose event its receiving partition already folded, on as many
- * threads as there are cores (it runs after the fold, alone: one thread left the other
- * core idle for a tenth of a replay's wall time). Every store is opened before the
+/* When the set gave up (out of memory): drops the outbox rows whose event its receiving
+ * partition's new store holds, after the fold, on as many threads as there are cores.
+ * Every store is opened before the
  * threads start and closed after they end: a store opened or closed beside another
  * connection's first read of it can find it locked for a moment (a reader opening the
  * store a writer was opening was refused, and its rows kept). Writes how many rows stay
  * to *kept. Returns 0 or -1. */
 static int prune_outboxes(const char *db_dir, const slice *slices, size_t slice_count,
-                          const guild_event_set *folded, uint64_t *kept, char *errstr,
-                          size_t errstr_size) {
-    prune_job job = {.slices = slices, .slice_count = slice_count, .folded = folded};
+                          uint64_t *kept, char *errstr, size_t errstr_size) {
+    prune_job job = {.slices = slices, .slice_count = slice_count};
     pthread_t threads[STORE_MAX_PARTITIONS];
     prune_worker workers[STORE_MAX_PARTITIONS];
     replay_receivers *readers = NULL;
@@ -218,7 +251,7 @@ static int prune_outboxes(const char *db_dir, const slice *slices, size_t slice_
             goto done;
         }
         if (!(job.senders[i] = store_open(path, p, STORE_WRITER, errstr, errstr_size))) goto done;
-        for (size_t t = 0; folded->given_up && t < wanted; t++) /* else the set answers */
+        for (size_t t = 0; t < wanted; t++)
             if (!(readers[t].receivers[p] = store_open(path, p, STORE_READER, why, sizeof why)))
                 log_warn("replay", "outbox: %s", why);
     }
@@ -583,6 +616,13 @@ done:
 #define REPLAY_BATCH_MAX_PLAYERS 40000
 #define REPLAY_STORE_CACHE_KIB 16384
 
+/* rd_kafka_destroy of the consumer that planned the slices takes ~25 ms (its broker
+ * threads notice in their own time): off the replay's path, beside the fold. */
+static void *destroy_consumer(void *rk) {
+    rd_kafka_destroy(rk);
+    return NULL;
+}
+
 int replay_run(const replay_config *config, replay_summary *summary, char *errstr,
                size_t errstr_size) {
     static const char *const defaults[] = {"group.id", "lootlog-replay", "client.id",
@@ -590,12 +630,15 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
     char why[512];
     int rc = -1;
     rd_kafka_t *rk = NULL;
+    pthread_t destroyer;
+    int destroying = 0;
     fold_engine *engine = NULL;
     /* zeroed: at -O3 gcc cannot see that plan_slices fills every slice it counts */
     slice slices[STORE_MAX_PARTITIONS] = {0};
     size_t slice_count = 0;
     live_set live;
-    guild_event_set folded = {.keys = NULL};
+    guild_event_set folded = {.max_bytes = config->prune_memory_bytes};
+    prune_at_end at_end = {.folded = &folded};
     int tty = isatty(STDERR_FILENO);
     int64_t start_offsets[STORE_MAX_PARTITIONS], end_offsets[STORE_MAX_PARTITIONS];
 
@@ -615,6 +658,10 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
         goto done;
     }
     if (plan_slices(config, rk, slices, &slice_count, errstr, errstr_size)) goto done;
+    if (pthread_create(&destroyer, NULL, destroy_consumer, rk) == 0) { /* else at the end */
+        destroying = 1;
+        rk = NULL;
+    }
     if (config->verify_path &&
         open_live(config->verify_path, slices, slice_count, &live, errstr, errstr_size))
         goto done;
@@ -626,6 +673,7 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
         end_offsets[slices[i].partition] = slices[i].end;
         if (slices[i].end > slices[i].start) total += (uint64_t)(slices[i].end - slices[i].start);
     }
+    at_end.partition_count = (int32_t)slice_count; /* the partitioner's, as prune_outboxes */
     fold_config fold = config->fold;
     if (fold.cached_players == 0) fold.cached_players = REPLAY_CACHED_PLAYERS;
     fold.write_back = 1; /* the new folder is read by no one before its end */
@@ -649,6 +697,8 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
         .kafka_prop_count = config->kafka_prop_count,
         .on_guild_event = note_guild_event,
         .on_guild_event_opaque = &folded,
+        .at_end = prune_own_outbox,
+        .at_end_opaque = &at_end,
     };
     engine = fold_engine_start(&cc, errstr, errstr_size);
     if (!engine) goto done;
@@ -678,8 +728,9 @@ int replay_run(const replay_config *config, replay_summary *summary, char *errst
                       stats.pending;
     fold_engine_stop(engine);
     engine = NULL;
-    if (prune_outboxes(config->db_path, slices, slice_count, &folded, &summary->emitted_missing,
-                       errstr, errstr_size))
+    summary->emitted_missing = atomic_load(&at_end.kept);
+    if (folded.given_up && prune_outboxes(config->db_path, slices, slice_count,
+                                          &summary->emitted_missing, errstr, errstr_size))
         goto done;
 
     if (config->verify_path &&
@@ -693,5 +744,6 @@ done:
     guild_event_set_free(&folded);
     close_live(&live);
     if (rk) rd_kafka_destroy(rk);
+    if (destroying) pthread_join(destroyer, NULL);
     return rc;
 }

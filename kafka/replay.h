@@ -22,6 +22,9 @@ typedef struct {
     const char *verify_path;  /* live database to compare with, or NULL */
     size_t batch_events;
     int threads;              /* fold threads; 0: one per partition (at most 32) */
+    /* memory for the guild-side events noted to prune the outboxes (guild_event_set);
+     * past it the prune reads the new stores after the fold */
+    size_t prune_memory_bytes;
     const char *const *kafka_props;
     size_t kafka_prop_count;
 } replay_config;

@@ -154,6 +154,23 @@ class ThreadedLoad:
 
 def topic_event_ids(bootstrap, topic):
     """Every record of topic, read back from Kafka: {event_id: times seen}."""
+    seen = {}
+    for event_id, _, _ in read_topic(bootstrap, topic):
+        seen[event_id] = seen.get(event_id, 0) + 1
+    return seen
+
+
+def topic_records(topic):
+    """Where each event id of topic first lies: {event_id: (partition, offset)}."""
+    first = {}
+    for event_id, p, offset in read_topic(BROKERS, topic):
+        if event_id not in first or offset < first[event_id][1]:
+            first[event_id] = (p, offset)
+    return first
+
+
+def read_topic(bootstrap, topic):
+    """Every record of topic, read back from Kafka: [(event_id, partition, offset)]."""
     from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "read-" + uuid.uuid4().hex,
                   "enable.auto.commit": False})
@@ -164,7 +181,7 @@ def topic_event_ids(bootstrap, topic):
         if high > low:
             ends[p] = (low, high)
     c.assign([TopicPartition(topic, p, low) for p, (low, high) in ends.items()])
-    seen, left = {}, {p: high for p, (low, high) in ends.items()}
+    records, left = [], {p: high for p, (low, high) in ends.items()}
     deadline = time.monotonic() + 60
     while left and time.monotonic() < deadline:
         msg = c.poll(1.0)
@@ -172,13 +189,12 @@ def topic_event_ids(bootstrap, topic):
             continue
         if msg.offset() >= ends[msg.partition()][1]:
             continue
-        event_id = json.loads(msg.value())["event_id"]
-        seen[event_id] = seen.get(event_id, 0) + 1
+        records.append((json.loads(msg.value())["event_id"], msg.partition(), msg.offset()))
         if msg.offset() + 1 >= left.get(msg.partition(), 0):
             left.pop(msg.partition(), None)
     c.close()
     assert not left, f"reading the topic back stalled: {left}"
-    return seen
+    return records
 
 
 def wait_until(predicate, timeout, what, interval=0.05):

@@ -14,8 +14,8 @@ import uuid
 
 from confluent_kafka import Producer
 
-from conftest import (BIN, BROKERS, create_topic, query_stores, stored_offsets, wait_quiescent,
-                      wait_until)
+from conftest import (BIN, BROKERS, create_topic, outbox_rows, query_stores, stored_offsets,
+                      topic_records, wait_quiescent, wait_until)
 from oracle import Oracle, fold_topic
 
 CAPACITY = 100
@@ -107,6 +107,31 @@ def test_racing_joins_with_sigkills_match_the_protocol_and_a_replay(server_facto
     assert ", 0 differ" in out.stdout
     assert "not in the log" not in out.stdout
     assert guild_tables(rebuilt) == (seats, counts, players, [])
+    assert outbox_rows(rebuilt) == 0
+
+    # A replay of the first part of the log keeps in its outboxes exactly the emitted
+    # events whose records lie beyond the part: the fold threads prune with what they
+    # noted, and with no memory for that (--prune-memory-mib 0) the new stores are read
+    # after the fold instead; both keep the same rows, and each of them is a record past
+    # the cut.
+    cut = min(high for _, high in ends.values()) // 2
+    kept = {}
+    for name, extra in [("noted", []), ("read", ["--prune-memory-mib", "0"])]:
+        folder = str(tmp_path / f"part-{name}")
+        out = subprocess.run([BIN, "replay", "--brokers", BROKERS, "--topic", topic, "--db", folder,
+                              "--until-offset", str(cut), *extra],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        kept[name] = sorted(query_stores(folder, "SELECT msg_key, event_id, user_id, payload "
+                                                 "FROM outbox"))
+        assert f"{len(kept[name])} emitted guild events not in the log" in out.stdout
+    print(f"replay of offsets below {cut}: {len(kept['noted'])} emitted events kept")
+    assert kept["noted"] == kept["read"]
+    assert kept["noted"], "the cut should fall inside some guild exchange"
+    where = topic_records(topic)
+    for msg_key, event_id, user_id, _ in kept["noted"]:
+        partition, offset = where[event_id]
+        assert offset >= cut, (msg_key, event_id, user_id, partition, offset)
 
 
 def test_join_waits_for_the_guilds_decision(server_factory, tmp_path):
