@@ -379,7 +379,8 @@ static void finish_partition(fold_engine *c, part *pt) {
 }
 
 /* Folds one record of the worker's partitions. */
-static void fold_record(fold_engine *c, worker *w, rd_kafka_message_t *msg, int64_t now) {
+static void fold_record(fold_engine *c, worker *w, rd_kafka_message_t *msg,
+                        const fold_look_ahead *ahead, int64_t now) {
     if (msg->err) {
         if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             log_warn("fold", "consume: %s", rd_kafka_message_errstr(msg));
@@ -394,8 +395,8 @@ static void fold_record(fold_engine *c, worker *w, rd_kafka_message_t *msg, int6
         return;
     }
     fold_result result;
-    if (fold_partition_message(pt->fold, msg->offset, msg->key, msg->key_len, msg->payload,
-                               msg->len, &result)) {
+    if (fold_partition_message_ahead(pt->fold, msg->offset, msg->key, msg->key_len,
+                                     msg->payload, msg->len, ahead, &result)) {
         retry_partition(c, pt);
         return;
     }
@@ -493,13 +494,28 @@ fold_engine_batch_decision fold_engine_batch_rule(const fold_engine_batch *batch
 
 /* Asks for the first lines of a record's payload ahead of its decoding. librdkafka's
  * broker thread wrote them (decompressing) on another core, so the decoder's first look
- * at each line may wait for it to come over; the next record's are fetched while this one
- * folds. Measured: the decoder's share of replay's samples 20.7 -> 18.5 %, the replay's
- * wall time the same within this machine's noise. */
-static void prefetch_payload(const rd_kafka_message_t *msg) {
+ * at each line may wait for it to come over. Measured: the decoder's share of replay's
+ * samples 20.7 -> 18.5 %, the replay's wall time the same within this machine's noise. */
+static void prefetch_record(const rd_kafka_message_t *msg) {
     const char *bytes = msg->payload;
     size_t len = msg->len < 512 ? msg->len : 512;
     for (size_t at = 0; bytes && at < len; at += 64) __builtin_prefetch(bytes + at);
+    if (msg->key) __builtin_prefetch(msg->key);
+}
+
+/* Records taken together are looked at ahead of their turn: record i + 3 - step takes
+ * its step while record i folds (fold_partition_look_ahead), and record i + 4 is asked
+ * for (step 0 reads its key and the start of its payload). */
+#define LOOK_AHEAD_STEPS 3
+
+static void look_ahead(worker *w, const rd_kafka_message_t *msg, fold_look_ahead *ahead,
+                       int step) {
+    if (step == 0) *ahead = (fold_look_ahead){.key = NULL}; /* nothing known yet */
+    if (msg->err || msg->partition < 0 || msg->partition >= STORE_MAX_PARTITIONS) return;
+    part *pt = w->mine[msg->partition];
+    if (!pt || !pt->fold) return;
+    fold_partition_look_ahead(pt->fold, ahead, step, msg->key, msg->key_len, msg->payload,
+                              msg->len);
 }
 
 static void partition_failed(fold_engine *c, part *pt, const char *why) {
@@ -595,9 +611,18 @@ static void *fold_thread(void *arg) {
         }
         int idle = taken < WORKER_TAKE_MAX; /* ran dry, rather than hit the bound */
         int64_t now = clock_ms();
+        fold_look_ahead ahead[LOOK_AHEAD_STEPS + 1];
+        for (ssize_t k = 0; k <= LOOK_AHEAD_STEPS && k < taken; k++) prefetch_record(msgs[k]);
+        for (int step = 0; step < LOOK_AHEAD_STEPS; step++) /* the first records catch up */
+            for (ssize_t k = 0; k < LOOK_AHEAD_STEPS - step && k < taken; k++)
+                look_ahead(w, msgs[k], &ahead[k % (LOOK_AHEAD_STEPS + 1)], step);
         for (ssize_t i = 0; i < taken; i++) {
-            if (i + 1 < taken) prefetch_payload(msgs[i + 1]);
-            fold_record(c, w, msgs[i], now);
+            if (i + LOOK_AHEAD_STEPS + 1 < taken) prefetch_record(msgs[i + LOOK_AHEAD_STEPS + 1]);
+            for (int step = 0; step < LOOK_AHEAD_STEPS; step++) {
+                ssize_t k = i + LOOK_AHEAD_STEPS - step;
+                if (k < taken) look_ahead(w, msgs[k], &ahead[k % (LOOK_AHEAD_STEPS + 1)], step);
+            }
+            fold_record(c, w, msgs[i], &ahead[i % (LOOK_AHEAD_STEPS + 1)], now);
             rd_kafka_message_destroy(msgs[i]);
         }
         now = clock_ms();

@@ -235,6 +235,19 @@ static int write_string_or_null(json_writer *w, const char *value) {
     return 0;
 }
 
+const char *codec_peek_event_id(const char *json, size_t len, size_t *id_len) {
+    static const char head[] = "{\"v\":", field[] = ",\"event_id\":\"";
+    size_t at = sizeof head - 1;
+    if (len < at || memcmp(json, head, at) != 0) return NULL;
+    while (at < len && json[at] >= '0' && json[at] <= '9') at++;
+    if (len - at < sizeof field - 1 || memcmp(json + at, field, sizeof field - 1) != 0) return NULL;
+    at += sizeof field - 1;
+    const char *id = json + at, *end = memchr(id, '"', len - at < CODEC_ID_MAX + 1 ? len - at : CODEC_ID_MAX + 1);
+    if (!end) return NULL;
+    *id_len = (size_t)(end - id);
+    return id;
+}
+
 char *codec_encode(const event *ev, size_t *len, char *errstr, size_t errstr_size) {
     char first[WRITER_STACK_BYTES];
     json_writer w = {.buf = first, .cap = sizeof first};

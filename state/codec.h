@@ -101,4 +101,9 @@ char *codec_encode(const event *ev, size_t *len, char *errstr, size_t errstr_siz
  * Returns 0, or -1 with a short reason in errstr (used as the dead-letter reason). */
 int codec_decode(const char *json, size_t len, event *ev, char *errstr, size_t errstr_size);
 
+/* Where the event id of a message written as codec_encode writes it (`{"v":N,"event_id":"`
+ * first) lies, without decoding it: its first byte, and its length in *id_len. NULL for
+ * any other message. A hint only (nothing is checked): the fold looks ahead with it. */
+const char *codec_peek_event_id(const char *json, size_t len, size_t *id_len);
+
 #endif

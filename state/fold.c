@@ -51,29 +51,33 @@ enum { IDS_UNKNOWN = 0, IDS_KNOWN, IDS_TOO_MANY };
 #define FOLD_MAX_CACHED_IDS (1u << 20) /* per player; beyond, dedupe asks the store each time */
 #define FOLD_ID_SLOTS_BUDGET (4u << 20) /* per partition: at most 16 MB of id sets */
 
+/* The fields every event reads come first, the texts last: a player not folded for a
+ * while costs a cache miss per line the event touches (the hash, the dedupe set and the
+ * lines first, then the name, then the row). */
 typedef struct {
-    char user_id[STORE_ID_SIZE];
     uint64_t hash;
-    store_player row;
-    int dirty;            /* row changed since the last commit */
-    uint64_t last_batch;  /* the batch that last touched it (eviction) */
-    int evicted;          /* marked by evict_players for the rebuild that drops it */
-    size_t batch_rank;    /* at commit: its place among the batch's players by player_key */
-    held_line *lines;
-    size_t line_count, line_cap;
     /* The id hashes of all its recorded events (with IDS_KNOWN), a set by open
      * addressing: a hash that is not here is an event id never seen, with no store
      * lookup. A hot player folds hundreds of thousands of events (a 1M-event gen topic:
      * one player has 135k), so the set must not cost more per event as it grows; a
      * sorted array did (memmove), and a cap of 16,384 sent that player's every event to
      * the store. 0 marks an empty slot. */
-    int ids_state;
     uint32_t *ids;
     size_t id_count, id_cap; /* id_cap: a power of two, or 0 */
+    held_line *lines;
+    size_t line_count;
+    uint64_t last_batch;  /* the batch that last touched it (eviction) */
+    int ids_state;
+    int dirty;            /* row changed since the last commit */
+    char user_id[STORE_ID_SIZE];
+    int evicted;          /* marked by evict_players for the rebuild that drops it */
+    size_t line_cap;
+    size_t batch_rank;    /* at commit: its place among the batch's players by player_key */
     /* write_back: its committed events not yet in the store's player index, in offset
      * order (written with the player) */
     pending_pair *pend;
     size_t pend_count, pend_cap;
+    store_player row;
 } cached_player;
 
 /* A slot of the player table. The hash sits beside the pointer so that a probe past
@@ -198,13 +202,17 @@ static int refuse_lost(fold_partition *fp) {
 }
 
 /* FNV-1a, 64 bits: the table hash (never persisted). */
-static uint64_t hash_text(const char *text) {
+static uint64_t hash_bytes(const unsigned char *bytes, size_t len) {
     uint64_t hash = 0xcbf29ce484222325ULL;
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        hash ^= *p;
+    while (len--) {
+        hash ^= *bytes++;
         hash *= 0x100000001b3ULL;
     }
     return hash;
+}
+
+static uint64_t hash_text(const char *text) {
+    return hash_bytes((const unsigned char *)text, strlen(text));
 }
 
 /* Grows *array (of elem_size items) to hold at least need. Returns 0 or -1. */
@@ -278,6 +286,15 @@ static int rebuild_players(fold_partition *fp, size_t want, int (*keep)(fold_par
     return 0;
 }
 
+/* The cached player whose table hash is hash, names not compared: a guess, for a look
+ * ahead only. */
+static cached_player *guess_player(const fold_partition *fp, uint64_t hash) {
+    for (size_t i = hash & (fp->player_cap - 1); fp->players[i].player;
+         i = (i + 1) & (fp->player_cap - 1))
+        if (fp->players[i].hash == hash) return fp->players[i].player;
+    return NULL;
+}
+
 static cached_player *find_player(fold_partition *fp, const char *user_id, uint64_t hash) {
     if (!fp->player_cap) return NULL;
     for (size_t i = hash & (fp->player_cap - 1); fp->players[i].player;
@@ -304,8 +321,7 @@ static int begin_if_needed(fold_partition *fp) {
 
 /* The player of user_id: from the cache, else read from the store, else a new one.
  * NULL on a store error or out of memory (fp->errmsg). */
-static cached_player *get_player(fold_partition *fp, const char *user_id) {
-    uint64_t hash = hash_text(user_id);
+static cached_player *get_player(fold_partition *fp, const char *user_id, uint64_t hash) {
     cached_player *p = find_player(fp, user_id, hash);
     if (p) {
         if (p->last_batch != fp->batch) {
@@ -831,8 +847,51 @@ static void items_text(const event *ev, char *out, size_t out_size) {
     out[used] = '\0';
 }
 
+/* Each step reads only what the step before asked for, and what it finds is asked
+ * afresh from the table each time (the batch between may have evicted a player). */
+void fold_partition_look_ahead(fold_partition *fp, fold_look_ahead *ahead, int step,
+                               const void *key, size_t key_len, const void *value,
+                               size_t value_len) {
+    if (step == 0) {
+        ahead->key = key;
+        ahead->key_len = key_len;
+        ahead->user_hash = key ? hash_bytes(key, key_len) : 0;
+        ahead->id = value ? codec_peek_event_id(value, value_len, &ahead->id_len) : NULL;
+        if (ahead->id) ahead->id_hash = store_event_id_hash_bytes(ahead->id, ahead->id_len);
+        if (fp->player_cap)
+            __builtin_prefetch(&fp->players[ahead->user_hash & (fp->player_cap - 1)]);
+        return;
+    }
+    if (!fp->player_cap) return;
+    cached_player *p = guess_player(fp, ahead->user_hash);
+    if (!p) return;
+    if (step == 1) {
+        __builtin_prefetch(p);
+        __builtin_prefetch((const char *)p + 64); /* its name */
+        return;
+    }
+    if (ahead->id && p->id_cap) __builtin_prefetch(&p->ids[ids_slot(ids_key(ahead->id_hash), p->id_cap)]);
+    if (p->lines) __builtin_prefetch(p->lines);
+}
+
+/* The hashes an event's fold needs, when known already (fold_look_ahead). */
+typedef struct {
+    int user_known, id_known;
+    uint64_t user_hash;
+    uint32_t id_hash;
+} known_hashes;
+
+static int apply_event(fold_partition *fp, const event *ev, int64_t offset,
+                       const known_hashes *known, fold_result *result);
+
 int fold_partition_event(fold_partition *fp, const event *ev, int64_t offset,
                          fold_result *result) {
+    known_hashes none = {0};
+    return apply_event(fp, ev, offset, &none, result);
+}
+
+static int apply_event(fold_partition *fp, const event *ev, int64_t offset,
+                       const known_hashes *known, fold_result *result) {
     memset(result, 0, sizeof *result);
     if (fp->lost) return refuse_lost(fp);
     copy_text(result->user_id, sizeof result->user_id, ev->user_id);
@@ -843,10 +902,11 @@ int fold_partition_event(fold_partition *fp, const event *ev, int64_t offset,
         copy_text(fp->errmsg, sizeof fp->errmsg, store_errmsg(fp->st));
         return -1;
     }
-    cached_player *p = get_player(fp, ev->user_id);
+    cached_player *p = get_player(fp, ev->user_id,
+                                  known->user_known ? known->user_hash : hash_text(ev->user_id));
     if (!p) return -1;
 
-    uint32_t id_hash = store_event_id_hash(ev->event_id);
+    uint32_t id_hash = known->id_known ? known->id_hash : store_event_id_hash(ev->event_id);
     /* The player's id set is large and cold (a hot player's holds 100k+ hashes): its slot
      * is fetched while the outcome's texts go to the arena, which the rules' decision does
      * not change. perf put the stall on that slot at 4 % of replay. */
@@ -918,6 +978,12 @@ oom:
 
 int fold_partition_message(fold_partition *fp, int64_t offset, const void *key, size_t key_len,
                            const void *value, size_t value_len, fold_result *result) {
+    return fold_partition_message_ahead(fp, offset, key, key_len, value, value_len, NULL, result);
+}
+
+int fold_partition_message_ahead(fold_partition *fp, int64_t offset, const void *key,
+                                 size_t key_len, const void *value, size_t value_len,
+                                 const fold_look_ahead *ahead, fold_result *result) {
     char reason[FOLD_REASON_MAX];
     event ev; /* ~6 KB; the fold thread's stack holds it comfortably */
 
@@ -932,8 +998,17 @@ int fold_partition_message(fold_partition *fp, int64_t offset, const void *key, 
         if (!key || key_len != strlen(expected_key) || memcmp(key, expected_key, key_len) != 0)
             snprintf(reason, sizeof reason, "message key is not the event's %s",
                      expected_key == ev.user_id ? "user_id" : "guild_id");
-        else
-            return fold_partition_event(fp, &ev, offset, result);
+        else {
+            known_hashes known = {0};
+            /* the key hashed is this one, and it is the user's id */
+            if (ahead && ahead->key && ahead->key == key && ahead->key_len == key_len &&
+                expected_key == ev.user_id)
+                known.user_known = 1, known.user_hash = ahead->user_hash;
+            if (ahead && ahead->id && ahead->id_len == strlen(ev.event_id) &&
+                memcmp(ahead->id, ev.event_id, ahead->id_len) == 0)
+                known.id_known = 1, known.id_hash = ahead->id_hash;
+            return apply_event(fp, &ev, offset, &known, result);
+        }
     }
     result->outcome = FOLD_DEAD_LETTER;
     result->event_type = -1;

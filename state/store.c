@@ -795,13 +795,17 @@ int store_outbox_walk(store *st, int64_t after_seq, int limit,
     return rc == SQLITE_DONE ? 0 : fail_with(st, "reading the outbox");
 }
 
-uint32_t store_event_id_hash(const char *event_id) {
+uint32_t store_event_id_hash_bytes(const char *event_id, size_t len) {
     uint32_t hash = 0x811c9dc5u;
-    for (const unsigned char *p = (const unsigned char *)event_id; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)event_id; len--; p++) {
         hash ^= *p;
         hash *= 0x01000193u;
     }
     return hash;
+}
+
+uint32_t store_event_id_hash(const char *event_id) {
+    return store_event_id_hash_bytes(event_id, strlen(event_id));
 }
 
 /* ---------------------------------------------------------------- history blocks */

@@ -141,6 +141,8 @@ int store_outbox_walk(store *st, int64_t after_seq, int limit,
 /* The 32-bit hash under which an event id is kept in the dedupe memory (FNV-1a over
  * its bytes). Persisted: it must never change. */
 uint32_t store_event_id_hash(const char *event_id);
+/* The same over len bytes (no NUL needed). */
+uint32_t store_event_id_hash_bytes(const char *event_id, size_t len);
 
 /* 1 when player_key already has a recorded event with event_id (whose hash is
  * id_hash), 0 when not, -1 on error. */

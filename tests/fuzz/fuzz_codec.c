@@ -89,7 +89,14 @@ static void round_trip(const event *ev) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static event ev; /* ~6 KB: kept off the fuzzer's stack */
     char errstr[256];
+    /* The fold's look ahead peeks at any record: within its bytes, and when the record
+     * decodes with an id spelled plainly, at exactly that id. */
+    size_t id_len = 0;
+    const char *peeked = codec_peek_event_id((const char *)data, size, &id_len);
+    if (peeked) FUZZ_ASSERT(peeked >= (const char *)data && peeked + id_len < (const char *)data + size);
     if (codec_decode((const char *)data, size, &ev, errstr, sizeof errstr) == 0) {
+        if (peeked && !memchr(peeked, '\\', id_len))
+            FUZZ_ASSERT(id_len == strlen(ev.event_id) && memcmp(peeked, ev.event_id, id_len) == 0);
         cross_check(data, size, &ev);
         round_trip(&ev);
         return 0;

@@ -450,7 +450,31 @@ static void test_encoder_matches_jansson(void) {
     CHECK(emitted > 100);
 }
 
+/* The event id is found where codec_encode writes it, and nowhere else is guessed. */
+static void test_peek_event_id(void) {
+    char err[256];
+    size_t len, id_len = 0;
+    event in = sample_purchase();
+    char *json = codec_encode(&in, &len, err, sizeof err);
+    CHECK(json != NULL);
+    const char *id = codec_peek_event_id(json, len, &id_len);
+    CHECK(id != NULL && id_len == 5 && memcmp(id, "evt-1", 5) == 0);
+    static const char *const others[] = {
+        "{ \"v\":1,\"event_id\":\"e\"}",      /* spaced */
+        "{\"event_id\":\"e\",\"v\":1}",        /* in another order */
+        "{\"v\":1,\"event_id\":\"e",           /* cut */
+        "{\"v\":1,\"event_id\":7}",             /* not a string */
+        "{\"v\":",                                /* cut short */
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        CHECK(codec_peek_event_id(others[i], strlen(others[i]), &id_len) == NULL);
+    /* only the bytes given are read */
+    CHECK(codec_peek_event_id(json, 20, &id_len) == NULL);
+    free(json);
+}
+
 int main(void) {
+    test_peek_event_id();
     test_encoder_matches_jansson();
     test_hostile_keys();
     test_keys_as_written_and_otherwise();
