@@ -614,7 +614,7 @@ static void test_look_ahead(void) {
                 "\"ts\":\"2026-11-29T00:00:00.000Z\",\"items\":[{\"item_type\":\"gem\",\"quantity\":3}]}"},
     };
     enum { N = sizeof records / sizeof records[0] };
-    char outcomes[3][N][64];
+    char outcomes[3][N][FOLD_REASON_MAX + 32];
     for (int way = 0; way < 3; way++) { /* without, with its own, with another's */
         char path[64], errstr[512];
         store *st = open_temp_store(path, sizeof path, 3);
