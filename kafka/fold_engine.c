@@ -518,6 +518,25 @@ static void look_ahead(worker *w, const rd_kafka_message_t *msg, fold_look_ahead
                               msg->len);
 }
 
+/* Folds the records taken, in order, each looked at ahead of its turn; the first
+ * rounds (i < 0) only look ahead. */
+static void fold_taken(fold_engine *c, worker *w, rd_kafka_message_t **msgs, ssize_t taken,
+                       int64_t now) {
+    fold_look_ahead ahead[LOOK_AHEAD_STEPS + 1];
+    for (ssize_t i = -LOOK_AHEAD_STEPS - 1; i < taken; i++) {
+        ssize_t asked = i + LOOK_AHEAD_STEPS + 1;
+        if (asked < taken) prefetch_record(msgs[asked]);
+        for (int step = 0; step < LOOK_AHEAD_STEPS; step++) {
+            ssize_t k = i + LOOK_AHEAD_STEPS - step;
+            if (k >= 0 && k < taken)
+                look_ahead(w, msgs[k], &ahead[k % (LOOK_AHEAD_STEPS + 1)], step);
+        }
+        if (i < 0) continue;
+        fold_record(c, w, msgs[i], &ahead[i % (LOOK_AHEAD_STEPS + 1)], now);
+        rd_kafka_message_destroy(msgs[i]);
+    }
+}
+
 static void partition_failed(fold_engine *c, part *pt, const char *why) {
     char errstr[512];
     snprintf(errstr, sizeof errstr, "partition %d: %.400s", (int)pt->partition, why);
@@ -611,20 +630,7 @@ static void *fold_thread(void *arg) {
         }
         int idle = taken < WORKER_TAKE_MAX; /* ran dry, rather than hit the bound */
         int64_t now = clock_ms();
-        fold_look_ahead ahead[LOOK_AHEAD_STEPS + 1];
-        for (ssize_t k = 0; k <= LOOK_AHEAD_STEPS && k < taken; k++) prefetch_record(msgs[k]);
-        for (int step = 0; step < LOOK_AHEAD_STEPS; step++) /* the first records catch up */
-            for (ssize_t k = 0; k < LOOK_AHEAD_STEPS - step && k < taken; k++)
-                look_ahead(w, msgs[k], &ahead[k % (LOOK_AHEAD_STEPS + 1)], step);
-        for (ssize_t i = 0; i < taken; i++) {
-            if (i + LOOK_AHEAD_STEPS + 1 < taken) prefetch_record(msgs[i + LOOK_AHEAD_STEPS + 1]);
-            for (int step = 0; step < LOOK_AHEAD_STEPS; step++) {
-                ssize_t k = i + LOOK_AHEAD_STEPS - step;
-                if (k < taken) look_ahead(w, msgs[k], &ahead[k % (LOOK_AHEAD_STEPS + 1)], step);
-            }
-            fold_record(c, w, msgs[i], &ahead[i % (LOOK_AHEAD_STEPS + 1)], now);
-            rd_kafka_message_destroy(msgs[i]);
-        }
+        fold_taken(c, w, msgs, taken, now);
         now = clock_ms();
         for (size_t i = 0; i < w->part_count; i++)
             if (batch_due(c, w->parts[i], idle, now)) commit_partition(c, w->parts[i]);

@@ -145,7 +145,7 @@ typedef struct {
     atomic_uint_fast64_t kept; /* rows left in the outboxes */
 } prune_at_end;
 
-/* Drops, with the fold's own connection and before the store's sync, the outbox rows
+/* Drops, with the fold's own connection and before the store's last sync, the outbox rows
  * whose event the set says its receiver folded. Run after the fold, the prune opened
  * every store again, and closing them cost a WAL checkpoint and an fsync each: 0.11 s
  * of a 2.3 s replay. A set that gave up leaves the rows to prune_outboxes. */
@@ -217,7 +217,7 @@ static void *prune_thread(void *arg) {
     return NULL;
 }
 
-/* When the set gave up (out of memory): drops the outbox rows whose event its receiving
+/* When the set gave up (past its memory, or out of it): drops the outbox rows whose event its receiving
  * partition's new store holds, after the fold, on as many threads as there are cores.
  * Every store is opened before the
  * threads start and closed after they end: a store opened or closed beside another

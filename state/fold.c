@@ -286,22 +286,16 @@ static int rebuild_players(fold_partition *fp, size_t want, int (*keep)(fold_par
     return 0;
 }
 
-/* The cached player whose table hash is hash, names not compared: a guess, for a look
- * ahead only. */
-static cached_player *guess_player(const fold_partition *fp, uint64_t hash) {
-    for (size_t i = hash & (fp->player_cap - 1); fp->players[i].player;
-         i = (i + 1) & (fp->player_cap - 1))
-        if (fp->players[i].hash == hash) return fp->players[i].player;
-    return NULL;
-}
-
-static cached_player *find_player(fold_partition *fp, const char *user_id, uint64_t hash) {
+/* The cached player of user_id, whose table hash is hash; with user_id NULL, the first
+ * with that hash, names not compared (a guess, for the look ahead). */
+static cached_player *find_player(const fold_partition *fp, const char *user_id,
+                                  uint64_t hash) {
     if (!fp->player_cap) return NULL;
     for (size_t i = hash & (fp->player_cap - 1); fp->players[i].player;
          i = (i + 1) & (fp->player_cap - 1)) {
         if (fp->players[i].hash != hash) continue;
         cached_player *p = fp->players[i].player;
-        if (strcmp(p->user_id, user_id) == 0) return p;
+        if (!user_id || strcmp(p->user_id, user_id) == 0) return p;
     }
     return NULL;
 }
@@ -862,15 +856,15 @@ void fold_partition_look_ahead(fold_partition *fp, fold_look_ahead *ahead, int s
             __builtin_prefetch(&fp->players[ahead->user_hash & (fp->player_cap - 1)]);
         return;
     }
-    if (!fp->player_cap) return;
-    cached_player *p = guess_player(fp, ahead->user_hash);
+    cached_player *p = find_player(fp, NULL, ahead->user_hash);
     if (!p) return;
     if (step == 1) {
         __builtin_prefetch(p);
         __builtin_prefetch((const char *)p + 64); /* its name */
         return;
     }
-    if (ahead->id && p->id_cap) __builtin_prefetch(&p->ids[ids_slot(ids_key(ahead->id_hash), p->id_cap)]);
+    if (ahead->id && p->id_cap)
+        __builtin_prefetch(&p->ids[ids_slot(ids_key(ahead->id_hash), p->id_cap)]);
     if (p->lines) __builtin_prefetch(p->lines);
 }
 
