@@ -195,6 +195,11 @@ static void write_bytes(json_writer *w, const char *bytes, size_t n) {
 
 #define WRITE_LITERAL(w, text) write_bytes((w), (text), sizeof(text) - 1)
 
+/* How every message codec_encode writes begins, up to the version's value, and what
+ * follows that value; codec_peek_event_id looks for them. */
+#define ENCODED_HEAD "{\"v\":"
+#define ENCODED_EVENT_ID ",\"event_id\":"
+
 static void write_int(json_writer *w, int64_t value) {
     char digits[JSON_TEXT_INT_MAX];
     write_bytes(w, digits, json_text_int(value, digits));
@@ -236,13 +241,14 @@ static int write_string_or_null(json_writer *w, const char *value) {
 }
 
 const char *codec_peek_event_id(const char *json, size_t len, size_t *id_len) {
-    static const char head[] = "{\"v\":", field[] = ",\"event_id\":\"";
+    static const char head[] = ENCODED_HEAD, field[] = ENCODED_EVENT_ID "\"";
     size_t at = sizeof head - 1;
     if (len < at || memcmp(json, head, at) != 0) return NULL;
     while (at < len && json[at] >= '0' && json[at] <= '9') at++;
     if (len - at < sizeof field - 1 || memcmp(json + at, field, sizeof field - 1) != 0) return NULL;
     at += sizeof field - 1;
-    const char *id = json + at, *end = memchr(id, '"', len - at < CODEC_ID_MAX + 1 ? len - at : CODEC_ID_MAX + 1);
+    size_t room = len - at < CODEC_ID_MAX + 1 ? len - at : CODEC_ID_MAX + 1;
+    const char *id = json + at, *end = memchr(id, '"', room);
     if (!end) return NULL;
     *id_len = (size_t)(end - id);
     return id;
@@ -257,9 +263,9 @@ char *codec_encode(const event *ev, size_t *len, char *errstr, size_t errstr_siz
         snprintf(errstr, errstr_size, "invalid event type %d", (int)ev->type);
         return NULL;
     }
-    WRITE_LITERAL(&w, "{\"v\":");
+    WRITE_LITERAL(&w, ENCODED_HEAD);
     write_int(&w, ev->version);
-    WRITE_LITERAL(&w, ",\"event_id\":");
+    WRITE_LITERAL(&w, ENCODED_EVENT_ID);
     if (write_string(&w, ev->event_id)) bad_field = "event_id";
     WRITE_LITERAL(&w, ",\"event_type\":");
     write_string(&w, type_name);

@@ -903,8 +903,9 @@ static int apply_event(fold_partition *fp, const event *ev, int64_t offset,
     uint32_t id_hash = known->id_known ? known->id_hash : store_event_id_hash(ev->event_id);
     /* The player's id set is large and cold (a hot player's holds 100k+ hashes): its slot
      * is fetched while the outcome's texts go to the arena, which the rules' decision does
-     * not change. perf put the stall on that slot at 4 % of replay. */
-    if (p->id_cap) __builtin_prefetch(&p->ids[ids_slot(ids_key(id_hash), p->id_cap)]);
+     * not change (perf put the stall on that slot at 4 % of replay), unless the look
+     * ahead, which computed the hash, asked for it already. */
+    if (p->id_cap && !known->id_known) __builtin_prefetch(&p->ids[ids_slot(ids_key(id_hash), p->id_cap)]);
     if (reserve((void **)&fp->outcomes, &fp->outcome_cap, fp->outcome_count + 1,
                 sizeof *fp->outcomes))
         goto oom;
