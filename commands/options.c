@@ -122,9 +122,14 @@ static const option_row option_table[] = {
      "memory for the guild-side events the fold notes to prune the outboxes at its end; "
      "past it, the prune reads the new stores after the fold instead (slower)"},
     {"fold-nice", NULL, "N", KIND_INT, AT(fold_nice), "19", NULL, 0, 19, NULL, CLI_SERVE,
-     "niceness of serve's fold threads: at 19 the HTTP loop's reads go first on a busy "
-     "machine; where producers or other work share the cores, a lower value trades read "
-     "latency for fold lag (docs/benchmarks.md)"},
+     "niceness of serve's fold threads while a partition catches up a backlog: at 19 the "
+     "HTTP loop's reads go first on a busy machine; where producers or other work share "
+     "the cores, a lower value trades read latency for fold lag (docs/benchmarks.md)"},
+    {"fold-live-nice", NULL, "N", KIND_INT, AT(fold_live_nice), "10", NULL, 0, 19, NULL,
+     CLI_SERVE,
+     "niceness of a fold thread while its partitions keep up with the log; `--fold-nice` "
+     "holds while one is more than 10,000 records behind. At 10 a write shows in reads "
+     "within milliseconds on a busy machine (docs/benchmarks.md)"},
     {"max-connections", NULL, "N", KIND_INT, AT(max_connections), "1000", NULL, 1, 1000000, NULL,
      CLI_SERVE, "open HTTP connections at most; beyond, 503 `too_many_connections` and close"},
     {"max-parked", NULL, "N", KIND_INT, AT(max_parked), "10000", NULL, 1, 10000000, NULL,

@@ -51,6 +51,7 @@ typedef struct {
     int fold_threads;
     int prune_memory_mib; /* replay --prune-memory-mib */
     int fold_nice;
+    int fold_live_nice;
     int max_connections;
     int read_timeout_ms;
     int max_parked; /* serve --max-parked */

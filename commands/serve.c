@@ -342,6 +342,7 @@ int command_serve(cli_options *opt) {
             .fold = {.guild_capacity = opt->guild_capacity},
             .threads = opt->fold_threads,
             .nice = opt->fold_nice,
+            .live_nice = opt->fold_live_nice,
             .partition_first = opt->partition_first,
             .partition_last = opt->partition_last,
             .batch_max_events = (size_t)opt->batch_events,

@@ -50,6 +50,18 @@
 
 typedef struct worker worker;
 
+/* A worker's two speeds (fold_engine_config.live_nice): which of its threads runs it. */
+enum { SPEED_CATCH_UP = 0, SPEED_LIVE = 1, SPEED_COUNT };
+#define SPEED_CHECK_MS 100 /* a worker's speed is looked at this often, and kept this long */
+
+/* One of a worker's threads: the one at config.nice, or the one at config.live_nice. */
+typedef struct {
+    worker *w;
+    int speed;
+    pthread_t thread;
+    int started;
+} fold_runner;
+
 /* One partition being folded. Owned by its worker's thread after the start. */
 typedef struct {
     int32_t partition;
@@ -86,8 +98,13 @@ typedef struct {
 
 struct worker {
     fold_engine *c;
-    pthread_t thread;
-    int started;
+    /* With two speeds, a worker has a thread for each and one of them at a time runs its
+     * loop (holder, under park_lock): a thread's niceness can be raised without privilege
+     * but not lowered again, so the way back from catching up is the other thread. */
+    fold_runner runners[SPEED_COUNT];
+    int holder;
+    int began; /* the holder drained the outboxes left by a previous run */
+    int started; /* the threads were started */
     rd_kafka_queue_t *queue;
     part *parts[STORE_MAX_PARTITIONS];
     size_t part_count;
@@ -123,6 +140,9 @@ struct fold_engine {
     /* published for other threads */
     atomic_int assigned, finished, failed;
     atomic_int workers_running;
+    int two_speeds;                /* config.live_nice != config.nice */
+    atomic_int workers_catching_up; /* two speeds: workers held by their catch-up thread */
+    atomic_ullong speed_changes;
     /* fold threads past their partitions' ends, for config.at_end (end_lock, end_cond) */
     pthread_mutex_t end_lock;
     pthread_cond_t end_cond;
@@ -607,45 +627,100 @@ static void end_partitions(fold_engine *c, worker *w) {
     }
 }
 
-static void *fold_thread(void *arg) {
-    worker *w = arg;
+/* Waits until runner r's thread holds its worker's loop. Returns 1 then, or 0 when the
+ * worker has ended (or the engine stops) while it waited. */
+static int take_turn(fold_runner *r) {
+    worker *w = r->w;
+    pthread_mutex_lock(&w->park_lock);
+    while (w->holder != r->speed && !w->exited && !atomic_load(&w->c->stopping))
+        pthread_cond_wait(&w->park_cond, &w->park_lock);
+    int mine = w->holder == r->speed && !w->exited;
+    pthread_mutex_unlock(&w->park_lock);
+    return mine;
+}
+
+static void hand_turn(worker *w, int speed) {
     fold_engine *c = w->c;
-    if (c->config.nice + w->nice_extra)
-        setpriority(PRIO_PROCESS, (id_t)gettid(), c->config.nice + w->nice_extra);
+    pthread_mutex_lock(&w->park_lock);
+    w->holder = speed;
+    pthread_cond_broadcast(&w->park_cond);
+    pthread_mutex_unlock(&w->park_lock);
+    atomic_fetch_add(&c->workers_catching_up, speed == SPEED_CATCH_UP ? 1 : -1);
+    atomic_fetch_add(&c->speed_changes, 1);
+}
+
+/* The speed w's partitions ask for: catching up while one of them is more than
+ * FOLD_CATCH_UP_LAG records behind (the batch rule's test), else live. */
+static int wanted_speed(fold_engine *c, const worker *w) {
+    for (size_t i = 0; i < w->part_count; i++)
+        if (!w->parts[i]->done && catching_up(c, w->parts[i])) return SPEED_CATCH_UP;
+    return SPEED_LIVE;
+}
+
+/* Takes records from the worker's queue, folds them and commits the batches due. */
+static void fold_round(fold_engine *c, worker *w) {
+    /* Wait for one record, then take what is queued without waiting (one lock for
+     * many records), up to a bound, and look at the clock. */
+    rd_kafka_message_t *msgs[WORKER_TAKE_MAX];
+    msgs[0] = rd_kafka_consume_queue(w->queue, c->config.batch_max_ms);
+    ssize_t taken = msgs[0] ? 1 : 0;
+    if (taken) {
+        ssize_t more = rd_kafka_consume_batch_queue(w->queue, 0, msgs + 1, WORKER_TAKE_MAX - 1);
+        if (more > 0) taken += more;
+    }
+    int idle = taken < WORKER_TAKE_MAX; /* ran dry, rather than hit the bound */
+    int64_t now = clock_ms();
+    fold_taken(c, w, msgs, taken, now);
+    now = clock_ms();
+    for (size_t i = 0; i < w->part_count; i++)
+        if (batch_due(c, w->parts[i], idle, now)) commit_partition(c, w->parts[i]);
+    if (taken == 0 && now - w->last_position_check_ms >= 1000) {
+        w->last_position_check_ms = now;
+        check_positions(c, w);
+    }
+    if (idle)
+        for (size_t i = 0; i < w->part_count; i++)
+            if (!fold_partition_pending(w->parts[i]->fold)) drain_outbox(c, w->parts[i], 0);
+}
+
+/* A worker's thread. With two speeds, the thread whose speed the partitions ask for runs
+ * the loop: a partition catching up a backlog folds at config.nice (serve: 19, so the
+ * HTTP loop's reads go first while the fold takes every spare cycle), one that keeps up
+ * at config.live_nice, so a write shows in reads soon on a busy machine too. */
+static void *fold_thread(void *arg) {
+    fold_runner *r = arg;
+    worker *w = r->w;
+    fold_engine *c = w->c;
+    int nice = r->speed == SPEED_LIVE ? c->config.live_nice : c->config.nice + w->nice_extra;
+    if (nice) setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
     char name[16]; /* the kernel keeps 15 characters: "fold-<n>" in top, ps and /proc */
-    snprintf(name, sizeof name, "fold-%d", (int)(w - c->workers));
+    snprintf(name, sizeof name, r->speed == SPEED_LIVE ? "fold-%d-live" : "fold-%d",
+             (int)(w - c->workers));
     pthread_setname_np(pthread_self(), name);
-    /* What a previous run committed to the outbox but may not have produced. */
-    for (size_t i = 0; i < w->part_count; i++) drain_outbox(c, w->parts[i], 0);
+    if (!take_turn(r)) return NULL;
+    if (!w->began) { /* what a previous run committed to the outbox but may not have produced */
+        w->began = 1;
+        for (size_t i = 0; i < w->part_count; i++) drain_outbox(c, w->parts[i], 0);
+    }
+    int64_t speed_checked_ms = clock_ms();
     while (!atomic_load(&c->stopping) && !worker_done(w)) {
         if (atomic_load(&w->park_request)) worker_park_here(c, w);
-        /* Wait for one record, then take what is queued without waiting (one lock for
-         * many records), up to a bound, and look at the clock. */
-        rd_kafka_message_t *msgs[WORKER_TAKE_MAX];
-        msgs[0] = rd_kafka_consume_queue(w->queue, c->config.batch_max_ms);
-        ssize_t taken = msgs[0] ? 1 : 0;
-        if (taken) {
-            ssize_t more = rd_kafka_consume_batch_queue(w->queue, 0, msgs + 1, WORKER_TAKE_MAX - 1);
-            if (more > 0) taken += more;
+        if (c->two_speeds && clock_ms() - speed_checked_ms >= SPEED_CHECK_MS) {
+            speed_checked_ms = clock_ms();
+            int speed = wanted_speed(c, w);
+            if (speed != r->speed) {
+                hand_turn(w, speed);
+                if (!take_turn(r)) return NULL;
+                speed_checked_ms = clock_ms();
+                continue;
+            }
         }
-        int idle = taken < WORKER_TAKE_MAX; /* ran dry, rather than hit the bound */
-        int64_t now = clock_ms();
-        fold_taken(c, w, msgs, taken, now);
-        now = clock_ms();
-        for (size_t i = 0; i < w->part_count; i++)
-            if (batch_due(c, w->parts[i], idle, now)) commit_partition(c, w->parts[i]);
-        if (taken == 0 && now - w->last_position_check_ms >= 1000) {
-            w->last_position_check_ms = now;
-            check_positions(c, w);
-        }
-        if (idle)
-            for (size_t i = 0; i < w->part_count; i++)
-                if (!fold_partition_pending(w->parts[i]->fold)) drain_outbox(c, w->parts[i], 0);
+        fold_round(c, w);
     }
     end_partitions(c, w);
     pthread_mutex_lock(&w->park_lock);
     w->exited = 1;
-    pthread_cond_broadcast(&w->park_cond);
+    pthread_cond_broadcast(&w->park_cond); /* the engine, and the worker's other thread */
     pthread_mutex_unlock(&w->park_lock);
     /* The last one out wakes the engine thread, which then says the fold has finished
      * (rather than at the end of its wait for a consumer event, up to 100 ms later). */
@@ -886,15 +961,24 @@ static int make_workers(fold_engine *c, int threads) {
     return 0;
 }
 
+/* Starts each worker's thread, or its two (two speeds: the catch-up one holds it first). */
 static int run_workers(fold_engine *c) {
     atomic_store(&c->workers_running, c->worker_count);
+    atomic_store(&c->workers_catching_up, c->two_speeds ? c->worker_count : 0);
     for (int i = 0; i < c->worker_count; i++) {
-        if (pthread_create(&c->workers[i].thread, NULL, fold_thread, &c->workers[i])) {
-            atomic_fetch_sub(&c->workers_running, c->worker_count - i);
-            set_failed(c, "starting a fold thread failed");
-            return -1;
+        worker *w = &c->workers[i];
+        w->holder = SPEED_CATCH_UP;
+        for (int speed = 0; speed < (c->two_speeds ? SPEED_COUNT : 1); speed++) {
+            fold_runner *r = &w->runners[speed];
+            *r = (fold_runner){.w = w, .speed = speed};
+            if (pthread_create(&r->thread, NULL, fold_thread, r)) {
+                if (speed == 0) atomic_fetch_sub(&c->workers_running, c->worker_count - i);
+                set_failed(c, "starting a fold thread failed");
+                return -1;
+            }
+            r->started = 1;
         }
-        c->workers[i].started = 1;
+        w->started = 1;
     }
     return 0;
 }
@@ -1317,6 +1401,7 @@ fold_engine *fold_engine_start(const fold_engine_config *config, char *errstr, s
     pthread_cond_init(&c->end_cond, NULL);
     for (int p = 0; p < STORE_MAX_PARTITIONS; p++) pthread_mutex_init(&c->parts[p].ack_lock, NULL);
     c->config = *config;
+    c->two_speeds = config->live_nice != config->nice;
     if (c->config.batch_max_events == 0) c->config.batch_max_events = 20000;
     if (c->config.batch_max_players == 0) c->config.batch_max_players = FOLD_BATCH_MAX_PLAYERS;
     if (c->config.batch_max_ms <= 0) c->config.batch_max_ms = 20;
@@ -1397,6 +1482,8 @@ void fold_engine_get_stats(fold_engine *c, fold_engine_stats *stats) {
     stats->duplicates = atomic_load(&c->duplicates);
     stats->dead_letters = atomic_load(&c->dead_letters);
     stats->pending = atomic_load(&c->pending);
+    stats->threads_catching_up = atomic_load(&c->workers_catching_up);
+    stats->speed_changes = atomic_load(&c->speed_changes);
 }
 
 void fold_engine_error(fold_engine *c, char *errstr, size_t errstr_size) {
@@ -1472,10 +1559,10 @@ void fold_engine_stop(fold_engine *c) {
         pthread_mutex_unlock(&c->workers[i].park_lock);
     }
     if (c->engine_started) pthread_join(c->engine, NULL);
-    for (int i = 0; i < c->worker_count; i++) {
-        worker *w = &c->workers[i];
-        if (w->started) pthread_join(w->thread, NULL);
-    }
+    for (int i = 0; i < c->worker_count; i++)
+        for (int speed = 0; speed < SPEED_COUNT; speed++)
+            if (c->workers[i].runners[speed].started)
+                pthread_join(c->workers[i].runners[speed].thread, NULL);
     if (c->rk && !c->config.group_id) rd_kafka_assign(c->rk, NULL);
     if (c->rk && c->config.group_id) rd_kafka_consumer_close(c->rk); /* leaves the group now:
                                                   the partitions move without a timeout */

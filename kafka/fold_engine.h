@@ -36,6 +36,11 @@ typedef struct {
     int partition_last;
     int threads;             /* fold threads; 0: one per partition (at most 32) */
     int nice;                /* niceness of the fold threads (serve: let reads go first) */
+    /* niceness of a fold thread while its partitions keep up (none more than
+     * FOLD_CATCH_UP_LAG behind); when it differs from nice, each worker has a thread at
+     * each and the one its partitions ask for folds (serve: a write shows soon even on a
+     * busy machine, a backlog still lets reads go first) */
+    int live_nice;
     size_t batch_max_events; /* events per transaction at most */
     /* and at most this many players in memory (cached and the batch's), per partition;
      * 0: FOLD_BATCH_MAX_PLAYERS */
@@ -101,6 +106,8 @@ typedef struct {
     size_t partition_count; /* of the topic, once known */
     int64_t lag;            /* sum over partitions of high watermark - next offset; -1 unknown */
     uint64_t batches, applied, rejected, duplicates, dead_letters, pending;
+    int threads_catching_up; /* with two speeds: fold threads at config.nice, not live_nice */
+    uint64_t speed_changes;  /* with two speeds: times a fold thread changed speed */
 } fold_engine_stats;
 
 /* Starts the engine (its threads open the stores). config strings and arrays must

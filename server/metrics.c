@@ -407,6 +407,13 @@ static void render_fold(metrics *m, fold_engine *fold, out_buf *out) {
              codec_type_name((event_type)t), fold_engine_folded_of_type(fold, t));
     family(out, "lootlog_fold_batches_total", "counter", "Fold transactions committed.");
     emit(out, "lootlog_fold_batches_total %" PRIu64 "\n", st.batches);
+    family(out, "lootlog_fold_threads_catching_up", "gauge",
+           "Fold threads folding at --fold-nice because a partition of theirs is more than "
+           "10,000 records behind (the others fold at --fold-live-nice).");
+    emit(out, "lootlog_fold_threads_catching_up %d\n", st.threads_catching_up);
+    family(out, "lootlog_fold_speed_changes_total", "counter",
+           "Times a fold thread went from catching up to keeping up or back.");
+    emit(out, "lootlog_fold_speed_changes_total %" PRIu64 "\n", st.speed_changes);
     family(out, "lootlog_fold_lag", "gauge",
            "Records in the topic not folded yet, summed over partitions (-1: unknown).");
     emit(out, "lootlog_fold_lag %" PRId64 "\n", st.lag);

@@ -7,6 +7,7 @@ partitions while the kills land, between the steps of the exchanges too."""
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -107,3 +108,68 @@ def test_sigkill_at_random_instants_loses_nothing_and_applies_nothing_twice(serv
     for g, _ in o_members:
         expected_counts[g] = expected_counts.get(g, 0) + 1
     assert counts == expected_counts
+
+
+def metric(server, name):
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_fold_threads_change_speed_mid_stream_and_lose_nothing(server_factory, tmp_path):
+    """A fold thread catching up a backlog hands its partitions to the worker's live
+    thread once they keep up, and takes them back when they fall behind again (more than
+    10,000 records). serve is stopped (SIGSTOP) while a burst goes to the log, three times,
+    with a steady stream going on all along, so the hand-overs happen while records keep
+    coming; at the end every table equals the oracle's and no record was applied twice."""
+    prefix = "speed" + uuid.uuid4().hex[:6] + "-"
+    topic = create_topic("speed-" + uuid.uuid4().hex[:8])
+    db = str(tmp_path / "speed-state")
+    serve = server_factory(name="speed", db=db, topic=topic).start()
+    steady = subprocess.Popen([BIN, "gen", "--brokers", BROKERS, "--topic", topic,
+                               "--rate", "2000", "--users", "3000", "--duration", "600",
+                               "--seed", "5", "--user-prefix", prefix],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    caught_up_seen = []
+    try:
+        for burst in range(3):
+            changes = metric(serve, "lootlog_fold_speed_changes_total")
+            serve.proc.send_signal(signal.SIGSTOP)
+            try:
+                # 150k records: 25k a partition on average, past the 10,000 of catching up.
+                sent, runs = 0, 0
+                while sent < 150_000:
+                    gen = subprocess.run([BIN, "gen", "--brokers", BROKERS, "--topic", topic,
+                                          "--rate", "100000", "--users", "3000",
+                                          "--duration", "1.5", "--seed", str(100 + burst * 10 + runs),
+                                          "--user-prefix", prefix],
+                                         capture_output=True, text=True, timeout=300)
+                    m = re.search(r"ok (\d+), failed 0", gen.stdout)
+                    assert gen.returncode == 0 and m, gen.stdout + gen.stderr
+                    sent += int(m.group(1))
+                    runs += 1
+            finally:
+                serve.proc.send_signal(signal.SIGCONT)
+            wait_until(lambda: metric(serve, "lootlog_fold_threads_catching_up") > 0, 30,
+                       "a fold thread catching up the burst")
+            caught_up_seen.append(metric(serve, "lootlog_fold_threads_catching_up"))
+            wait_until(lambda: metric(serve, "lootlog_fold_threads_catching_up") == 0, 300,
+                       "every fold thread keeping up again")
+            assert metric(serve, "lootlog_fold_speed_changes_total") >= changes + 2
+        assert steady.poll() is None, "the steady stream should still be going"
+    finally:
+        steady.terminate()
+        steady_out, _ = steady.communicate(timeout=60)
+    ends = wait_quiescent(db, topic, 180)
+    serve.stop()
+    print(f"\nfold threads catching up after each burst: {caught_up_seen}")
+
+    players, items, members, counts, twice, offsets, pending = lootlog_tables(db, prefix)
+    oracle = fold_topic(topic, ends, Oracle(capacity=100, wanted=lambda u: u.startswith(prefix)))
+    assert twice == 0
+    assert len(players) > 1000
+    assert players == oracle.players()
+    assert items == oracle.items()
+    assert members == oracle.seats()
+    assert pending == [] and not oracle.pending

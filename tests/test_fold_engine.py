@@ -617,35 +617,50 @@ def test_reads_while_serve_starts_never_fail_nor_deny_a_player(server_factory, t
 
 def thread_nice_values(pid, fold=None):
     """The nice value of each of a process's threads (field 19 of /proc/<pid>/task/*/stat):
-    of its fold threads (named fold-<n>) when fold is True, of the others when False."""
+    of its fold threads when fold is "catch-up" (named fold-<n>) or "live" (fold-<n>-live),
+    of the others when False."""
     values = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{tid}/stat") as f:
             stat = f.read()
         name = stat[stat.index("(") + 1:stat.rindex(")")]
-        if fold is not None and name.startswith("fold-") != fold:
+        kind = ("live" if name.endswith("-live") else "catch-up") if name.startswith("fold-") \
+            else False
+        if fold is not None and kind != fold:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         values.append(int(fields[16]))  # after "pid (comm)": state is fields[0], nice fields[16]
-    return values
+    return sorted(values)
 
 
 def test_fold_threads_yield_to_reads_by_their_niceness(server_factory, user):
-    """serve's fold threads run at nice 19 by default, so the HTTP loop's reads go first
-    on a busy machine; --fold-nice sets another value. One thread per partition."""
+    """serve's fold threads catch up a backlog at nice 19 by default, so the HTTP loop's
+    reads go first on a busy machine, and fold a partition that keeps up at nice 10, so a
+    write shows soon; --fold-nice and --fold-live-nice set other values. A worker has a
+    thread at each niceness (a thread cannot lower its niceness again without privilege);
+    with the two equal, one thread per partition."""
     default = server_factory(name="nice-default").start()
     assert default.buy(user, "gem", 1).status_code == 202
-    # The test topic has 6 partitions: six fold threads at 19; the HTTP loop, the engine
-    # and librdkafka's threads at 0.
-    wait_until(lambda: thread_nice_values(default.proc.pid, fold=True) == [19] * 6, 30,
-               "six fold threads at nice 19")
+    # The test topic has 6 partitions: six fold threads at 19 and six at 10; the HTTP
+    # loop, the engine and librdkafka's threads at 0.
+    wait_until(lambda: thread_nice_values(default.proc.pid, fold="catch-up") == [19] * 6, 30,
+               "six catch-up fold threads at nice 19")
+    assert thread_nice_values(default.proc.pid, fold="live") == [10] * 6
     assert 0 in thread_nice_values(default.proc.pid, fold=False)
-    chosen = server_factory(name="nice-7", extra_args=["--fold-nice", "7"]).start()
-    wait_until(lambda: thread_nice_values(chosen.proc.pid, fold=True) == [7] * 6, 30,
-               "six fold threads at nice 7")
-    bad = subprocess.run([BIN, "serve", "--fold-nice", "20"], capture_output=True, text=True,
-                         timeout=30)
-    assert bad.returncode != 0 and "--fold-nice" in bad.stderr
+    chosen = server_factory(name="nice-7", extra_args=["--fold-nice", "7",
+                                                       "--fold-live-nice", "3"]).start()
+    wait_until(lambda: thread_nice_values(chosen.proc.pid, fold="catch-up") == [7] * 6, 30,
+               "six catch-up fold threads at nice 7")
+    assert thread_nice_values(chosen.proc.pid, fold="live") == [3] * 6
+    one = server_factory(name="nice-one", extra_args=["--fold-nice", "5",
+                                                      "--fold-live-nice", "5"]).start()
+    wait_until(lambda: thread_nice_values(one.proc.pid, fold="catch-up") == [5] * 6, 30,
+               "six fold threads at nice 5")
+    assert thread_nice_values(one.proc.pid, fold="live") == []
+    for flag in ("--fold-nice", "--fold-live-nice"):
+        bad = subprocess.run([BIN, "serve", flag, "20"], capture_output=True, text=True,
+                             timeout=30)
+        assert bad.returncode != 0 and flag in bad.stderr
 
 
 WAL_BOUND = 24 * 1024 * 1024  # STORE_WAL_REUSE_FRAMES (8 MB) plus room for a few commits
