@@ -33,6 +33,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <event2/event.h>
+#ifdef LOOTLOG_MIMALLOC
+#include <mimalloc.h>
+#endif
 
 typedef struct swap_job swap_job;
 
@@ -70,6 +73,17 @@ static void on_fold_commit_fd(evutil_socket_t fd, short what, void *arg) {
 }
 
 static void notify_fold_commit(void *opaque) { wakeup_notify(opaque); }
+
+/* fold_engine_config.collect_memory: mimalloc (meson.build) keeps a block freed by another
+ * thread on its page until the thread that allocated it looks; a fold thread waiting for
+ * its turn looks here. The sanitizer builds' allocator needs nothing. */
+static void collect_fold_memory(int force) {
+#ifdef LOOTLOG_MIMALLOC
+    mi_collect(force != 0);
+#else
+    (void)force;
+#endif
+}
 
 /* Twice a second: a fold engine that stopped on an error it cannot retry (a store that
  * cannot be opened, a topic of more partitions than lootlog folds) ends serve, rather
@@ -353,6 +367,7 @@ int command_serve(cli_options *opt) {
             .on_commit = notify_fold_commit,
             .on_commit_opaque = s.fold_wakeup,
             .commit_seconds = metrics_commit_histogram(registry),
+            .collect_memory = collect_fold_memory,
             .group_id = opt->group,
             .advertise = self,
         };

@@ -1262,10 +1262,9 @@ static void *scheduler_thread(void *arg) {
     pthread_mutex_lock(&s->lock);
     while (!s->stopping) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
         int wait_s = backoff_s ? backoff_s : s->interval_s;
         if (wait_s > 0 || !s->triggered) {
-            until.tv_sec += wait_s > 0 ? wait_s : 3600;
+            clock_deadline_in((int64_t)(wait_s > 0 ? wait_s : 3600) * 1000, &until);
             while (!s->stopping && !s->triggered &&
                    pthread_cond_timedwait(&s->wake, &s->lock, &until) == 0) {
             }

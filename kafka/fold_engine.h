@@ -97,6 +97,12 @@ typedef struct {
     void (*on_commit)(void *opaque);
     void *on_commit_opaque;
     histogram *commit_seconds; /* when not NULL, times every commit (server/metrics) */
+    /* With two speeds, called on a fold thread as it hands its worker to the other thread
+     * (force 1) and every COLLECT_IDLE_MS while it waits (force 0): the allocator's
+     * per-thread heap takes back what the other thread freed of its blocks and gives
+     * empty pages back (mimalloc: a block freed by another thread returns to its page only
+     * when the owning thread looks). NULL: nothing. */
+    void (*collect_memory)(int force);
 } fold_engine_config;
 
 typedef struct {

@@ -143,10 +143,7 @@ static void *view_thread(void *arg) {
         describe(v);
         pthread_mutex_lock(&v->lock);
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += (long)REFRESH_EVERY_MS * 1000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
+        clock_deadline_in(REFRESH_EVERY_MS, &until);
         while (!v->stopping && !v->refresh &&
                pthread_cond_timedwait(&v->wake, &v->lock, &until) == 0) {
         }

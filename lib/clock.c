@@ -16,6 +16,14 @@ double clock_seconds(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+void clock_deadline_in(int64_t ms, struct timespec *until) {
+    clock_gettime(CLOCK_REALTIME, until);
+    until->tv_sec += (time_t)(ms / 1000);
+    until->tv_nsec += (long)(ms % 1000) * 1000000L;
+    until->tv_sec += until->tv_nsec / 1000000000L;
+    until->tv_nsec %= 1000000000L;
+}
+
 void clock_sleep_ms(int ms) {
     struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&pause, NULL);

@@ -6,12 +6,17 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Monotonic milliseconds, for deadlines and durations. */
 int64_t clock_ms(void);
 
 /* Monotonic seconds with a fraction, for rates and timings. */
 double clock_seconds(void);
+
+/* The instant ms milliseconds from now on the wall clock, the clock a pthread condition
+ * variable waits by unless told otherwise (pthread_cond_timedwait's deadline). */
+void clock_deadline_in(int64_t ms, struct timespec *until);
 
 /* Sleeps ms milliseconds (a signal may end it early). */
 void clock_sleep_ms(int ms);

@@ -147,8 +147,7 @@ static void *board_thread(void *arg) {
         int watched = b->viewed_ms && now - b->viewed_ms < BOARD_VIEWED_FOR_MS;
         if (!watched || (b->read_ms && now - b->read_ms < STATUS_BOARD_EVERY_S * 1000)) {
             struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 1;
+            clock_deadline_in(1000, &until);
             pthread_cond_timedwait(&b->wake, &b->lock, &until);
             continue;
         }
