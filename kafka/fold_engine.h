@@ -35,7 +35,7 @@ typedef struct {
     int partition_first; /* -1: every partition of the topic (or of the group's choice) */
     int partition_last;
     int threads;             /* fold threads; 0: one per partition (at most 32) */
-    int nice;                /* niceness of the fold threads (serve: let reads go first) */
+    int nice;                /* niceness of the fold threads (with live_nice: while catching up) */
     /* niceness of a fold thread while its partitions keep up (none more than
      * FOLD_CATCH_UP_LAG behind); when it differs from nice, each worker has a thread at
      * each and the one its partitions ask for folds (serve: a write shows soon even on a
