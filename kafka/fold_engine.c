@@ -721,8 +721,9 @@ static void *fold_thread(void *arg) {
     int64_t speed_checked_ms = clock_ms();
     while (!atomic_load(&c->stopping) && !worker_done(w)) {
         if (atomic_load(&w->park_request)) worker_park_here(c, w);
-        if (c->two_speeds && clock_ms() - speed_checked_ms >= SPEED_CHECK_MS) {
-            speed_checked_ms = clock_ms();
+        int64_t now = c->two_speeds ? clock_ms() : 0;
+        if (c->two_speeds && now - speed_checked_ms >= SPEED_CHECK_MS) {
+            speed_checked_ms = now;
             int speed = wanted_speed(c, w);
             if (speed != r->speed) {
                 hand_turn(w, speed);
